@@ -1,0 +1,48 @@
+// Bindings for core facilities: threads, devices, argument conversion.
+#include <limits>
+
+#include "bindings/domains.h"
+#include "core/threading.h"
+#include "kernels/cuda_backend.h"
+
+namespace nw::bindings {
+
+py::array_t<int32_t> as_int32(const py::object& obj, const char* what, int ndim) {
+  py::array arr = py::array::ensure(obj);
+  NW_CHECK(arr, what, " must be a NumPy integer array");
+  const char kind = arr.dtype().kind();
+  NW_CHECK(kind == 'i' || kind == 'u', what, " must have an integer dtype, got ", std::string(py::str(arr.dtype())));
+  NW_CHECK(arr.ndim() == ndim, what, " must have ", ndim, " dimensions, got shape ", std::string(py::str(obj.attr("shape"))));
+  py::array_t<int64_t, py::array::c_style | py::array::forcecast> wide(arr);
+  py::array_t<int32_t> out(std::vector<py::ssize_t>(arr.shape(), arr.shape() + ndim));
+  const int64_t* src = wide.data();
+  int32_t* dst = out.mutable_data();
+  for (py::ssize_t i = 0; i < wide.size(); ++i) {
+    NW_CHECK(src[i] >= std::numeric_limits<int32_t>::min() && src[i] <= std::numeric_limits<int32_t>::max(), what,
+             " value ", src[i], " does not fit in int32");
+    dst[i] = static_cast<int32_t>(src[i]);
+  }
+  return out;
+}
+
+Device parse_device(const std::string& name) {
+  if (name == "cpu") return Device::CPU;
+  if (name == "cuda") return Device::CUDA;
+  NW_CHECK(false, "device must be 'cpu' or 'cuda', got '", name, "'");
+  return Device::CPU;
+}
+
+DType parse_dtype(const std::string& name) {
+  if (name == "float32") return DType::F32;
+  if (name == "float64") return DType::F64;
+  NW_CHECK(false, "dtype must be 'float32' or 'float64', got '", name, "'");
+  return DType::F32;
+}
+
+void register_core(py::module_& m) {
+  m.def("set_num_threads", &set_num_threads, py::arg("n"), "Threads for OpenMP loops and OpenBLAS.");
+  m.def("get_num_threads", &get_num_threads);
+  m.def("cuda_available", &cuda::available, "True when built with CUDA and a GPU is usable.");
+}
+
+}  // namespace nw::bindings

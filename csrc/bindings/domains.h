@@ -1,0 +1,19 @@
+// One register function per binding domain (each in its own file).
+#pragma once
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include "core/tensor.h"
+
+namespace nw::bindings {
+namespace py = pybind11;
+
+void register_core(py::module_& m);
+void register_model(py::module_& m);
+void register_optimizer(py::module_& m);
+
+// A NumPy integer array of exactly `ndim` dimensions, as a contiguous int32 copy; ValueError otherwise.
+py::array_t<int32_t> as_int32(const py::object& obj, const char* what, int ndim);
+Device parse_device(const std::string& name);
+DType parse_dtype(const std::string& name);
+}  // namespace nw::bindings

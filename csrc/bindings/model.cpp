@@ -1,0 +1,232 @@
+// Bindings for ModelConfig and Model. Compute runs with the GIL released.
+#include <pybind11/stl.h>
+
+#include "bindings/domains.h"
+#include "model/model.h"
+
+namespace nw::bindings {
+
+#define NW_MODEL_CONFIG_FIELDS(X)                                                                      \
+  X(vocab_size) X(seq_len) X(d_model) X(n_layer) X(n_head) X(n_kv_head) X(head_dim) X(n_dense_layers) \
+  X(dense_hidden) X(n_experts) X(top_k) X(expert_hidden) X(n_shared) X(shared_hidden) X(activation)   \
+  X(rope_base) X(softcap) X(tie_embeddings) X(window_pattern) X(short_window) X(route_scale)           \
+  X(balance_gamma) X(balance_alpha) X(norm_eps)
+
+namespace {
+
+py::dict config_to_dict(const ModelConfig& c) {
+  py::dict d;
+#define X(f) d[#f] = c.f;
+  NW_MODEL_CONFIG_FIELDS(X)
+#undef X
+  return d;
+}
+
+void config_update(ModelConfig& c, const py::dict& kw) {
+  for (auto item : kw) {
+    const std::string key = py::str(item.first);
+    bool known = false;
+#define X(f)                                                                                          \
+  if (key == #f) {                                                                                    \
+    known = true;                                                                                     \
+    try {                                                                                             \
+      c.f = item.second.cast<decltype(c.f)>();                                                        \
+    } catch (const py::cast_error&) {                                                                 \
+      NW_CHECK(false, "ModelConfig.", key, " has the wrong type: ", std::string(py::repr(item.second))); \
+    }                                                                                                 \
+  }
+    NW_MODEL_CONFIG_FIELDS(X)
+#undef X
+    NW_CHECK(known, "ModelConfig has no field '", key, "'");
+  }
+}
+
+py::array param_to_numpy(const Tensor& t) {
+  std::vector<py::ssize_t> shape(t.shape, t.shape + t.ndim);
+  if (t.dtype == DType::F64) {
+    py::array_t<double> out(shape);
+    copy_to_host(out.mutable_data(), t);
+    return std::move(out);
+  }
+  py::array_t<float> out(shape);
+  copy_to_host(out.mutable_data(), t);
+  return std::move(out);
+}
+
+void numpy_to_param(const Tensor& t, const py::object& value, const std::string& name) {
+  py::array arr = py::array::ensure(value);
+  NW_CHECK(arr, name, ": expected a NumPy array");
+  const char kind = arr.dtype().kind();
+  NW_CHECK(kind == 'f' || kind == 'i' || kind == 'u', name, ": expected a numeric array, got ",
+           std::string(py::str(arr.dtype())));
+  bool same = arr.ndim() == t.ndim;
+  for (int i = 0; same && i < t.ndim; ++i) same = arr.shape(i) == t.shape[i];
+  NW_CHECK(same, name, ": expected shape ", t.describe(), ", got ", std::string(py::str(value.attr("shape"))));
+  if (t.dtype == DType::F64) {
+    py::array_t<double, py::array::c_style | py::array::forcecast> c(arr);
+    copy_from_host(t, c.data());
+  } else {
+    py::array_t<float, py::array::c_style | py::array::forcecast> c(arr);
+    copy_from_host(t, c.data());
+  }
+}
+
+// Tokens (B, T) and targets (B, T) as int32, with matching shapes.
+std::pair<py::array_t<int32_t>, py::array_t<int32_t>> batch_arrays(const py::object& tokens, const py::object& targets) {
+  auto tok = as_int32(tokens, "tokens", 2);
+  auto tgt = as_int32(targets, "targets", 2);
+  NW_CHECK(tok.shape(0) == tgt.shape(0) && tok.shape(1) == tgt.shape(1), "tokens and targets must have the same shape, got (",
+           tok.shape(0), ", ", tok.shape(1), ") and (", tgt.shape(0), ", ", tgt.shape(1), ")");
+  return {tok, tgt};
+}
+
+const char* kind_name(ParamKind k) {
+  switch (k) {
+    case ParamKind::Embedding: return "embedding";
+    case ParamKind::Head: return "head";
+    case ParamKind::Router: return "router";
+    case ParamKind::Scalar: return "scalar";
+    case ParamKind::Matrix: return "matrix";
+  }
+  return "?";
+}
+
+}  // namespace
+
+void register_model(py::module_& m) {
+  py::class_<ModelConfig> cfg(m, "ModelConfig", "Hyperparameters of the nanowhale transformer (DESIGN.md §3).");
+  cfg.def(py::init([](const py::kwargs& kw) {
+            ModelConfig c;
+            config_update(c, kw);
+            return c;
+          }))
+      .def_static("preset", &ModelConfig::preset, py::arg("name"), "'tiny' or 'nanowhale-100m'")
+      .def_static("from_dict", [](const py::dict& d) {
+            ModelConfig c;
+            config_update(c, d);
+            return c;
+          })
+      .def("replace", [](const ModelConfig& c, const py::kwargs& kw) {
+            ModelConfig out = c;
+            config_update(out, kw);
+            return out;
+          }, "A copy with some fields changed.")
+      .def("to_dict", &config_to_dict)
+      .def("validate", &ModelConfig::validate)
+      .def("num_params", &ModelConfig::num_params)
+      .def("num_active_params", &ModelConfig::num_active_params)
+      .def("flops_per_token", &ModelConfig::flops_per_token)
+      .def("__eq__", [](const ModelConfig& a, const ModelConfig& b) { return config_to_dict(a).equal(config_to_dict(b)); })
+      .def("__repr__", [](const ModelConfig& c) {
+        std::string s = "ModelConfig(";
+        bool first = true;
+        for (auto item : config_to_dict(c)) {
+          s += (first ? "" : ", ") + std::string(py::str(item.first)) + "=" + std::string(py::repr(item.second));
+          first = false;
+        }
+        return s + ")";
+      });
+#define X(f) cfg.def_readwrite(#f, &ModelConfig::f);
+  NW_MODEL_CONFIG_FIELDS(X)
+#undef X
+
+  py::class_<Model>(m, "Model", "The nanowhale MoE transformer: parameters, forward and backward.")
+      .def(py::init([](const ModelConfig& c, uint64_t seed, const std::string& device, const std::string& dtype) {
+             return std::make_unique<Model>(c, seed, parse_device(device), parse_dtype(dtype));
+           }),
+           py::arg("config"), py::arg("seed") = 0, py::arg("device") = "cpu", py::arg("dtype") = "float32")
+      .def_property_readonly("config", &Model::config)
+      .def_property_readonly("device", [](const Model& m) { return device_name(m.device()); })
+      .def_property_readonly("dtype", [](const Model& m) { return dtype_name(m.dtype()); })
+      .def("init_weights", &Model::init_weights, py::arg("seed"), py::call_guard<py::gil_scoped_release>())
+      .def("forward_backward",
+           [](Model& m, const py::object& tokens, const py::object& targets, float grad_scale) {
+             auto [tok, tgt] = batch_arrays(tokens, targets);
+             const int B = int(tok.shape(0)), T = int(tok.shape(1));
+             py::gil_scoped_release release;
+             return m.forward_backward(tok.data(), tgt.data(), B, T, grad_scale).loss;
+           },
+           py::arg("tokens"), py::arg("targets"), py::arg("grad_scale") = 1.0f,
+           "Adds grad_scale * d(loss)/d(params) to the gradients; returns the mean cross-entropy.")
+      .def("forward",
+           [](Model& m, const py::object& tokens, const py::object& targets) {
+             auto [tok, tgt] = batch_arrays(tokens, targets);
+             const int B = int(tok.shape(0)), T = int(tok.shape(1));
+             py::gil_scoped_release release;
+             return m.forward(tok.data(), tgt.data(), B, T).loss;
+           },
+           py::arg("tokens"), py::arg("targets"), "Mean cross-entropy without gradients.")
+      .def("token_losses",
+           [](Model& m, const py::object& tokens, const py::object& targets) {
+             auto [tok, tgt] = batch_arrays(tokens, targets);
+             const int B = int(tok.shape(0)), T = int(tok.shape(1));
+             py::array_t<float> out({B, T});
+             float* dst = out.mutable_data();
+             {
+               py::gil_scoped_release release;
+               m.forward(tok.data(), tgt.data(), B, T, dst);
+             }
+             return out;
+           },
+           py::arg("tokens"), py::arg("targets"), "Per-position loss in nats, (B, T); 0 where the target is -1.")
+      .def("logits",
+           [](Model& m, const py::object& tokens) {
+             auto tok = as_int32(tokens, "tokens", 2);
+             const int B = int(tok.shape(0)), T = int(tok.shape(1));
+             py::array_t<float> out({B, T, m.config().vocab_size});
+             float* dst = out.mutable_data();
+             {
+               py::gil_scoped_release release;
+               m.logits(tok.data(), B, T, dst);
+             }
+             return out;
+           },
+           py::arg("tokens"), "Soft-capped logits, (B, T, V) float32.")
+      .def_property_readonly("last_loss", [](const Model& m) { return m.last_loss().loss; })
+      .def_property_readonly("last_balance_loss", [](const Model& m) { return m.last_loss().balance_loss; },
+                             "Sum over MoE layers of the balance loss of the latest forward (not in the returned loss).")
+      .def("zero_grad", &Model::zero_grad)
+      .def("update_balance_bias", &Model::update_balance_bias, py::arg("gamma"),
+           "b_i += gamma * sign(mean - count_i) from the routing counts since the last update.")
+      .def("routing_stats",
+           [](const Model& m) {
+             py::list out;
+             for (const RoutingStats& s : m.routing_stats()) {
+               py::dict d;
+               d["layer"] = s.layer;
+               d["tokens_per_expert"] = s.tokens_per_expert;
+               d["max_violation"] = s.max_violation;
+               d["dead_experts"] = s.dead_experts;
+               d["bias"] = s.bias;
+               out.append(d);
+             }
+             return out;
+           },
+           "Per MoE layer: tokens per expert (this step's, else the last step's), max-violation, dead experts, bias.")
+      .def("parameter_names",
+           [](const Model& m) {
+             std::vector<std::string> names;
+             for (int i = 0; i < m.params().layout().size(); ++i) names.push_back(m.params().layout()[i].name);
+             return names;
+           })
+      .def("parameter_kind", [](const Model& m, const std::string& name) { return kind_name(m.kind(m.params().layout().index(name))); })
+      .def("get_param", [](const Model& m, const std::string& name) { return param_to_numpy(m.params().view(m.params().layout().index(name))); })
+      .def("set_param", [](Model& m, const std::string& name, const py::object& v) {
+             numpy_to_param(m.params().view(m.params().layout().index(name)), v, name);
+           })
+      .def("get_grad", [](const Model& m, const std::string& name) { return param_to_numpy(m.grads().view(m.grads().layout().index(name))); })
+      .def("buffer_names",
+           [](const Model& m) {
+             std::vector<std::string> names;
+             for (int i = 0; i < m.buffers().layout().size(); ++i) names.push_back(m.buffers().layout()[i].name);
+             return names;
+           })
+      .def("get_buffer", [](const Model& m, const std::string& name) { return param_to_numpy(m.buffers().view(m.buffers().layout().index(name))); })
+      .def("set_buffer", [](Model& m, const std::string& name, const py::object& v) {
+             numpy_to_param(m.buffers().view(m.buffers().layout().index(name)), v, name);
+           })
+      .def("num_params", [](const Model& m) { return m.config().num_params(); })
+      .def("num_active_params", [](const Model& m) { return m.config().num_active_params(); });
+}
+
+}  // namespace nw::bindings

@@ -1,0 +1,59 @@
+// Bindings for the optimizer.
+#include "bindings/domains.h"
+#include "train/optimizer.h"
+
+namespace nw::bindings {
+
+void register_optimizer(py::module_& m) {
+  py::class_<AdamGroup>(m, "AdamGroup", "AdamW hyperparameters of one parameter group.")
+      .def(py::init([](float lr, float beta1, float beta2, float eps, float wd) { return AdamGroup{lr, beta1, beta2, eps, wd}; }),
+           py::arg("lr"), py::arg("beta1") = 0.8f, py::arg("beta2") = 0.95f, py::arg("eps") = 1e-10f,
+           py::arg("weight_decay") = 0.0f)
+      .def_readwrite("lr", &AdamGroup::lr)
+      .def_readwrite("beta1", &AdamGroup::beta1)
+      .def_readwrite("beta2", &AdamGroup::beta2)
+      .def_readwrite("eps", &AdamGroup::eps)
+      .def_readwrite("weight_decay", &AdamGroup::weight_decay);
+
+  py::class_<OptimizerConfig>(m, "OptimizerConfig",
+                              "Muon for hidden matrices; AdamW groups embed, head, router, scalar (norm gains).")
+      .def(py::init<>())
+      .def_readwrite("muon_lr", &OptimizerConfig::muon_lr)
+      .def_readwrite("muon_momentum", &OptimizerConfig::muon_momentum)
+      .def_readwrite("muon_weight_decay", &OptimizerConfig::muon_weight_decay)
+      .def_readwrite("ns_steps", &OptimizerConfig::ns_steps)
+      .def_readwrite("nesterov", &OptimizerConfig::nesterov)
+      .def_readwrite("embed", &OptimizerConfig::embed)
+      .def_readwrite("head", &OptimizerConfig::head)
+      .def_readwrite("router", &OptimizerConfig::router)
+      .def_readwrite("scalar", &OptimizerConfig::scalar)
+      .def_readwrite("grad_clip", &OptimizerConfig::grad_clip)
+      .def("validate", &OptimizerConfig::validate);
+
+  py::class_<Optimizer>(m, "Optimizer")
+      .def(py::init<Model&, const OptimizerConfig&>(), py::arg("model"), py::arg("config") = OptimizerConfig(),
+           py::keep_alive<1, 2>())
+      .def("step",
+           [](Optimizer& o, float lr_mult, float wd_mult, py::object muon_momentum, py::object balance_gamma) {
+             StepArgs a;
+             a.lr_mult = lr_mult;
+             a.wd_mult = wd_mult;
+             if (!muon_momentum.is_none()) {
+               a.muon_momentum = muon_momentum.cast<float>();
+               NW_CHECK(a.muon_momentum >= 0, "muon_momentum must be >= 0, got ", a.muon_momentum);
+             }
+             if (!balance_gamma.is_none()) {
+               a.balance_gamma = balance_gamma.cast<float>();
+               NW_CHECK(a.balance_gamma >= 0, "balance_gamma must be >= 0, got ", a.balance_gamma);
+             }
+             py::gil_scoped_release release;
+             return o.step(a);
+           },
+           py::arg("lr_mult") = 1.0f, py::arg("wd_mult") = 1.0f, py::arg("muon_momentum") = py::none(),
+           py::arg("balance_gamma") = py::none(),
+           "Clip, update all parameters and the balance biases; returns the gradient norm before clipping.")
+      .def_property_readonly("steps", &Optimizer::steps)
+      .def_property_readonly("config", &Optimizer::config);
+}
+
+}  // namespace nw::bindings

@@ -1,0 +1,13 @@
+// Row-major GEMM on the CPU through OpenBLAS (scipy-openblas32, whose symbols carry a scipy_ prefix).
+// C (M, N) = alpha * op(A) (M, K) · op(B) (K, N) + beta * C. Templated so tests can run in float64.
+#pragma once
+
+namespace nw::cpu {
+
+template <typename T>
+void gemm(bool trans_a, bool trans_b, int M, int N, int K, T alpha, const T* A, int lda, const T* B,
+          int ldb, T beta, T* C, int ldc);
+
+void blas_set_num_threads(int n);
+
+}  // namespace nw::cpu

@@ -1,0 +1,121 @@
+// CPU optimizer math: AdamW, Muon (Newton–Schulz through OpenBLAS GEMMs) and the chunked norm.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "cpu/blas.h"
+#include "ops/optimizer_ops.h"
+
+namespace nw::cpu {
+
+template <typename T>
+void adamw_update(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v, const AdamWArgs& a) {
+  const int64_t n = param.numel();
+  T *w = param.ptr<T>(), *mp = m.ptr<T>(), *vp = v.ptr<T>();
+  const T* g = grad.ptr<T>();
+  const T b1 = T(a.beta1), b2 = T(a.beta2), eps = T(a.eps);
+  const T bc1 = T(1.0 - std::pow(double(a.beta1), double(a.step)));
+  const T bc2 = T(1.0 - std::pow(double(a.beta2), double(a.step)));
+  const T lr = T(a.lr), decay = T(1) - T(a.lr) * T(a.weight_decay);
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    mp[i] = b1 * mp[i] + (T(1) - b1) * g[i];
+    vp[i] = b2 * vp[i] + (T(1) - b2) * g[i] * g[i];
+    w[i] = w[i] * decay - lr * (mp[i] / bc1) / (std::sqrt(vp[i] / bc2) + eps);
+  }
+}
+
+template <typename T>
+void newton_schulz(const Tensor& x, const Tensor& workspace, int steps) {
+  // Quintic iteration X <- a X + (b A + c A^2) X with A = X X^T, on the wide orientation (m <= n).
+  constexpr T a = T(3.4445), b = T(-4.7750), c = T(2.0315);
+  const int64_t R = x.size(0), C = x.size(1);
+  const bool tall = R > C;
+  const int m = static_cast<int>(tall ? C : R), n = static_cast<int>(tall ? R : C);
+  T* X = workspace.ptr<T>();  // (m, n)
+  T* Y = X + int64_t(m) * n;  // (m, n)
+  T* A = Y + int64_t(m) * n;  // (m, m)
+  T* Bm = A + int64_t(m) * m; // (m, m)
+  T* src = x.ptr<T>();
+  if (tall) {
+    for (int64_t i = 0; i < R; ++i)
+      for (int64_t j = 0; j < C; ++j) X[j * R + i] = src[i * C + j];
+  } else {
+    std::copy_n(src, R * C, X);
+  }
+  double ss = 0;
+  for (int64_t i = 0; i < R * C; ++i) ss += double(X[i]) * double(X[i]);
+  const T inv = T(1.0 / (std::sqrt(ss) + 1e-7));
+  for (int64_t i = 0; i < R * C; ++i) X[i] *= inv;
+  for (int it = 0; it < steps; ++it) {
+    gemm<T>(false, true, m, m, n, T(1), X, n, X, n, T(0), A, m);   // A = X X^T
+    std::copy_n(A, int64_t(m) * m, Bm);
+    gemm<T>(false, false, m, m, m, c, A, m, A, m, b, Bm, m);       // B = b A + c A A
+    gemm<T>(false, false, m, n, m, T(1), Bm, m, X, n, T(0), Y, n); // Y = B X
+    for (int64_t i = 0; i < int64_t(m) * n; ++i) X[i] = a * X[i] + Y[i];
+  }
+  if (tall) {
+    for (int64_t i = 0; i < R; ++i)
+      for (int64_t j = 0; j < C; ++j) src[i * C + j] = X[j * R + i];
+  } else {
+    std::copy_n(X, R * C, src);
+  }
+}
+
+template <typename T>
+void muon_update(const Tensor& param, const Tensor& grad, const Tensor& momentum, const Tensor& workspace,
+                 const MuonArgs& a) {
+  const int64_t M = param.size(0), R = param.size(1), C = param.size(2), n = R * C;
+  const T mu = T(a.momentum);
+  const T lr = T(a.lr), decay = T(1) - T(a.lr) * T(a.weight_decay);
+  const T scale = T(std::sqrt(std::max(1.0, double(R) / double(C))));
+  T* u = workspace.ptr<T>() + newton_schulz_workspace_numel(R, C);  // the update, (R, C), after NS's scratch
+  const Tensor ut(u, param.dtype, param.device, {R, C});
+  for (int64_t mat = 0; mat < M; ++mat) {
+    T* w = param.ptr<T>() + mat * n;
+    T* buf = momentum.ptr<T>() + mat * n;
+    const T* g = grad.ptr<T>() + mat * n;
+    for (int64_t i = 0; i < n; ++i) {
+      buf[i] = mu * buf[i] + g[i];
+      u[i] = a.nesterov ? g[i] + mu * buf[i] : buf[i];
+    }
+    newton_schulz<T>(ut, workspace, a.ns_steps);
+    for (int64_t i = 0; i < n; ++i) w[i] = w[i] * decay - lr * scale * u[i];
+  }
+}
+
+template <typename T>
+double sum_squares(const Tensor& x) {
+  constexpr int64_t kChunk = 1 << 14;  // fixed, so the sum's order never depends on thread count
+  const int64_t n = x.numel(), chunks = (n + kChunk - 1) / kChunk;
+  const T* p = x.ptr<T>();
+  std::vector<double> partial(chunks);
+#pragma omp parallel for schedule(static)
+  for (int64_t ch = 0; ch < chunks; ++ch) {
+    double s = 0;
+    for (int64_t i = ch * kChunk; i < std::min(n, (ch + 1) * kChunk); ++i) s += double(p[i]) * double(p[i]);
+    partial[ch] = s;
+  }
+  double total = 0;
+  for (double s : partial) total += s;
+  return total;
+}
+
+template <typename T>
+void scale_inplace(const Tensor& x, float s) {
+  const int64_t n = x.numel();
+  T* p = x.ptr<T>();
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) p[i] *= T(s);
+}
+
+#define INSTANTIATE(T)                                                                                         \
+  template void adamw_update<T>(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const AdamWArgs&);  \
+  template void muon_update<T>(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const MuonArgs&);   \
+  template void newton_schulz<T>(const Tensor&, const Tensor&, int);                                           \
+  template double sum_squares<T>(const Tensor&);                                                               \
+  template void scale_inplace<T>(const Tensor&, float);
+INSTANTIATE(float)
+INSTANTIATE(double)
+
+}  // namespace nw::cpu

@@ -1,0 +1,119 @@
+#include "model/config.h"
+
+#include <algorithm>
+
+#include "core/error.h"
+#include "ops/activation.h"
+
+namespace nw {
+
+void ModelConfig::validate() const {
+  auto positive = [](int v, const char* name) { NW_CHECK(v > 0, "ModelConfig.", name, " must be > 0, got ", v); };
+  positive(vocab_size, "vocab_size");
+  positive(seq_len, "seq_len");
+  positive(d_model, "d_model");
+  positive(n_layer, "n_layer");
+  positive(n_head, "n_head");
+  positive(n_kv_head, "n_kv_head");
+  positive(head_dim, "head_dim");
+  NW_CHECK(vocab_size <= (1 << 30), "ModelConfig.vocab_size is too large: ", vocab_size);
+  NW_CHECK(n_head % n_kv_head == 0, "ModelConfig.n_head (", n_head, ") must be divisible by n_kv_head (", n_kv_head, ")");
+  NW_CHECK(head_dim % 2 == 0, "ModelConfig.head_dim must be even for RoPE, got ", head_dim);
+  NW_CHECK(d_model % n_head == 0, "ModelConfig.d_model (", d_model, ") must be divisible by n_head (", n_head, ")");
+  NW_CHECK(n_dense_layers >= 0 && n_dense_layers <= n_layer, "ModelConfig.n_dense_layers must be in [0, n_layer=",
+           n_layer, "], got ", n_dense_layers);
+  if (n_dense_layers > 0) positive(dense_hidden, "dense_hidden");
+  if (n_dense_layers < n_layer) {
+    positive(n_experts, "n_experts");
+    positive(expert_hidden, "expert_hidden");
+    NW_CHECK(top_k >= 1 && top_k <= n_experts, "ModelConfig.top_k must be in [1, n_experts=", n_experts, "], got ", top_k);
+    NW_CHECK(n_shared >= 0, "ModelConfig.n_shared must be >= 0, got ", n_shared);
+    if (n_shared > 0) positive(shared_hidden, "shared_hidden");
+    NW_CHECK(route_scale > 0, "ModelConfig.route_scale must be > 0, got ", route_scale);
+    NW_CHECK(balance_gamma >= 0, "ModelConfig.balance_gamma must be >= 0, got ", balance_gamma);
+    NW_CHECK(balance_alpha >= 0, "ModelConfig.balance_alpha must be >= 0, got ", balance_alpha);
+  }
+  NW_CHECK(activation == "relu2" || activation == "swiglu", "ModelConfig.activation must be 'relu2' or 'swiglu', got '",
+           activation, "'");
+  NW_CHECK(rope_base > 1, "ModelConfig.rope_base must be > 1, got ", rope_base);
+  NW_CHECK(softcap >= 0, "ModelConfig.softcap must be >= 0 (0 = off), got ", softcap);
+  NW_CHECK(norm_eps > 0, "ModelConfig.norm_eps must be > 0, got ", norm_eps);
+  NW_CHECK(!window_pattern.empty() && window_pattern.find_first_not_of("SL") == std::string::npos,
+           "ModelConfig.window_pattern must be a non-empty string of 'S' and 'L', got '", window_pattern, "'");
+  if (window_pattern.find('S') != std::string::npos) positive(short_window, "short_window");
+}
+
+ModelConfig ModelConfig::preset(const std::string& name) {
+  ModelConfig c;
+  if (name == "tiny") return c;  // the defaults above: ~3M parameters, for CPU and tests
+  if (name == "nanowhale-100m") {
+    c.vocab_size = 32768;
+    c.seq_len = 2048;
+    c.d_model = 512;
+    c.n_layer = 8;
+    c.n_head = 8;
+    c.n_kv_head = 8;
+    c.head_dim = 64;
+    c.n_dense_layers = 1;
+    c.dense_hidden = 1280;
+    c.n_experts = 32;
+    c.top_k = 4;
+    c.expert_hidden = 256;
+    c.n_shared = 1;
+    c.shared_hidden = 256;
+    return c;
+  }
+  NW_CHECK(false, "unknown preset '", name, "' (known: tiny, nanowhale-100m)");
+  return c;
+}
+
+int ModelConfig::window_of_layer(int layer) const {
+  return window_pattern[layer % window_pattern.size()] == 'S' ? short_window : 0;
+}
+
+namespace {
+int64_t mlp_params(const ModelConfig& c, int64_t hidden) {
+  return (activation_in_width(parse_activation(c.activation), hidden) + hidden) * c.d_model;
+}
+int64_t attention_params(const ModelConfig& c) {
+  return int64_t(c.d_model) * c.head_dim * (2 * c.n_head + 2 * c.n_kv_head);
+}
+}  // namespace
+
+int64_t ModelConfig::num_params() const {
+  int64_t n = int64_t(vocab_size) * d_model * (tie_embeddings ? 1 : 2) + d_model;  // embed, head, final norm
+  for (int l = 0; l < n_layer; ++l) {
+    n += attention_params(*this) + 2 * d_model;
+    if (is_moe_layer(l))
+      n += int64_t(n_experts) * d_model + n_experts * mlp_params(*this, expert_hidden) +
+           n_shared * mlp_params(*this, shared_hidden);
+    else
+      n += mlp_params(*this, dense_hidden);
+  }
+  return n;
+}
+
+int64_t ModelConfig::num_active_params() const {
+  int64_t n = int64_t(vocab_size) * d_model + d_model;  // head (tied or not) and final norm
+  for (int l = 0; l < n_layer; ++l) {
+    n += attention_params(*this) + 2 * d_model;
+    if (is_moe_layer(l))
+      n += int64_t(n_experts) * d_model + top_k * mlp_params(*this, expert_hidden) +
+           n_shared * mlp_params(*this, shared_hidden);
+    else
+      n += mlp_params(*this, dense_hidden);
+  }
+  return n;
+}
+
+double ModelConfig::flops_per_token() const {
+  double attn = 0;
+  for (int l = 0; l < n_layer; ++l) {
+    const int w = window_of_layer(l);
+    const double ctx = w > 0 ? std::min(w, seq_len) : seq_len / 2.0;  // mean keys seen per query
+    attn += 12.0 * n_head * head_dim * ctx;
+  }
+  return 6.0 * double(num_active_params()) + attn;
+}
+
+}  // namespace nw

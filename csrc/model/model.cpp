@@ -1,0 +1,525 @@
+// Forward and backward of the nanowhale MoE transformer, composed from ops (DESIGN.md §3):
+//   x = embed(tokens)
+//   per layer: x = x + attn(norm(x)); x = x + ffn(norm(x))   (ffn: dense MLP or MoE + shared experts)
+//   loss = CE(softcap(head(norm(x))), targets) (+ balance loss of every MoE layer)
+#include "model/model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "core/rng.h"
+#include "ops/attention.h"
+#include "ops/cross_entropy.h"
+#include "ops/embedding.h"
+#include "ops/grouped_linear.h"
+#include "ops/linear.h"
+#include "ops/moe_dispatch.h"
+#include "ops/moe_router.h"
+#include "ops/residual.h"
+#include "ops/rmsnorm.h"
+#include "ops/rope.h"
+
+namespace nw {
+
+namespace {
+std::string layer_name(int l, const char* what) { return "layers." + std::to_string(l) + "." + what; }
+
+// Carves tensors out of one block. Run once with base == nullptr to size the block, then for real.
+struct BumpAllocator {
+  char* base = nullptr;
+  size_t used = 0;
+  Device device;
+  Tensor make(DType dtype, std::initializer_list<int64_t> dims) {
+    Tensor t(base ? base + used : nullptr, dtype, device, dims);
+    used += (t.nbytes() + 63) / 64 * 64;
+    return t;
+  }
+};
+}  // namespace
+
+// Parameter indices of one layer (-1 where the layer has no such tensor).
+struct LayerParams {
+  int attn_norm, wq, wk, wv, wo, mlp_norm;
+  int w_in = -1, w_out = -1;                // dense MLP
+  int router = -1, expert_in = -1, expert_out = -1, shared_in = -1, shared_out = -1, bias = -1;
+  int moe_index = -1;                       // position among MoE layers
+};
+
+// Activations of one batch shape. Shapes: N = B*T tokens, K = top_k, E = n_experts.
+struct LayerActs {
+  Tensor resid_in, mid;              // (N, C): input of the layer and after the attention residual
+  Tensor ln1, ln1_rstd;              // (N, C), (N)
+  Tensor q_raw, k_raw, v;            // (N, H*D), (N, KVH*D), (N, KVH*D)
+  Tensor q, k, q_rstd, k_rstd;       // after QK-norm + RoPE: (B, T, H, D), (B, T, KVH, D); (N*H), (N*KVH)
+  Tensor att, lse;                   // (B, T, H, D), (B, H, T)
+  Tensor ln2, ln2_rstd;              // (N, C), (N)
+  Tensor pre, h;                     // dense: (N, Hin), (N, H)
+  Tensor router_logits, scores;      // (N, E)
+  Tensor topk, gates;                // (N, K) i32, (N, K)
+  Tensor counts, offsets;            // (E), (E+1) i32
+  Tensor row_of_slot, token_of_row;  // (N*K) i32
+  Tensor xe, pre_e, h_e, ye;         // (N*K, C), (N*K, Hin), (N*K, H), (N*K, C)
+  Tensor pre_s, h_s;                 // (S, N, Hin), (S, N, H)
+};
+
+struct Model::Acts {
+  int B = 0, T = 0;
+  Buffer block;
+  std::vector<LayerActs> layers;
+  std::vector<LayerParams> params;
+  Tensor tokens, targets;            // (N) i32 on the device
+  Tensor final_in, lnf, lnf_rstd;    // (N, C), (N, C), (N)
+  Tensor logits, losses;             // (N, V) (reused for dlogits), (N)
+  Tensor rope_cos, rope_sin;         // (T, D/2)
+  // backward scratch
+  Tensor d_resid, d_tmp, d_ln, d_tmp2;  // (N, C)
+  Tensor d_att, d_q, d_k, d_v, d_q_raw, d_k_raw;
+  Tensor d_pre, d_h, d_out;          // largest MLP widths; d_out (N, C)
+  Tensor d_xe, d_ye, d_gates, d_router;
+};
+
+Model::Model(const ModelConfig& cfg, uint64_t seed, Device device, DType dtype)
+    : cfg_(cfg), device_(device), dtype_(dtype) {
+  cfg_.validate();
+  NW_CHECK(dtype == DType::F32 || dtype == DType::F64, "Model dtype must be float32 or float64, got ", dtype_name(dtype));
+  NW_CHECK(device == Device::CPU || dtype == DType::F32, "float64 models are CPU only (they exist for gradient checks)");
+  act_ = parse_activation(cfg_.activation);
+  const int64_t C = cfg_.d_model, D = cfg_.head_dim, V = cfg_.vocab_size;
+  layout_ = std::make_shared<Layout>();
+  buffer_layout_ = std::make_shared<Layout>();
+  auto add = [&](const std::string& name, std::vector<int64_t> shape, ParamKind kind) {
+    kinds_.push_back(kind);
+    return layout_->add(name, std::move(shape));
+  };
+  acts_ = std::make_unique<Acts>();
+  add("embed", {V, C}, ParamKind::Embedding);
+  int moe_index = 0;
+  for (int l = 0; l < cfg_.n_layer; ++l) {
+    LayerParams p;
+    p.attn_norm = add(layer_name(l, "attn_norm"), {C}, ParamKind::Scalar);
+    p.wq = add(layer_name(l, "attn.wq"), {cfg_.n_head * D, C}, ParamKind::Matrix);
+    p.wk = add(layer_name(l, "attn.wk"), {cfg_.n_kv_head * D, C}, ParamKind::Matrix);
+    p.wv = add(layer_name(l, "attn.wv"), {cfg_.n_kv_head * D, C}, ParamKind::Matrix);
+    p.wo = add(layer_name(l, "attn.wo"), {C, cfg_.n_head * D}, ParamKind::Matrix);
+    p.mlp_norm = add(layer_name(l, "mlp_norm"), {C}, ParamKind::Scalar);
+    if (cfg_.is_moe_layer(l)) {
+      const int64_t E = cfg_.n_experts, H = cfg_.expert_hidden, S = cfg_.n_shared, Hs = cfg_.shared_hidden;
+      p.router = add(layer_name(l, "moe.router"), {E, C}, ParamKind::Router);
+      p.expert_in = add(layer_name(l, "moe.experts.w_in"), {E, activation_in_width(act_, H), C}, ParamKind::Matrix);
+      p.expert_out = add(layer_name(l, "moe.experts.w_out"), {E, C, H}, ParamKind::Matrix);
+      if (S > 0) {
+        p.shared_in = add(layer_name(l, "moe.shared.w_in"), {S, activation_in_width(act_, Hs), C}, ParamKind::Matrix);
+        p.shared_out = add(layer_name(l, "moe.shared.w_out"), {S, C, Hs}, ParamKind::Matrix);
+      }
+      p.bias = buffer_layout_->add(layer_name(l, "moe.bias"), {E});
+      p.moe_index = moe_index++;
+    } else {
+      const int64_t H = cfg_.dense_hidden;
+      p.w_in = add(layer_name(l, "mlp.w_in"), {activation_in_width(act_, H), C}, ParamKind::Matrix);
+      p.w_out = add(layer_name(l, "mlp.w_out"), {C, H}, ParamKind::Matrix);
+    }
+    acts_->params.push_back(p);
+  }
+  add("final_norm", {C}, ParamKind::Scalar);
+  if (!cfg_.tie_embeddings) add("head", {V, C}, ParamKind::Head);
+  params_ = Arena(layout_, dtype_, device_);
+  grads_ = Arena(layout_, dtype_, device_);
+  buffers_ = Arena(buffer_layout_, dtype_, device_);
+  pending_counts_.assign(moe_index, std::vector<int64_t>(cfg_.n_experts, 0));
+  step_counts_ = pending_counts_;
+  init_weights(seed);
+}
+
+Model::~Model() = default;
+
+void Model::init_weights(uint64_t seed) {
+  const double C = cfg_.d_model;
+  for (int i = 0; i < layout_->size(); ++i) {
+    const LayoutEntry& e = (*layout_)[i];
+    const bool is_output = e.name.find("wo") != std::string::npos || e.name.find("w_out") != std::string::npos;
+    double std = 0;  // zero-initialised output projections
+    switch (kinds_[i]) {
+      case ParamKind::Embedding: std = cfg_.tie_embeddings ? 1.0 / std::sqrt(C) : 1.0; break;
+      case ParamKind::Head: std = 1.0 / std::sqrt(C); break;
+      case ParamKind::Router: std = 1.0 / std::sqrt(C); break;
+      case ParamKind::Scalar: std = -1; break;  // norm gains start at 1
+      case ParamKind::Matrix: std = is_output ? 0.0 : 1.0 / std::sqrt(double(e.shape.back())); break;
+    }
+    std::vector<double> host(e.numel);
+    const uint64_t stream = stream_of(e.name);
+    for (int64_t j = 0; j < e.numel; ++j) host[j] = std < 0 ? 1.0 : std == 0 ? 0.0 : std * rng_normal(seed, stream, j);
+    const Tensor view = params_.view(i);
+    if (dtype_ == DType::F64) {
+      copy_from_host(view, host.data());
+    } else {
+      std::vector<float> f(host.begin(), host.end());
+      copy_from_host(view, f.data());
+    }
+  }
+  buffers_.zero();
+}
+
+void Model::check_batch(const int32_t* tokens, const int32_t* targets, int B, int T) const {
+  NW_CHECK(B >= 1 && T >= 1, "batch must be (B, T) with B, T >= 1, got (", B, ", ", T, ")");
+  NW_CHECK(T <= cfg_.seq_len, "sequence length ", T, " exceeds the model's seq_len ", cfg_.seq_len);
+  const int64_t N = int64_t(B) * T;
+  for (int64_t i = 0; i < N; ++i)
+    NW_CHECK(tokens[i] >= 0 && tokens[i] < cfg_.vocab_size, "token id ", tokens[i], " at position ", i,
+             " is outside [0, vocab_size=", cfg_.vocab_size, ")");
+  if (targets)
+    for (int64_t i = 0; i < N; ++i)
+      NW_CHECK(targets[i] >= -1 && targets[i] < cfg_.vocab_size, "target id ", targets[i], " at position ", i,
+               " is outside [-1, vocab_size=", cfg_.vocab_size, ") (-1 marks an ignored position)");
+}
+
+void Model::prepare(int B, int T) {
+  Acts& a = *acts_;
+  if (a.B == B && a.T == T) return;
+  const int64_t N = int64_t(B) * T, C = cfg_.d_model, D = cfg_.head_dim, H = cfg_.n_head, KVH = cfg_.n_kv_head;
+  const int64_t V = cfg_.vocab_size, E = cfg_.n_experts, K = cfg_.top_k, S = cfg_.n_shared;
+  const int64_t He = cfg_.expert_hidden, Hs = cfg_.shared_hidden, Hd = cfg_.dense_hidden;
+  const DType F = dtype_, I = DType::I32;
+  auto plan = [&](BumpAllocator& m) {
+    a.layers.assign(cfg_.n_layer, LayerActs{});
+    int64_t max_pre = 0, max_h = 0;
+    for (int l = 0; l < cfg_.n_layer; ++l) {
+      LayerActs& x = a.layers[l];
+      x.resid_in = m.make(F, {N, C});
+      x.mid = m.make(F, {N, C});
+      x.ln1 = m.make(F, {N, C});
+      x.ln1_rstd = m.make(F, {N});
+      x.q_raw = m.make(F, {N, H * D});
+      x.k_raw = m.make(F, {N, KVH * D});
+      x.v = m.make(F, {B, T, KVH, D});
+      x.q = m.make(F, {B, T, H, D});
+      x.k = m.make(F, {B, T, KVH, D});
+      x.q_rstd = m.make(F, {N * H});
+      x.k_rstd = m.make(F, {N * KVH});
+      x.att = m.make(F, {B, T, H, D});
+      x.lse = m.make(F, {B, H, T});
+      x.ln2 = m.make(F, {N, C});
+      x.ln2_rstd = m.make(F, {N});
+      if (cfg_.is_moe_layer(l)) {
+        x.router_logits = m.make(F, {N, E});
+        x.scores = m.make(F, {N, E});
+        x.topk = m.make(I, {N, K});
+        x.gates = m.make(F, {N, K});
+        x.counts = m.make(I, {E});
+        x.offsets = m.make(I, {E + 1});
+        x.row_of_slot = m.make(I, {N * K});
+        x.token_of_row = m.make(I, {N * K});
+        x.xe = m.make(F, {N * K, C});
+        x.pre_e = m.make(F, {N * K, activation_in_width(act_, He)});
+        x.h_e = m.make(F, {N * K, He});
+        x.ye = m.make(F, {N * K, C});
+        if (S > 0) {
+          x.pre_s = m.make(F, {S, N, activation_in_width(act_, Hs)});
+          x.h_s = m.make(F, {S, N, Hs});
+        }
+        max_pre = std::max({max_pre, N * K * activation_in_width(act_, He), N * activation_in_width(act_, Hs)});
+        max_h = std::max({max_h, N * K * He, N * Hs});
+      } else {
+        x.pre = m.make(F, {N, activation_in_width(act_, Hd)});
+        x.h = m.make(F, {N, Hd});
+        max_pre = std::max(max_pre, N * activation_in_width(act_, Hd));
+        max_h = std::max(max_h, N * Hd);
+      }
+    }
+    a.tokens = m.make(I, {N});
+    a.targets = m.make(I, {N});
+    a.final_in = m.make(F, {N, C});
+    a.lnf = m.make(F, {N, C});
+    a.lnf_rstd = m.make(F, {N});
+    a.logits = m.make(F, {N, V});
+    a.losses = m.make(F, {N});
+    a.rope_cos = m.make(F, {T, D / 2});
+    a.rope_sin = m.make(F, {T, D / 2});
+    a.d_resid = m.make(F, {N, C});
+    a.d_tmp = m.make(F, {N, C});
+    a.d_tmp2 = m.make(F, {N, C});
+    a.d_ln = m.make(F, {N, C});
+    a.d_out = m.make(F, {N, C});
+    a.d_att = m.make(F, {B, T, H, D});
+    a.d_q = m.make(F, {B, T, H, D});
+    a.d_k = m.make(F, {B, T, KVH, D});
+    a.d_v = m.make(F, {B, T, KVH, D});
+    a.d_q_raw = m.make(F, {N, H * D});
+    a.d_k_raw = m.make(F, {N, KVH * D});
+    a.d_pre = m.make(F, {max_pre});
+    a.d_h = m.make(F, {max_h});
+    if (cfg_.n_dense_layers < cfg_.n_layer) {
+      a.d_xe = m.make(F, {N * K, C});
+      a.d_ye = m.make(F, {N * K, C});
+      a.d_gates = m.make(F, {N, K});
+      a.d_router = m.make(F, {N, E});
+    }
+  };
+  BumpAllocator sizing{nullptr, 0, device_};
+  plan(sizing);
+  a.block = Buffer();  // free the old block first: peak memory is one block
+  a.block = Buffer(sizing.used, device_);
+  BumpAllocator real{static_cast<char*>(a.block.data()), 0, device_};
+  plan(real);
+  rope_tables(a.rope_cos, a.rope_sin, cfg_.rope_base);
+  a.B = B;
+  a.T = T;
+}
+
+// Runs the forward pass; returns the summed cross-entropy over valid targets (losses in a.losses).
+// With train = true the logits buffer is turned into dlogits later by run_backward.
+double Model::run_forward(const int32_t* tokens, const int32_t* targets, int B, int T, bool train) {
+  Acts& a = *acts_;
+  const int64_t N = int64_t(B) * T, C = cfg_.d_model, D = cfg_.head_dim, H = cfg_.n_head, KVH = cfg_.n_kv_head;
+  auto P = [&](int i) { return params_.view(i); };
+  copy_from_host(a.tokens, tokens);
+  if (targets) copy_from_host(a.targets, targets);
+  embedding_forward(a.layers[0].resid_in, P(0), a.tokens);
+  double balance = 0;
+  for (int l = 0; l < cfg_.n_layer; ++l) {
+    LayerActs& x = a.layers[l];
+    const LayerParams& p = a.params[l];
+    // attention
+    rmsnorm_forward(x.ln1, x.ln1_rstd, x.resid_in, P(p.attn_norm), cfg_.norm_eps);
+    linear_forward(x.q_raw, x.ln1, P(p.wq));
+    linear_forward(x.k_raw, x.ln1, P(p.wk));
+    linear_forward(x.v.view({N, KVH * D}), x.ln1, P(p.wv));
+    rmsnorm_forward(x.q.view({N * H, D}), x.q_rstd, x.q_raw.view({N * H, D}), Tensor(), cfg_.norm_eps);
+    rmsnorm_forward(x.k.view({N * KVH, D}), x.k_rstd, x.k_raw.view({N * KVH, D}), Tensor(), cfg_.norm_eps);
+    rope_forward(x.q, a.rope_cos, a.rope_sin);
+    rope_forward(x.k, a.rope_cos, a.rope_sin);
+    attention_forward(x.att, x.lse, x.q, x.k, x.v, cfg_.window_of_layer(l));
+    linear_forward(x.mid, x.att.view({N, H * D}), P(p.wo));
+    residual_add(x.mid, x.resid_in);
+    // feed-forward
+    const Tensor out = l + 1 < cfg_.n_layer ? a.layers[l + 1].resid_in : a.final_in;
+    rmsnorm_forward(x.ln2, x.ln2_rstd, x.mid, P(p.mlp_norm), cfg_.norm_eps);
+    if (p.moe_index < 0) {
+      linear_forward(x.pre, x.ln2, P(p.w_in));
+      activation_forward(act_, x.h, x.pre);
+      linear_forward(out, x.h, P(p.w_out));
+    } else {
+      linear_forward(x.router_logits, x.ln2, P(p.router));
+      balance += moe_router_forward(x.scores, x.topk, x.gates, x.router_logits, buffers_.view(p.bias), B,
+                                    cfg_.route_scale, cfg_.balance_alpha);
+      moe_dispatch(x.counts, x.offsets, x.row_of_slot, x.token_of_row, x.topk);
+      if (train) {
+        std::vector<int32_t> counts(cfg_.n_experts);
+        copy_to_host(counts.data(), x.counts);
+        for (int e = 0; e < cfg_.n_experts; ++e) pending_counts_[p.moe_index][e] += counts[e];
+      }
+      moe_gather(x.xe, x.ln2, x.token_of_row);
+      grouped_linear_forward(x.pre_e, x.xe, P(p.expert_in), x.offsets);
+      activation_forward(act_, x.h_e, x.pre_e);
+      grouped_linear_forward(x.ye, x.h_e, P(p.expert_out), x.offsets);
+      moe_combine(out, x.ye, x.gates, x.row_of_slot);
+      for (int s = 0; s < cfg_.n_shared; ++s) {
+        const Tensor w_in = P(p.shared_in), w_out = P(p.shared_out);
+        const Tensor pre = x.pre_s.slice_rows(s, s + 1).view({N, x.pre_s.size(2)});
+        const Tensor h = x.h_s.slice_rows(s, s + 1).view({N, x.h_s.size(2)});
+        linear_forward(pre, x.ln2, w_in.slice_rows(s, s + 1).view({w_in.size(1), C}));
+        activation_forward(act_, h, pre);
+        linear_forward(a.d_tmp, h, w_out.slice_rows(s, s + 1).view({C, w_out.size(2)}));
+        residual_add(out, a.d_tmp);
+      }
+    }
+    residual_add(out, x.mid);
+  }
+  rmsnorm_forward(a.lnf, a.lnf_rstd, a.final_in, P(final_norm_index()), cfg_.norm_eps);
+  linear_forward(a.logits, a.lnf, P(head_index()));
+  return balance;
+}
+
+void Model::run_backward(int B, int T, float grad_scale) {
+  Acts& a = *acts_;
+  const int64_t N = int64_t(B) * T, C = cfg_.d_model, D = cfg_.head_dim, H = cfg_.n_head, KVH = cfg_.n_kv_head;
+  const int64_t K = cfg_.top_k;
+  auto P = [&](int i) { return params_.view(i); };
+  auto G = [&](int i) { return grads_.view(i); };
+  // The logits buffer holds dlogits (written by the fused cross-entropy).
+  linear_backward(a.d_ln, G(head_index()), a.logits, a.lnf, P(head_index()));
+  rmsnorm_backward(a.d_resid, G(final_norm_index()), a.d_ln, a.final_in, P(final_norm_index()), a.lnf_rstd);
+  for (int l = cfg_.n_layer - 1; l >= 0; --l) {
+    const LayerActs& x = a.layers[l];
+    const LayerParams& p = a.params[l];
+    // feed-forward: d_resid holds d(layer output); d_ln collects d(ln2)
+    if (p.moe_index < 0) {
+      const int64_t Hd = cfg_.dense_hidden, Hin = x.pre.size(1);
+      const Tensor dh = a.d_h.first({N, Hd}), dpre = a.d_pre.first({N, Hin});
+      linear_backward(dh, G(p.w_out), a.d_resid, x.h, P(p.w_out));
+      activation_backward(act_, dpre, dh, x.pre);
+      linear_backward(a.d_ln, G(p.w_in), dpre, x.ln2, P(p.w_in));
+    } else {
+      zero_tensor(a.d_ln);
+      for (int s = 0; s < cfg_.n_shared; ++s) {
+        const int64_t Hs = cfg_.shared_hidden, Hin = x.pre_s.size(2);
+        const Tensor dh = a.d_h.first({N, Hs}), dpre = a.d_pre.first({N, Hin});
+        const Tensor h = x.h_s.slice_rows(s, s + 1).view({N, Hs});
+        const Tensor pre = x.pre_s.slice_rows(s, s + 1).view({N, Hin});
+        const Tensor w_out = P(p.shared_out).slice_rows(s, s + 1).view({C, Hs});
+        const Tensor w_in = P(p.shared_in).slice_rows(s, s + 1).view({Hin, C});
+        linear_backward(dh, G(p.shared_out).slice_rows(s, s + 1).view({C, Hs}), a.d_resid, h, w_out);
+        activation_backward(act_, dpre, dh, pre);
+        linear_backward(a.d_tmp, G(p.shared_in).slice_rows(s, s + 1).view({Hin, C}), dpre, x.ln2, w_in);
+        residual_add(a.d_ln, a.d_tmp);
+      }
+      const int64_t He = cfg_.expert_hidden, Hin = x.pre_e.size(1);
+      const Tensor dh = a.d_h.first({N * K, He}), dpre = a.d_pre.first({N * K, Hin});
+      moe_combine_backward(a.d_ye, a.d_gates, a.d_resid, x.ye, x.gates, x.row_of_slot);
+      grouped_linear_backward(dh, G(p.expert_out), a.d_ye, x.h_e, P(p.expert_out), x.offsets);
+      activation_backward(act_, dpre, dh, x.pre_e);
+      grouped_linear_backward(a.d_xe, G(p.expert_in), dpre, x.xe, P(p.expert_in), x.offsets);
+      moe_gather_backward(a.d_ln, a.d_xe, x.row_of_slot);
+      moe_router_backward(a.d_router, a.d_gates, x.scores, x.topk, B, cfg_.route_scale, cfg_.balance_alpha,
+                          grad_scale);
+      linear_backward(a.d_tmp, G(p.router), a.d_router, x.ln2, P(p.router));
+      residual_add(a.d_ln, a.d_tmp);
+    }
+    rmsnorm_backward(a.d_tmp, G(p.mlp_norm), a.d_ln, x.mid, P(p.mlp_norm), x.ln2_rstd);
+    residual_add(a.d_resid, a.d_tmp);  // now d(mid)
+    // attention: mid = resid_in + wo(att)
+    linear_backward(a.d_att.view({N, H * D}), G(p.wo), a.d_resid, x.att.view({N, H * D}), P(p.wo));
+    attention_backward(a.d_q, a.d_k, a.d_v, a.d_att, x.q, x.k, x.v, x.att, x.lse, cfg_.window_of_layer(l));
+    rope_backward(a.d_q, a.rope_cos, a.rope_sin);
+    rope_backward(a.d_k, a.rope_cos, a.rope_sin);
+    rmsnorm_backward(a.d_q_raw.view({N * H, D}), Tensor(), a.d_q.view({N * H, D}), x.q_raw.view({N * H, D}),
+                     Tensor(), x.q_rstd);
+    rmsnorm_backward(a.d_k_raw.view({N * KVH, D}), Tensor(), a.d_k.view({N * KVH, D}),
+                     x.k_raw.view({N * KVH, D}), Tensor(), x.k_rstd);
+    linear_backward(a.d_ln, G(p.wq), a.d_q_raw, x.ln1, P(p.wq));
+    linear_backward(a.d_tmp, G(p.wk), a.d_k_raw, x.ln1, P(p.wk));
+    residual_add(a.d_ln, a.d_tmp);
+    linear_backward(a.d_tmp, G(p.wv), a.d_v.view({N, KVH * D}), x.ln1, P(p.wv));
+    residual_add(a.d_ln, a.d_tmp);
+    rmsnorm_backward(a.d_tmp, G(p.attn_norm), a.d_ln, x.resid_in, P(p.attn_norm), x.ln1_rstd);
+    residual_add(a.d_resid, a.d_tmp);  // now d(resid_in)
+  }
+  embedding_backward(G(0), a.d_resid, a.tokens);
+}
+
+int Model::head_index() const { return cfg_.tie_embeddings ? 0 : layout_->index("head"); }
+int Model::final_norm_index() const { return layout_->index("final_norm"); }
+
+namespace {
+int64_t count_targets(const int32_t* targets, int64_t n) {
+  int64_t c = 0;
+  for (int64_t i = 0; i < n; ++i) c += targets[i] >= 0;
+  return c;
+}
+}  // namespace
+
+double Model::sum_losses(int64_t N, float* token_losses) {
+  std::vector<float> host;
+  float* dst = token_losses;
+  if (!dst) {
+    host.resize(N);
+    dst = host.data();
+  }
+  Tensor losses = acts_->losses;
+  if (dtype_ == DType::F64) {
+    std::vector<double> d(N);
+    copy_to_host(d.data(), losses);
+    for (int64_t i = 0; i < N; ++i) dst[i] = static_cast<float>(d[i]);
+    double s = 0;
+    for (double v : d) s += v;
+    return s;
+  }
+  copy_to_host(dst, losses);
+  double s = 0;
+  for (int64_t i = 0; i < N; ++i) s += dst[i];  // in token order: deterministic
+  return s;
+}
+
+LossInfo Model::forward_backward(const int32_t* tokens, const int32_t* targets, int B, int T, float grad_scale) {
+  NW_CHECK(targets, "forward_backward needs targets");
+  NW_CHECK(std::isfinite(grad_scale), "grad_scale must be finite, got ", grad_scale);
+  check_batch(tokens, targets, B, T);
+  prepare(B, T);
+  const int64_t N = int64_t(B) * T;
+  LossInfo info;
+  info.n_targets = count_targets(targets, N);
+  info.balance_loss = run_forward(tokens, targets, B, T, /*train=*/true);
+  const float grad_per_token = info.n_targets ? grad_scale / float(info.n_targets) : 0.0f;
+  softcap_cross_entropy(acts_->losses, acts_->logits, acts_->logits, acts_->targets, cfg_.softcap, grad_per_token);
+  info.loss = info.n_targets ? sum_losses(N, nullptr) / double(info.n_targets) : 0.0;
+  run_backward(B, T, grad_scale);
+  return last_ = info;
+}
+
+LossInfo Model::forward(const int32_t* tokens, const int32_t* targets, int B, int T, float* token_losses) {
+  NW_CHECK(targets, "forward needs targets (use logits() for none)");
+  check_batch(tokens, targets, B, T);
+  prepare(B, T);
+  const int64_t N = int64_t(B) * T;
+  LossInfo info;
+  info.n_targets = count_targets(targets, N);
+  info.balance_loss = run_forward(tokens, targets, B, T, /*train=*/false);
+  softcap_cross_entropy(acts_->losses, Tensor(), acts_->logits, acts_->targets, cfg_.softcap, 0.0f);
+  const double total = sum_losses(N, token_losses);
+  info.loss = info.n_targets ? total / double(info.n_targets) : 0.0;
+  return last_ = info;
+}
+
+void Model::logits(const int32_t* tokens, int B, int T, float* out) {
+  check_batch(tokens, nullptr, B, T);
+  prepare(B, T);
+  run_forward(tokens, nullptr, B, T, /*train=*/false);
+  softcap(acts_->logits, cfg_.softcap);
+  if (dtype_ == DType::F64) {
+    std::vector<double> d(acts_->logits.numel());
+    copy_to_host(d.data(), acts_->logits);
+    for (size_t i = 0; i < d.size(); ++i) out[i] = static_cast<float>(d[i]);
+  } else {
+    copy_to_host(out, acts_->logits);
+  }
+}
+
+void Model::update_balance_bias(float gamma) {
+  NW_CHECK(gamma >= 0 && std::isfinite(gamma), "balance gamma must be finite and >= 0, got ", gamma);
+  for (const LayerParams& p : acts_->params) {
+    if (p.moe_index < 0) continue;
+    std::vector<int64_t>& pending = pending_counts_[p.moe_index];
+    int64_t total = 0;
+    for (int64_t c : pending) total += c;
+    if (total == 0) continue;  // no training tokens since the last update
+    const Tensor counts(pending.data(), DType::I64, Device::CPU, {int64_t(pending.size())});
+    moe_update_bias(buffers_.view(p.bias), counts, gamma);
+    step_counts_[p.moe_index] = pending;
+    std::fill(pending.begin(), pending.end(), 0);
+  }
+}
+
+std::vector<RoutingStats> Model::routing_stats() const {
+  std::vector<RoutingStats> out;
+  for (int l = 0; l < cfg_.n_layer; ++l) {
+    const LayerParams& p = acts_->params[l];
+    if (p.moe_index < 0) continue;
+    RoutingStats s;
+    s.layer = l;
+    const auto& pending = pending_counts_[p.moe_index];
+    const bool has_pending = std::any_of(pending.begin(), pending.end(), [](int64_t c) { return c > 0; });
+    s.tokens_per_expert = has_pending ? pending : step_counts_[p.moe_index];
+    int64_t total = 0, mx = 0;
+    s.dead_experts = 0;
+    for (int64_t c : s.tokens_per_expert) {
+      total += c;
+      mx = std::max(mx, c);
+      s.dead_experts += c == 0;
+    }
+    const double mean = double(total) / double(cfg_.n_experts);
+    s.max_violation = mean > 0 ? (double(mx) - mean) / mean : 0.0;
+    const Tensor bias = buffers_.view(p.bias);
+    s.bias.resize(cfg_.n_experts);
+    if (dtype_ == DType::F64) {
+      copy_to_host(s.bias.data(), bias);
+    } else {
+      std::vector<float> f(cfg_.n_experts);
+      copy_to_host(f.data(), bias);
+      s.bias.assign(f.begin(), f.end());
+    }
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+}  // namespace nw

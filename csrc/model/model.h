@@ -1,0 +1,85 @@
+// The nanowhale transformer: parameters in one arena, activations in one block allocated per batch
+// shape, forward/backward composed from ops (device-agnostic: this file never calls a kernel).
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/arena.h"
+#include "model/config.h"
+#include "ops/activation.h"
+
+namespace nw {
+
+// Which optimizer group a parameter belongs to (DESIGN.md §4).
+enum class ParamKind { Embedding, Head, Router, Scalar, Matrix };
+
+struct RoutingStats {
+  int layer;
+  std::vector<int64_t> tokens_per_expert;
+  double max_violation;  // (max load - mean load) / mean load
+  int dead_experts;      // experts that received no token
+  std::vector<double> bias;
+};
+
+struct LossInfo {
+  double loss = 0;          // mean cross-entropy over the targets that are not -1
+  double balance_loss = 0;  // sum over MoE layers of the sequence-wise balance loss
+  int64_t n_targets = 0;
+};
+
+class Model {
+ public:
+  Model(const ModelConfig& cfg, uint64_t seed, Device device = Device::CPU, DType dtype = DType::F32);
+  ~Model();
+
+  // Re-draws every parameter from the seed (counter-based: independent of device and layout order).
+  void init_weights(uint64_t seed);
+
+  // tokens, targets: (B, T) int32 on the host, T <= seq_len. Gradients are *added* to grads()
+  // scaled by grad_scale (1/micro-batches for accumulation); routing counts accumulate for the
+  // next balance-bias update.
+  LossInfo forward_backward(const int32_t* tokens, const int32_t* targets, int B, int T, float grad_scale = 1.0f);
+  // Evaluation: no gradients, no routing counts. token_losses (B*T) receives nats per target (0 where -1).
+  LossInfo forward(const int32_t* tokens, const int32_t* targets, int B, int T, float* token_losses = nullptr);
+  // Soft-capped logits (B*T, V) into out (host memory).
+  void logits(const int32_t* tokens, int B, int T, float* out);
+
+  void zero_grad() { grads_.zero(); }
+  // b_i += gamma * sign(mean - count_i) from the counts accumulated since the last update; resets them.
+  void update_balance_bias(float gamma);
+  std::vector<RoutingStats> routing_stats() const;
+
+  const ModelConfig& config() const { return cfg_; }
+  Device device() const { return device_; }
+  DType dtype() const { return dtype_; }
+  const Arena& params() const { return params_; }
+  const Arena& grads() const { return grads_; }
+  const Arena& buffers() const { return buffers_; }  // non-trained state: the balance biases
+  ParamKind kind(int i) const { return kinds_[i]; }
+  const LossInfo& last_loss() const { return last_; }  // of the latest forward or forward_backward
+
+ private:
+  struct Acts;
+  void check_batch(const int32_t* tokens, const int32_t* targets, int B, int T) const;
+  void prepare(int B, int T);                                 // (re)allocates activations for a batch shape
+  // Forward up to the logits; returns the balance loss. train: accumulate routing counts.
+  double run_forward(const int32_t* tokens, const int32_t* targets, int B, int T, bool train);
+  void run_backward(int B, int T, float grad_scale);
+  double sum_losses(int64_t N, float* token_losses);  // copies per-token losses out, returns their sum
+  int head_index() const;
+  int final_norm_index() const;
+
+  ModelConfig cfg_;
+  Activation act_;
+  Device device_;
+  DType dtype_;
+  std::shared_ptr<Layout> layout_, buffer_layout_;
+  std::vector<ParamKind> kinds_;
+  Arena params_, grads_, buffers_;
+  std::unique_ptr<Acts> acts_;
+  LossInfo last_;
+  std::vector<std::vector<int64_t>> pending_counts_, step_counts_;  // per MoE layer, per expert
+};
+
+}  // namespace nw

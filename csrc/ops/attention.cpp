@@ -1,0 +1,38 @@
+#include "ops/attention.h"
+
+#include "ops/dispatch.h"
+
+namespace nw {
+
+static void check_attention(const Tensor& y, const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
+                            int window, const char* op) {
+  NW_CHECK(q.ndim == 4 && k.ndim == 4, op, ": q and k must be (B, T, H, D), got ", q.describe(), " and ",
+           k.describe());
+  const int64_t B = q.size(0), T = q.size(1), H = q.size(2), D = q.size(3), KVH = k.size(2);
+  NW_CHECK(KVH > 0 && H % KVH == 0, op, ": query heads (", H, ") must be a multiple of kv heads (", KVH, ")");
+  NW_CHECK(window >= 0, op, ": window must be >= 0 (0 = full causal), got ", window);
+  check_tensor(k, op, "k", q.dtype, q.device, {B, T, KVH, D});
+  check_tensor(v, op, "v", q.dtype, q.device, {B, T, KVH, D});
+  check_tensor(y, op, "y", q.dtype, q.device, {B, T, H, D});
+  check_tensor(lse, op, "lse", q.dtype, q.device, {B, H, T});
+}
+
+void attention_forward(const Tensor& y, const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
+                       int window) {
+  check_attention(y, lse, q, k, v, window, "attention_forward");
+  if (q.device == Device::CUDA) return cuda::attention_forward(y, lse, q, k, v, window);
+  NW_DISPATCH_CPU(q.dtype, T, cpu::attention_forward<T>(y, lse, q, k, v, window));
+}
+
+void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dy, const Tensor& q,
+                        const Tensor& k, const Tensor& v, const Tensor& y, const Tensor& lse, int window) {
+  check_attention(y, lse, q, k, v, window, "attention_backward");
+  check_tensor(dy, "attention_backward", "dy", q.dtype, q.device, {q.size(0), q.size(1), q.size(2), q.size(3)});
+  check_tensor(dq, "attention_backward", "dq", q.dtype, q.device, {q.size(0), q.size(1), q.size(2), q.size(3)});
+  check_tensor(dk, "attention_backward", "dk", q.dtype, q.device, {k.size(0), k.size(1), k.size(2), k.size(3)});
+  check_tensor(dv, "attention_backward", "dv", q.dtype, q.device, {k.size(0), k.size(1), k.size(2), k.size(3)});
+  if (q.device == Device::CUDA) return cuda::attention_backward(dq, dk, dv, dy, q, k, v, y, lse, window);
+  NW_DISPATCH_CPU(q.dtype, T, cpu::attention_backward<T>(dq, dk, dv, dy, q, k, v, y, lse, window));
+}
+
+}  // namespace nw

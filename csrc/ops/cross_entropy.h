@@ -1,0 +1,30 @@
+// Logit soft-cap fused with cross-entropy: c = cap * tanh(z / cap), loss_n = logsumexp(c_n) - c_n[target_n].
+// Targets of -1 are ignored (loss 0, zero gradient). cap <= 0 disables the soft-cap.
+#pragma once
+#include "core/tensor.h"
+
+namespace nw {
+// losses (N) receives each token's loss in nats. If dlogits is defined it receives
+// grad_per_token * dloss_n/dz_n; it may alias logits (the row is read before it is written).
+void softcap_cross_entropy(const Tensor& losses /*(N)*/, const Tensor& dlogits /*(N, V) or undefined*/,
+                           const Tensor& logits /*(N, V)*/, const Tensor& targets /*(N) i32*/, float cap,
+                           float grad_per_token);
+// Applies the soft-cap to logits in place (for returning logits to the user).
+void softcap(const Tensor& logits, float cap);
+
+// Backends: cpu/ holds the oracle (T = float or double), kernels/ the CUDA version.
+namespace cpu {
+template <typename T>
+void softcap_cross_entropy(const Tensor& losses, const Tensor& dlogits,
+    const Tensor& logits, const Tensor& targets, float cap,
+    float grad_per_token);
+template <typename T>
+void softcap(const Tensor& logits, float cap);
+}  // namespace cpu
+namespace cuda {
+void softcap_cross_entropy(const Tensor& losses, const Tensor& dlogits,
+    const Tensor& logits, const Tensor& targets, float cap,
+    float grad_per_token);
+void softcap(const Tensor& logits, float cap);
+}  // namespace cuda
+}  // namespace nw

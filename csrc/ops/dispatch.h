@@ -1,0 +1,12 @@
+// Device/dtype dispatch shared by the op files: CUDA tensors go to kernels/, CPU tensors to the
+// templated oracle in cpu/ (float32 for training, float64 for gradient checks).
+#pragma once
+#include "core/tensor.h"
+
+#define NW_DISPATCH_CPU(dtype, T, ...)                                                  \
+  switch (dtype) {                                                                      \
+    case ::nw::DType::F32: { using T = float; __VA_ARGS__; break; }                     \
+    case ::nw::DType::F64: { using T = double; __VA_ARGS__; break; }                    \
+    default: NW_CHECK(false, "the CPU backend computes in float32 or float64, got ",    \
+                      ::nw::dtype_name(dtype));                                         \
+  }

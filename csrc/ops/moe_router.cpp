@@ -1,0 +1,49 @@
+#include "ops/moe_router.h"
+
+#include "ops/dispatch.h"
+
+namespace nw {
+
+static void check_router(const Tensor& scores, const Tensor& topk, const Tensor& gates, int batch, const char* op) {
+  NW_CHECK(scores.ndim == 2 && topk.ndim == 2, op, ": scores (N, E) and topk (N, K) expected, got ",
+           scores.describe(), " and ", topk.describe());
+  const int64_t N = scores.size(0), E = scores.size(1), K = topk.size(1);
+  NW_CHECK(K >= 1 && K <= E, op, ": top_k must be in [1, ", E, "], got ", K);
+  NW_CHECK(batch >= 1 && N % batch == 0, op, ": ", N, " tokens do not split into ", batch, " sequences");
+  check_tensor(topk, op, "topk", DType::I32, scores.device, {N, K});
+  check_tensor(gates, op, "gates", scores.dtype, scores.device, {N, K});
+}
+
+double moe_router_forward(const Tensor& scores, const Tensor& topk, const Tensor& gates, const Tensor& logits,
+                          const Tensor& bias, int batch, float route_scale, float balance_alpha) {
+  const char* op = "moe_router_forward";
+  check_router(scores, topk, gates, batch, op);
+  check_tensor(logits, op, "logits", scores.dtype, scores.device, {scores.size(0), scores.size(1)});
+  check_tensor(bias, op, "bias", scores.dtype, scores.device, {scores.size(1)});
+  if (scores.device == Device::CUDA)
+    return cuda::moe_router_forward(scores, topk, gates, logits, bias, batch, route_scale, balance_alpha);
+  double loss = 0;
+  NW_DISPATCH_CPU(scores.dtype, T,
+                  loss = cpu::moe_router_forward<T>(scores, topk, gates, logits, bias, batch, route_scale, balance_alpha));
+  return loss;
+}
+
+void moe_router_backward(const Tensor& dlogits, const Tensor& dgates, const Tensor& scores, const Tensor& topk,
+                         int batch, float route_scale, float balance_alpha, float grad_scale) {
+  const char* op = "moe_router_backward";
+  check_router(scores, topk, dgates, batch, op);
+  check_tensor(dlogits, op, "dlogits", scores.dtype, scores.device, {scores.size(0), scores.size(1)});
+  if (scores.device == Device::CUDA)
+    return cuda::moe_router_backward(dlogits, dgates, scores, topk, batch, route_scale, balance_alpha, grad_scale);
+  NW_DISPATCH_CPU(scores.dtype, T,
+                  cpu::moe_router_backward<T>(dlogits, dgates, scores, topk, batch, route_scale, balance_alpha, grad_scale));
+}
+
+void moe_update_bias(const Tensor& bias, const Tensor& counts, float gamma) {
+  NW_CHECK(bias.ndim == 1, "moe_update_bias: bias must be (E), got ", bias.describe());
+  check_tensor(counts, "moe_update_bias", "counts", DType::I64, Device::CPU, {bias.size(0)});
+  if (bias.device == Device::CUDA) return cuda::moe_update_bias(bias, counts, gamma);
+  NW_DISPATCH_CPU(bias.dtype, T, cpu::moe_update_bias<T>(bias, counts, gamma));
+}
+
+}  // namespace nw

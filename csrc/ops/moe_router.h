@@ -1,0 +1,35 @@
+// The MoE router (DESIGN.md §3), fp32: s = sigmoid(logits); experts are selected by top-k of s + bias
+// (ties to the lowest index); gates are the selected s renormalised to sum 1, times route_scale.
+// The sequence-wise balance loss alpha * sum_i f_i P_i (averaged over sequences) is fused in.
+#pragma once
+#include "core/tensor.h"
+
+namespace nw {
+// Returns the balance loss. logits, scores: (B*T, E); topk: (B*T, K) i32; gates: (B*T, K).
+double moe_router_forward(const Tensor& scores, const Tensor& topk, const Tensor& gates, const Tensor& logits,
+                          const Tensor& bias /*(E)*/, int batch, float route_scale, float balance_alpha);
+// dlogits (overwritten) = d(gates)/d(logits)^T dgates + grad_scale * d(balance loss)/d(logits).
+void moe_router_backward(const Tensor& dlogits, const Tensor& dgates, const Tensor& scores, const Tensor& topk,
+                         int batch, float route_scale, float balance_alpha, float grad_scale);
+// Aux-loss-free balancing: bias_i += gamma * sign(mean(counts) - counts_i).
+void moe_update_bias(const Tensor& bias /*(E)*/, const Tensor& counts /*(E) i64*/, float gamma);
+
+// Backends: cpu/ holds the oracle (T = float or double), kernels/ the CUDA version.
+namespace cpu {
+template <typename T>
+double moe_router_forward(const Tensor& scores, const Tensor& topk, const Tensor& gates, const Tensor& logits,
+    const Tensor& bias, int batch, float route_scale, float balance_alpha);
+template <typename T>
+void moe_router_backward(const Tensor& dlogits, const Tensor& dgates, const Tensor& scores, const Tensor& topk,
+    int batch, float route_scale, float balance_alpha, float grad_scale);
+template <typename T>
+void moe_update_bias(const Tensor& bias, const Tensor& counts, float gamma);
+}  // namespace cpu
+namespace cuda {
+double moe_router_forward(const Tensor& scores, const Tensor& topk, const Tensor& gates, const Tensor& logits,
+    const Tensor& bias, int batch, float route_scale, float balance_alpha);
+void moe_router_backward(const Tensor& dlogits, const Tensor& dgates, const Tensor& scores, const Tensor& topk,
+    int batch, float route_scale, float balance_alpha, float grad_scale);
+void moe_update_bias(const Tensor& bias, const Tensor& counts, float gamma);
+}  // namespace cuda
+}  // namespace nw

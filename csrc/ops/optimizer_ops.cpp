@@ -1,0 +1,59 @@
+#include "ops/optimizer_ops.h"
+
+#include <algorithm>
+
+#include "ops/dispatch.h"
+
+namespace nw {
+
+int64_t newton_schulz_workspace_numel(int64_t R, int64_t C) {
+  const int64_t m = std::min(R, C);
+  return 2 * R * C + 2 * m * m;
+}
+
+int64_t muon_workspace_numel(int64_t R, int64_t C) { return newton_schulz_workspace_numel(R, C) + R * C; }
+
+void adamw_update(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v, const AdamWArgs& a) {
+  for (const Tensor* t : {&grad, &m, &v}) {
+    check_same(param, *t, "adamw_update");
+    NW_CHECK(t->numel() == param.numel(), "adamw_update: ", t->describe(), " does not match ", param.describe());
+  }
+  NW_CHECK(a.step >= 1, "adamw_update: step is 1-based, got ", a.step);
+  if (param.device == Device::CUDA) return cuda::adamw_update(param, grad, m, v, a);
+  NW_DISPATCH_CPU(param.dtype, T, cpu::adamw_update<T>(param, grad, m, v, a));
+}
+
+void muon_update(const Tensor& param, const Tensor& grad, const Tensor& momentum, const Tensor& workspace,
+                 const MuonArgs& a) {
+  NW_CHECK(param.ndim == 3, "muon_update: param must be (M, R, C), got ", param.describe());
+  for (const Tensor* t : {&grad, &momentum}) {
+    check_same(param, *t, "muon_update");
+    NW_CHECK(t->numel() == param.numel(), "muon_update: ", t->describe(), " does not match ", param.describe());
+  }
+  check_same(param, workspace, "muon_update");
+  NW_CHECK(workspace.numel() >= muon_workspace_numel(param.size(1), param.size(2)), "muon_update: workspace too small");
+  if (param.device == Device::CUDA) return cuda::muon_update(param, grad, momentum, workspace, a);
+  NW_DISPATCH_CPU(param.dtype, T, cpu::muon_update<T>(param, grad, momentum, workspace, a));
+}
+
+void newton_schulz(const Tensor& x, const Tensor& workspace, int steps) {
+  NW_CHECK(x.ndim == 2, "newton_schulz: x must be (R, C), got ", x.describe());
+  check_same(x, workspace, "newton_schulz");
+  NW_CHECK(workspace.numel() >= newton_schulz_workspace_numel(x.size(0), x.size(1)), "newton_schulz: workspace too small");
+  if (x.device == Device::CUDA) return cuda::newton_schulz(x, workspace, steps);
+  NW_DISPATCH_CPU(x.dtype, T, cpu::newton_schulz<T>(x, workspace, steps));
+}
+
+double sum_squares(const Tensor& x) {
+  if (x.device == Device::CUDA) return cuda::sum_squares(x);
+  double s = 0;
+  NW_DISPATCH_CPU(x.dtype, T, s = cpu::sum_squares<T>(x));
+  return s;
+}
+
+void scale_inplace(const Tensor& x, float s) {
+  if (x.device == Device::CUDA) return cuda::scale_inplace(x, s);
+  NW_DISPATCH_CPU(x.dtype, T, cpu::scale_inplace<T>(x, s));
+}
+
+}  // namespace nw

@@ -1,0 +1,76 @@
+#include "train/optimizer.h"
+
+#include <cmath>
+
+#include "ops/optimizer_ops.h"
+
+namespace nw {
+
+void OptimizerConfig::validate() const {
+  NW_CHECK(muon_lr >= 0, "OptimizerConfig.muon_lr must be >= 0, got ", muon_lr);
+  NW_CHECK(muon_momentum >= 0 && muon_momentum < 1, "OptimizerConfig.muon_momentum must be in [0, 1), got ", muon_momentum);
+  NW_CHECK(muon_weight_decay >= 0, "OptimizerConfig.muon_weight_decay must be >= 0, got ", muon_weight_decay);
+  NW_CHECK(ns_steps >= 1 && ns_steps <= 20, "OptimizerConfig.ns_steps must be in [1, 20], got ", ns_steps);
+  NW_CHECK(grad_clip >= 0, "OptimizerConfig.grad_clip must be >= 0 (0 = off), got ", grad_clip);
+  const std::pair<const AdamGroup*, const char*> groups[] = {
+      {&embed, "embed"}, {&head, "head"}, {&router, "router"}, {&scalar, "scalar"}};
+  for (auto [g, name] : groups) {
+    NW_CHECK(g->lr >= 0, "OptimizerConfig.", name, ".lr must be >= 0, got ", g->lr);
+    NW_CHECK(g->beta1 >= 0 && g->beta1 < 1, "OptimizerConfig.", name, ".beta1 must be in [0, 1), got ", g->beta1);
+    NW_CHECK(g->beta2 >= 0 && g->beta2 < 1, "OptimizerConfig.", name, ".beta2 must be in [0, 1), got ", g->beta2);
+    NW_CHECK(g->eps > 0, "OptimizerConfig.", name, ".eps must be > 0, got ", g->eps);
+    NW_CHECK(g->weight_decay >= 0, "OptimizerConfig.", name, ".weight_decay must be >= 0, got ", g->weight_decay);
+  }
+}
+
+Optimizer::Optimizer(Model& model, const OptimizerConfig& cfg) : model_(model), cfg_(cfg) {
+  cfg_.validate();
+  const Arena& p = model.params();
+  const auto layout = std::make_shared<Layout>(p.layout());
+  m_ = Arena(layout, p.dtype(), p.device());
+  v_ = Arena(layout, p.dtype(), p.device());
+  int64_t ws = 0;
+  for (int i = 0; i < layout->size(); ++i) {
+    const auto& shape = (*layout)[i].shape;
+    if (model.kind(i) == ParamKind::Matrix)
+      ws = std::max(ws, muon_workspace_numel(shape[shape.size() - 2], shape.back()));
+  }
+  workspace_ = Buffer(ws * dtype_size(p.dtype()), p.device());
+}
+
+double Optimizer::step(const StepArgs& args) {
+  NW_CHECK(args.lr_mult >= 0 && std::isfinite(args.lr_mult), "lr_mult must be finite and >= 0, got ", args.lr_mult);
+  NW_CHECK(args.wd_mult >= 0 && std::isfinite(args.wd_mult), "wd_mult must be finite and >= 0, got ", args.wd_mult);
+  NW_CHECK(args.muon_momentum < 1, "muon_momentum must be < 1, got ", args.muon_momentum);
+  const Arena& params = model_.params();
+  const Arena& grads = model_.grads();
+  const double norm = std::sqrt(sum_squares(grads.flat()));
+  if (!std::isfinite(norm)) return norm;
+  if (cfg_.grad_clip > 0 && norm > cfg_.grad_clip) scale_inplace(grads.flat(), float(cfg_.grad_clip / norm));
+  ++step_;
+  const Layout& layout = params.layout();
+  const Tensor ws(workspace_.data(), params.dtype(), params.device(),
+                  {int64_t(workspace_.nbytes() / dtype_size(params.dtype()))});
+  for (int i = 0; i < layout.size(); ++i) {
+    const ParamKind kind = model_.kind(i);
+    if (kind == ParamKind::Matrix) {
+      MuonArgs a{cfg_.muon_lr * args.lr_mult, args.muon_momentum >= 0 ? args.muon_momentum : cfg_.muon_momentum,
+                 cfg_.muon_weight_decay * args.wd_mult, cfg_.ns_steps, cfg_.nesterov};
+      const auto& s = layout[i].shape;
+      const int64_t M = s.size() == 3 ? s[0] : 1, R = s[s.size() - 2], C = s.back();
+      auto as3 = [&](const Tensor& t) { return Tensor(t.data, t.dtype, t.device, {M, R, C}); };
+      muon_update(as3(params.view(i)), as3(grads.view(i)), as3(m_.view(i)), ws, a);
+      continue;
+    }
+    const AdamGroup& g = kind == ParamKind::Embedding ? cfg_.embed
+                         : kind == ParamKind::Head    ? cfg_.head
+                         : kind == ParamKind::Router  ? cfg_.router
+                                                      : cfg_.scalar;
+    AdamWArgs a{g.lr * args.lr_mult, g.beta1, g.beta2, g.eps, g.weight_decay * args.wd_mult, step_};
+    adamw_update(params.view(i), grads.view(i), m_.view(i), v_.view(i), a);
+  }
+  model_.update_balance_bias(args.balance_gamma >= 0 ? args.balance_gamma : model_.config().balance_gamma);
+  return norm;
+}
+
+}  // namespace nw

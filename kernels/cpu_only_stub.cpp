@@ -1,0 +1,64 @@
+// The CUDA backend of a CPU-only build: every entry point throws, so a CPU build links and a
+// request for the GPU fails with a clear message instead of crashing.
+#include "core/error.h"
+#include "kernels/cuda_backend.h"
+#include "ops/activation.h"
+#include "ops/attention.h"
+#include "ops/cross_entropy.h"
+#include "ops/embedding.h"
+#include "ops/grouped_linear.h"
+#include "ops/linear.h"
+#include "ops/moe_dispatch.h"
+#include "ops/moe_router.h"
+#include "ops/optimizer_ops.h"
+#include "ops/residual.h"
+#include "ops/rmsnorm.h"
+#include "ops/rope.h"
+
+namespace nw::cuda {
+
+[[noreturn]] static void no_cuda(const char* what) {
+  throw Error(std::string(what) + ": nanowhale was built without CUDA (no nvcc was found at build time; "
+              "reinstall with the CUDA toolkit on PATH to use device='cuda')");
+}
+
+bool available() { return false; }
+void* device_alloc(size_t) { no_cuda("device_alloc"); }
+void device_free(void*) {}
+void device_memset_zero(void*, size_t) { no_cuda("device_memset_zero"); }
+void copy_host_to_device(void*, const void*, size_t) { no_cuda("copy_host_to_device"); }
+void copy_device_to_host(void*, const void*, size_t) { no_cuda("copy_device_to_host"); }
+
+void activation_forward(Activation a, const Tensor& h, const Tensor& pre) { no_cuda("activation_forward"); }
+void activation_backward(Activation a, const Tensor& dpre, const Tensor& dh, const Tensor& pre) { no_cuda("activation_backward"); }
+void attention_forward(const Tensor& y, const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v, int window) { no_cuda("attention_forward"); }
+void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dy, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& y, const Tensor& lse, int window) { no_cuda("attention_backward"); }
+void softcap_cross_entropy(const Tensor& losses, const Tensor& dlogits, const Tensor& logits, const Tensor& targets, float cap, float grad_per_token) { no_cuda("softcap_cross_entropy"); }
+void softcap(const Tensor& logits, float cap) { no_cuda("softcap"); }
+void embedding_forward(const Tensor& out, const Tensor& table, const Tensor& tokens) { no_cuda("embedding_forward"); }
+void embedding_backward(const Tensor& dtable, const Tensor& dout, const Tensor& tokens) { no_cuda("embedding_backward"); }
+void grouped_linear_forward(const Tensor& y, const Tensor& x, const Tensor& w, const Tensor& offsets) { no_cuda("grouped_linear_forward"); }
+void grouped_linear_backward(const Tensor& dx, const Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& offsets) { no_cuda("grouped_linear_backward"); }
+void linear_forward(const Tensor& y, const Tensor& x, const Tensor& w) { no_cuda("linear_forward"); }
+void linear_backward(const Tensor& dx, const Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w) { no_cuda("linear_backward"); }
+void moe_dispatch(const Tensor& counts, const Tensor& offsets, const Tensor& row_of_slot, const Tensor& token_of_row, const Tensor& topk) { no_cuda("moe_dispatch"); }
+void moe_gather(const Tensor& xe, const Tensor& x, const Tensor& token_of_row) { no_cuda("moe_gather"); }
+void moe_gather_backward(const Tensor& dx, const Tensor& dxe, const Tensor& row_of_slot) { no_cuda("moe_gather_backward"); }
+void moe_combine(const Tensor& y, const Tensor& ye, const Tensor& gates, const Tensor& row_of_slot) { no_cuda("moe_combine"); }
+void moe_combine_backward(const Tensor& dye, const Tensor& dgates, const Tensor& dy, const Tensor& ye, const Tensor& gates, const Tensor& row_of_slot) { no_cuda("moe_combine_backward"); }
+double moe_router_forward(const Tensor& scores, const Tensor& topk, const Tensor& gates, const Tensor& logits, const Tensor& bias, int batch, float route_scale, float balance_alpha) { no_cuda("moe_router_forward"); }
+void moe_router_backward(const Tensor& dlogits, const Tensor& dgates, const Tensor& scores, const Tensor& topk, int batch, float route_scale, float balance_alpha, float grad_scale) { no_cuda("moe_router_backward"); }
+void moe_update_bias(const Tensor& bias, const Tensor& counts, float gamma) { no_cuda("moe_update_bias"); }
+void adamw_update(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v, const AdamWArgs& a) { no_cuda("adamw_update"); }
+void muon_update(const Tensor& param, const Tensor& grad, const Tensor& momentum, const Tensor& workspace, const MuonArgs& a) { no_cuda("muon_update"); }
+void newton_schulz(const Tensor& x, const Tensor& workspace, int steps) { no_cuda("newton_schulz"); }
+double sum_squares(const Tensor& x) { no_cuda("sum_squares"); }
+void scale_inplace(const Tensor& x, float s) { no_cuda("scale_inplace"); }
+void residual_add(const Tensor& x, const Tensor& f) { no_cuda("residual_add"); }
+void rmsnorm_forward(const Tensor& y, const Tensor& rstd, const Tensor& x, const Tensor& w, float eps) { no_cuda("rmsnorm_forward"); }
+void rmsnorm_backward(const Tensor& dx, const Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd) { no_cuda("rmsnorm_backward"); }
+void rope_forward(const Tensor& x, const Tensor& cos, const Tensor& sin) { no_cuda("rope_forward"); }
+void rope_backward(const Tensor& dx, const Tensor& cos, const Tensor& sin) { no_cuda("rope_backward"); }
+void rope_tables(const Tensor& cos, const Tensor& sin, double base) { no_cuda("rope_tables"); }
+
+}  // namespace nw::cuda

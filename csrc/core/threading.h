@@ -1,4 +1,5 @@
-// Thread control for the CPU backend: OpenMP loops and the OpenBLAS pool use the same count.
+// Thread control for the CPU backend: every parallel loop (and every large GEMM) runs on the one
+// OpenMP team; OpenBLAS itself stays single-threaded.
 #pragma once
 
 namespace nw {

@@ -1,25 +1,54 @@
 #include "cpu/blas.h"
 
 #include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
 
 namespace nw::cpu {
 
-template <>
-void gemm<float>(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int lda,
-                 const float* B, int ldb, float beta, float* C, int ldc) {
+namespace {
+void gemm_call(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb,
+               float beta, float* C, int ldc) {
+  scipy_cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha, A,
+                    lda, B, ldb, beta, C, ldc);
+}
+void gemm_call(bool ta, bool tb, int M, int N, int K, double alpha, const double* A, int lda, const double* B, int ldb,
+               double beta, double* C, int ldc) {
+  scipy_cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha, A,
+                    lda, B, ldb, beta, C, ldc);
+}
+}  // namespace
+
+// OpenBLAS runs single-threaded (see blas_set_num_threads); large products are split into row
+// blocks of C across the OpenMP team instead. One thread pool on the machine means no two pools
+// spin against each other on the cores, and each element of C is still one BLAS dot product over
+// all of K, whatever the thread count.
+template <typename T>
+void gemm(bool ta, bool tb, int M, int N, int K, T alpha, const T* A, int lda, const T* B, int ldb, T beta, T* C,
+          int ldc) {
   if (M == 0 || N == 0) return;
-  scipy_cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K,
-                    alpha, A, lda, B, ldb, beta, C, ldc);
+  const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+  const double work = double(M) * N * K;
+  if (threads == 1 || work < (1 << 20) || M < 2 * threads) {
+    gemm_call(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    return;
+  }
+  // Row blocks of C, a multiple of 16 rows so the BLAS kernels see the same tiling.
+  const int block = std::max(16, (M / threads + 15) / 16 * 16);
+  const int blocks = (M + block - 1) / block;
+#pragma omp parallel for schedule(static)
+  for (int b = 0; b < blocks; ++b) {
+    const int m0 = b * block, rows = std::min(block, M - m0);
+    const T* a = ta ? A + m0 : A + int64_t(m0) * lda;  // op(A) rows m0.. are A's columns m0.. when transposed
+    gemm_call(ta, tb, rows, N, K, alpha, a, lda, B, ldb, beta, C + int64_t(m0) * ldc, ldc);
+  }
 }
 
-template <>
-void gemm<double>(bool ta, bool tb, int M, int N, int K, double alpha, const double* A, int lda,
-                  const double* B, int ldb, double beta, double* C, int ldc) {
-  if (M == 0 || N == 0) return;
-  scipy_cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K,
-                    alpha, A, lda, B, ldb, beta, C, ldc);
-}
+template void gemm<float>(bool, bool, int, int, int, float, const float*, int, const float*, int, float, float*, int);
+template void gemm<double>(bool, bool, int, int, int, double, const double*, int, const double*, int, double, double*,
+                           int);
 
-void blas_set_num_threads(int n) { scipy_openblas_set_num_threads(n); }
+void blas_set_num_threads(int) { scipy_openblas_set_num_threads(1); }
 
 }  // namespace nw::cpu

@@ -1,0 +1,31 @@
+"""Shared fixtures: tiny configurations that run in milliseconds on a CPU."""
+
+import numpy as np
+import pytest
+
+import nanowhale as nw
+
+
+def micro_config(**overrides):
+    """A model small enough for float64 finite differences: every code path, few parameters."""
+    base = dict(
+        vocab_size=37, seq_len=16, d_model=16, n_layer=3, n_head=2, n_kv_head=1, head_dim=8,
+        n_dense_layers=1, dense_hidden=24, n_experts=4, top_k=2, expert_hidden=8, n_shared=1,
+        shared_hidden=8, window_pattern="SL", short_window=3, balance_alpha=0.05,
+    )
+    base.update(overrides)
+    return nw.ModelConfig(**base)
+
+
+def random_batch(cfg, batch, seq, seed=0, ignore_fraction=0.0):
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(0, cfg.vocab_size, size=(batch, seq), dtype=np.int64)
+    targets = rng.integers(0, cfg.vocab_size, size=(batch, seq), dtype=np.int64)
+    if ignore_fraction:
+        targets[rng.random(targets.shape) < ignore_fraction] = -1
+    return tokens, targets
+
+
+@pytest.fixture
+def tiny_cfg():
+    return micro_config()

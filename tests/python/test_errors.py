@@ -1,0 +1,104 @@
+"""Bad input gets a clear Python exception, never a crash."""
+
+import numpy as np
+import pytest
+
+import nanowhale as nw
+from conftest import micro_config, random_batch
+
+
+@pytest.fixture
+def model():
+    return nw.Model(micro_config(), seed=0)
+
+
+def test_wrong_dtype(model):
+    tokens, targets = random_batch(model.config, 2, 8)
+    with pytest.raises(ValueError, match="integer dtype"):
+        model.forward_backward(tokens.astype(np.float32), targets)
+    with pytest.raises(ValueError, match="integer dtype"):
+        model.forward(tokens, targets.astype(np.float64))
+
+
+def test_wrong_shape(model):
+    tokens, targets = random_batch(model.config, 2, 8)
+    with pytest.raises(ValueError, match="2 dimensions"):
+        model.forward_backward(tokens.reshape(-1), targets.reshape(-1))
+    with pytest.raises(ValueError, match="same shape"):
+        model.forward_backward(tokens, targets[:, :4])
+    with pytest.raises(ValueError, match="seq_len"):
+        long = np.zeros((1, model.config.seq_len + 1), dtype=np.int64)
+        model.forward_backward(long, long)
+
+
+def test_token_ids_out_of_range(model):
+    tokens, targets = random_batch(model.config, 2, 8)
+    bad = tokens.copy()
+    bad[1, 3] = model.config.vocab_size
+    with pytest.raises(ValueError, match="token id 37"):
+        model.forward_backward(bad, targets)
+    bad[1, 3] = -1
+    with pytest.raises(ValueError, match="token id -1"):
+        model.forward(bad, targets)
+    bad_targets = targets.copy()
+    bad_targets[0, 0] = -2
+    with pytest.raises(ValueError, match="target id -2"):
+        model.forward_backward(tokens, bad_targets)
+    bad_targets[0, 0] = 2**40
+    with pytest.raises(ValueError, match="does not fit in int32"):
+        model.forward_backward(tokens, bad_targets)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"top_k": 5}, "top_k"),
+    ({"d_model": 17}, "divisible by n_head"),
+    ({"n_head": 3, "n_kv_head": 2, "d_model": 18}, "n_kv_head"),
+    ({"activation": "gelu"}, "activation"),
+    ({"window_pattern": "SLX"}, "window_pattern"),
+    ({"n_dense_layers": 4}, "n_dense_layers"),
+    ({"head_dim": 7}, "head_dim"),
+    ({"vocab_size": 0}, "vocab_size"),
+    ({"softcap": -1.0}, "softcap"),
+])
+def test_invalid_config(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        nw.Model(micro_config(**overrides))
+
+
+def test_config_field_errors():
+    with pytest.raises(ValueError, match="no field 'd_modle'"):
+        nw.ModelConfig(d_modle=64)
+    with pytest.raises(ValueError, match="wrong type"):
+        nw.ModelConfig(d_model="wide")
+    with pytest.raises(ValueError, match="unknown preset"):
+        nw.ModelConfig.preset("huge")
+
+
+def test_parameter_access_errors(model):
+    with pytest.raises(ValueError, match="no tensor named"):
+        model.get_param("nope")
+    with pytest.raises(ValueError, match="expected shape"):
+        model.set_param("embed", np.zeros((3, 3), dtype=np.float32))
+
+
+def test_bad_device_and_dtype():
+    cfg = micro_config()
+    with pytest.raises(ValueError, match="device"):
+        nw.Model(cfg, device="tpu")
+    with pytest.raises(ValueError, match="dtype"):
+        nw.Model(cfg, dtype="float16")
+    if not nw.cuda_available():
+        with pytest.raises(RuntimeError, match="CUDA"):
+            nw.Model(cfg, device="cuda")
+
+
+def test_bad_optimizer_arguments(model):
+    cfg = nw.OptimizerConfig()
+    cfg.muon_momentum = 1.5
+    with pytest.raises(ValueError, match="muon_momentum"):
+        nw.Optimizer(model, cfg)
+    opt = nw.Optimizer(model)
+    with pytest.raises(ValueError, match="lr_mult"):
+        opt.step(lr_mult=-1.0)
+    with pytest.raises(ValueError, match="balance_gamma"):
+        opt.step(balance_gamma=-0.1)

@@ -1,0 +1,119 @@
+"""Training behaviour: overfitting one batch, determinism, the balance-bias rule, gradient accumulation."""
+
+import numpy as np
+
+import nanowhale as nw
+from conftest import micro_config, random_batch
+
+
+def small_config(**overrides):
+    base = dict(vocab_size=512, seq_len=64, d_model=64, n_layer=3, n_head=4, n_kv_head=2, head_dim=16,
+                n_dense_layers=1, dense_hidden=128, n_experts=8, top_k=2, expert_hidden=64, n_shared=1,
+                shared_hidden=64)
+    base.update(overrides)
+    return nw.ModelConfig(**base)
+
+
+def train(cfg, tokens, targets, steps, seed=0, threads=None):
+    if threads is not None:
+        nw.set_num_threads(threads)
+    model = nw.Model(cfg, seed=seed)
+    opt = nw.Optimizer(model)
+    losses = []
+    for _ in range(steps):
+        losses.append(model.forward_backward(tokens, targets))
+        opt.step()
+        model.zero_grad()
+    return model, losses
+
+
+def test_tiny_model_overfits_one_batch():
+    cfg = small_config()
+    tokens, targets = random_batch(cfg, batch=4, seq=64, seed=0)
+    _, losses = train(cfg, tokens, targets, steps=40)
+    assert losses[0] > 5.0
+    assert losses[-1] < 0.1, losses[-5:]
+
+
+def test_same_seed_same_loss_bits():
+    cfg = small_config()
+    tokens, targets = random_batch(cfg, batch=2, seq=64, seed=1)
+    _, a = train(cfg, tokens, targets, steps=4)
+    _, b = train(cfg, tokens, targets, steps=4)
+    assert a == b
+    _, c = train(cfg, tokens, targets, steps=4, seed=1)
+    assert a != c
+
+
+def test_thread_count_does_not_change_loss_bits():
+    cfg = small_config()
+    tokens, targets = random_batch(cfg, batch=4, seq=64, seed=2)
+    before = nw.get_num_threads()
+    try:
+        m1, one = train(cfg, tokens, targets, steps=4, threads=1)
+        m2, two = train(cfg, tokens, targets, steps=4, threads=2)
+    finally:
+        nw.set_num_threads(before)
+    assert one == two
+    for name in m1.parameter_names():
+        assert np.array_equal(m1.get_param(name), m2.get_param(name)), name
+
+
+def test_balance_bias_changes_only_by_the_update_rule():
+    cfg = small_config(balance_gamma=0.01)
+    tokens, targets = random_batch(cfg, batch=2, seq=64, seed=3)
+    model = nw.Model(cfg, seed=0)
+    opt = nw.Optimizer(model)
+    names = model.buffer_names()
+    start = {n: model.get_buffer(n) for n in names}
+    # Evaluation does not count tokens and gradients do not touch the bias.
+    model.forward(tokens, targets)
+    model.forward_backward(tokens, targets)
+    model.forward_backward(tokens, targets)  # two micro-batches accumulate
+    for n in names:
+        assert np.array_equal(model.get_buffer(n), start[n])
+    counts = {s["layer"]: np.array(s["tokens_per_expert"]) for s in model.routing_stats()}
+    assert all(c.sum() == 2 * 2 * 64 * cfg.top_k for c in counts.values())
+    opt.step()
+    for n, stats in zip(names, model.routing_stats()):
+        c = counts[stats["layer"]]
+        expected = start[n] + np.float32(0.01) * np.sign(c.mean() - c).astype(np.float32)
+        np.testing.assert_array_equal(model.get_buffer(n), expected.astype(np.float32))
+        assert stats["tokens_per_expert"] == list(c)  # the step's counts stay readable
+
+
+def test_balance_gamma_zero_freezes_the_bias():
+    cfg = small_config()
+    tokens, targets = random_batch(cfg, batch=2, seq=64, seed=4)
+    model = nw.Model(cfg, seed=0)
+    opt = nw.Optimizer(model)
+    model.forward_backward(tokens, targets)
+    opt.step(balance_gamma=0.0)
+    for n in model.buffer_names():
+        assert not model.get_buffer(n).any()
+
+
+def test_gradient_accumulation_matches_one_big_batch():
+    cfg = micro_config()
+    tokens, targets = random_batch(cfg, batch=4, seq=8, seed=5)
+    whole = nw.Model(cfg, seed=0, dtype="float64")
+    parts = nw.Model(cfg, seed=0, dtype="float64")
+    whole.forward_backward(tokens, targets)
+    for i in range(2):
+        parts.forward_backward(tokens[2 * i:2 * i + 2], targets[2 * i:2 * i + 2], grad_scale=0.5)
+    for name in whole.parameter_names():
+        np.testing.assert_allclose(parts.get_grad(name), whole.get_grad(name), rtol=1e-9, atol=1e-12)
+
+
+def test_clipping_and_learning_rate_multiplier():
+    cfg = micro_config()
+    tokens, targets = random_batch(cfg, batch=2, seq=8, seed=6)
+    model = nw.Model(cfg, seed=0)
+    before = {n: model.get_param(n) for n in model.parameter_names()}
+    model.forward_backward(tokens, targets)
+    opt = nw.Optimizer(model)
+    norm = opt.step(lr_mult=0.0)
+    assert norm > 0 and np.isfinite(norm)
+    for n in model.parameter_names():  # lr 0 and no weight decay: nothing moves
+        np.testing.assert_array_equal(model.get_param(n), before[n])
+    assert opt.steps == 1

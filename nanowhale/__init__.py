@@ -1,6 +1,13 @@
 """nanowhale: train small Mixture-of-Experts language models with a C++/CUDA engine."""
 
-from nanowhale._C import (
+import os
+
+# OpenMP threads sleep rather than spin between parallel regions: on small machines a spinning
+# thread steals the core that the rest of the step (or another process) needs. Set before the
+# extension loads libgomp; an explicit OMP_WAIT_POLICY in the environment wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from nanowhale._C import (  # noqa: E402
     AdamGroup,
     Model,
     ModelConfig,

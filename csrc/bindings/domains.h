@@ -15,5 +15,8 @@ void register_optimizer(py::module_& m);
 // A NumPy integer array of exactly `ndim` dimensions, as a contiguous int32 copy; ValueError otherwise.
 py::array_t<int32_t> as_int32(const py::object& obj, const char* what, int ndim);
 Device parse_device(const std::string& name);
+// Host copies of device tensors, as float32/float64 NumPy arrays, and back (shape-checked).
+py::array tensor_to_numpy(const Tensor& t);
+void numpy_to_tensor(const Tensor& t, const py::object& value, const std::string& name);
 DType parse_dtype(const std::string& name);
 }  // namespace nw::bindings

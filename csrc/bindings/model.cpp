@@ -12,6 +12,36 @@ namespace nw::bindings {
   X(rope_base) X(softcap) X(tie_embeddings) X(window_pattern) X(short_window) X(route_scale)           \
   X(balance_gamma) X(balance_alpha) X(norm_eps)
 
+py::array tensor_to_numpy(const Tensor& t) {
+  std::vector<py::ssize_t> shape(t.shape, t.shape + t.ndim);
+  if (t.dtype == DType::F64) {
+    py::array_t<double> out(shape);
+    copy_to_host(out.mutable_data(), t);
+    return std::move(out);
+  }
+  py::array_t<float> out(shape);
+  copy_to_host(out.mutable_data(), t);
+  return std::move(out);
+}
+
+void numpy_to_tensor(const Tensor& t, const py::object& value, const std::string& name) {
+  py::array arr = py::array::ensure(value);
+  NW_CHECK(arr, name, ": expected a NumPy array");
+  const char kind = arr.dtype().kind();
+  NW_CHECK(kind == 'f' || kind == 'i' || kind == 'u', name, ": expected a numeric array, got ",
+           std::string(py::str(arr.dtype())));
+  bool same = arr.ndim() == t.ndim;
+  for (int i = 0; same && i < t.ndim; ++i) same = arr.shape(i) == t.shape[i];
+  NW_CHECK(same, name, ": expected shape ", t.describe(), ", got ", std::string(py::str(value.attr("shape"))));
+  if (t.dtype == DType::F64) {
+    py::array_t<double, py::array::c_style | py::array::forcecast> c(arr);
+    copy_from_host(t, c.data());
+  } else {
+    py::array_t<float, py::array::c_style | py::array::forcecast> c(arr);
+    copy_from_host(t, c.data());
+  }
+}
+
 namespace {
 
 py::dict config_to_dict(const ModelConfig& c) {
@@ -38,36 +68,6 @@ void config_update(ModelConfig& c, const py::dict& kw) {
     NW_MODEL_CONFIG_FIELDS(X)
 #undef X
     NW_CHECK(known, "ModelConfig has no field '", key, "'");
-  }
-}
-
-py::array param_to_numpy(const Tensor& t) {
-  std::vector<py::ssize_t> shape(t.shape, t.shape + t.ndim);
-  if (t.dtype == DType::F64) {
-    py::array_t<double> out(shape);
-    copy_to_host(out.mutable_data(), t);
-    return std::move(out);
-  }
-  py::array_t<float> out(shape);
-  copy_to_host(out.mutable_data(), t);
-  return std::move(out);
-}
-
-void numpy_to_param(const Tensor& t, const py::object& value, const std::string& name) {
-  py::array arr = py::array::ensure(value);
-  NW_CHECK(arr, name, ": expected a NumPy array");
-  const char kind = arr.dtype().kind();
-  NW_CHECK(kind == 'f' || kind == 'i' || kind == 'u', name, ": expected a numeric array, got ",
-           std::string(py::str(arr.dtype())));
-  bool same = arr.ndim() == t.ndim;
-  for (int i = 0; same && i < t.ndim; ++i) same = arr.shape(i) == t.shape[i];
-  NW_CHECK(same, name, ": expected shape ", t.describe(), ", got ", std::string(py::str(value.attr("shape"))));
-  if (t.dtype == DType::F64) {
-    py::array_t<double, py::array::c_style | py::array::forcecast> c(arr);
-    copy_from_host(t, c.data());
-  } else {
-    py::array_t<float, py::array::c_style | py::array::forcecast> c(arr);
-    copy_from_host(t, c.data());
   }
 }
 
@@ -210,20 +210,20 @@ void register_model(py::module_& m) {
              return names;
            })
       .def("parameter_kind", [](const Model& m, const std::string& name) { return kind_name(m.kind(m.params().layout().index(name))); })
-      .def("get_param", [](const Model& m, const std::string& name) { return param_to_numpy(m.params().view(m.params().layout().index(name))); })
+      .def("get_param", [](const Model& m, const std::string& name) { return tensor_to_numpy(m.params().view(m.params().layout().index(name))); })
       .def("set_param", [](Model& m, const std::string& name, const py::object& v) {
-             numpy_to_param(m.params().view(m.params().layout().index(name)), v, name);
+             numpy_to_tensor(m.params().view(m.params().layout().index(name)), v, name);
            })
-      .def("get_grad", [](const Model& m, const std::string& name) { return param_to_numpy(m.grads().view(m.grads().layout().index(name))); })
+      .def("get_grad", [](const Model& m, const std::string& name) { return tensor_to_numpy(m.grads().view(m.grads().layout().index(name))); })
       .def("buffer_names",
            [](const Model& m) {
              std::vector<std::string> names;
              for (int i = 0; i < m.buffers().layout().size(); ++i) names.push_back(m.buffers().layout()[i].name);
              return names;
            })
-      .def("get_buffer", [](const Model& m, const std::string& name) { return param_to_numpy(m.buffers().view(m.buffers().layout().index(name))); })
+      .def("get_buffer", [](const Model& m, const std::string& name) { return tensor_to_numpy(m.buffers().view(m.buffers().layout().index(name))); })
       .def("set_buffer", [](Model& m, const std::string& name, const py::object& v) {
-             numpy_to_param(m.buffers().view(m.buffers().layout().index(name)), v, name);
+             numpy_to_tensor(m.buffers().view(m.buffers().layout().index(name)), v, name);
            })
       .def("num_params", [](const Model& m) { return m.config().num_params(); })
       .def("num_active_params", [](const Model& m) { return m.config().num_active_params(); });

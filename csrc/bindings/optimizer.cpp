@@ -4,6 +4,14 @@
 
 namespace nw::bindings {
 
+namespace {
+const Arena& state_arena(const Optimizer& o, const std::string& which) {
+  if (which == "exp_avg") return o.exp_avg();
+  NW_CHECK(which == "exp_avg_sq", "optimizer state must be 'exp_avg' or 'exp_avg_sq', got '", which, "'");
+  return o.exp_avg_sq();
+}
+}  // namespace
+
 void register_optimizer(py::module_& m) {
   py::class_<AdamGroup>(m, "AdamGroup", "AdamW hyperparameters of one parameter group.")
       .def(py::init([](float lr, float beta1, float beta2, float eps, float wd) { return AdamGroup{lr, beta1, beta2, eps, wd}; }),
@@ -52,7 +60,19 @@ void register_optimizer(py::module_& m) {
            py::arg("lr_mult") = 1.0f, py::arg("wd_mult") = 1.0f, py::arg("muon_momentum") = py::none(),
            py::arg("balance_gamma") = py::none(),
            "Clip, update all parameters and the balance biases; returns the gradient norm before clipping.")
-      .def_property_readonly("steps", &Optimizer::steps)
+      .def_property("steps", &Optimizer::steps, &Optimizer::set_steps, "Optimizer steps taken (AdamW bias correction).")
+      .def("get_state",
+           [](const Optimizer& o, const std::string& which, const std::string& name) {
+             const Arena& a = state_arena(o, which);
+             return tensor_to_numpy(a.view(a.layout().index(name)));
+           },
+           py::arg("which"), py::arg("name"), "which: 'exp_avg' (Adam m / Muon momentum) or 'exp_avg_sq' (Adam v).")
+      .def("set_state",
+           [](Optimizer& o, const std::string& which, const std::string& name, const py::object& value) {
+             const Arena& a = state_arena(o, which);
+             numpy_to_tensor(a.view(a.layout().index(name)), value, name);
+           },
+           py::arg("which"), py::arg("name"), py::arg("value"))
       .def_property_readonly("config", &Optimizer::config);
 }
 

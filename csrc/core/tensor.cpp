@@ -38,6 +38,20 @@ Tensor::Tensor(void* data_, DType dtype_, Device device_, const std::vector<int6
     NW_CHECK(dims[i] >= 0, "negative dimension ", dims[i]);
     shape[i] = dims[i];
   }
+  int64_t stride = 1;
+  for (int i = ndim - 1; i >= 0; --i) {
+    strides[i] = stride;
+    stride *= shape[i];
+  }
+}
+
+bool Tensor::contiguous() const {
+  int64_t expected = 1;
+  for (int i = ndim - 1; i >= 0; --i) {
+    if (shape[i] != 1 && strides[i] != expected) return false;
+    expected *= shape[i];
+  }
+  return true;
 }
 
 int64_t Tensor::numel() const {
@@ -79,6 +93,7 @@ void check_tensor(const Tensor& t, const char* op, const char* arg, DType dtype,
   NW_CHECK(t.defined(), op, ": ", arg, " is missing");
   NW_CHECK(t.dtype == dtype, op, ": ", arg, " must be ", dtype_name(dtype), ", got ", t.describe());
   NW_CHECK(t.device == device, op, ": ", arg, " must be on ", device_name(device), ", got ", t.describe());
+  NW_CHECK(t.contiguous(), op, ": ", arg, " must be contiguous, got ", t.describe());
   bool ok = static_cast<int>(shape.size()) == t.ndim;
   int i = 0;
   for (int64_t s : shape) ok = ok && t.shape[i++] == s;

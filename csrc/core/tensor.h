@@ -1,5 +1,6 @@
-// Tensor views: a pointer plus dtype, device and shape. Views never own memory (see buffer.h);
-// every view in nanowhale is contiguous, so strides are implied by the shape (row-major).
+// Tensor views: a pointer plus dtype, device, shape and strides (in elements). Views never own
+// memory (see buffer.h). Views made here are row-major contiguous; ops check contiguity rather than
+// assume it, so a strided view reaching an op is a clear error, not a wrong answer.
 #pragma once
 #include <cstdint>
 #include <initializer_list>
@@ -31,6 +32,7 @@ struct Tensor {
   Device device = Device::CPU;
   int ndim = 0;
   int64_t shape[kMaxDims] = {0, 0, 0, 0};
+  int64_t strides[kMaxDims] = {0, 0, 0, 0};
 
   Tensor() = default;
   Tensor(void* data, DType dtype, Device device, std::initializer_list<int64_t> dims);
@@ -39,6 +41,7 @@ struct Tensor {
   int64_t numel() const;
   int64_t size(int d) const { return shape[d < 0 ? d + ndim : d]; }
   bool defined() const { return data != nullptr; }
+  bool contiguous() const;
   size_t nbytes() const { return numel() * dtype_size(dtype); }
   std::vector<int64_t> dims() const { return std::vector<int64_t>(shape, shape + ndim); }
   std::string describe() const;  // e.g. "f32[4, 128] on cpu"

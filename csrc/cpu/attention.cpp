@@ -45,7 +45,9 @@ void attention_forward(const Tensor& y, const Tensor& lse, const Tensor& q, cons
             mx = std::max(mx, p[s]);
           }
           T sum = 0;
-          for (int64_t s = s0; s <= t; ++s) sum += (p[s] = std::exp(p[s] - mx));
+          T* ps = p.data();
+#pragma omp simd reduction(+ : sum)
+          for (int64_t s = s0; s <= t; ++s) sum += (ps[s] = std::exp(ps[s] - mx));
           T* yr = yp + ((b * Tn + t) * H + h) * D;
           std::fill_n(yr, D, T(0));
           const T inv = T(1) / sum;
@@ -67,7 +69,10 @@ void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
   const T *qp = q.ptr<T>(), *kp = k.ptr<T>(), *vp = v.ptr<T>(), *yp = y.ptr<T>(), *gp = dy.ptr<T>();
   const T* lp = lse.ptr<T>();
   T *dqp = dq.ptr<T>(), *dkp = dk.ptr<T>(), *dvp = dv.ptr<T>();
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel
+  {
+  std::vector<T> p(Tn);  // probabilities of one query row
+#pragma omp for collapse(2) schedule(static)
   for (int64_t b = 0; b < B; ++b)
     for (int64_t kvh = 0; kvh < KVH; ++kvh) {
       for (int64_t s = 0; s < Tn; ++s) {
@@ -82,20 +87,24 @@ void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
           std::fill_n(dqr, D, T(0));
           const T l = lp[(b * H + h) * Tn + t];
           const T delta = dot(gr, yp + row * D, D);  // sum_s p_s dp_s
+          T* ps = p.data();
+          for (int64_t s = s0; s <= t; ++s) ps[s] = dot(qr, kp + ((b * Tn + s) * KVH + kvh) * D, D) * scale - l;
+#pragma omp simd
+          for (int64_t s = s0; s <= t; ++s) ps[s] = std::exp(ps[s]);
           for (int64_t s = s0; s <= t; ++s) {
             const int64_t kv = ((b * Tn + s) * KVH + kvh) * D;
-            const T p = std::exp(dot(qr, kp + kv, D) * scale - l);
-            const T ds = p * (dot(gr, vp + kv, D) - delta) * scale;
+            const T ds = ps[s] * (dot(gr, vp + kv, D) - delta) * scale;
             T *dkr = dkp + kv, *dvr = dvp + kv;
             const T* kr = kp + kv;
             for (int64_t d = 0; d < D; ++d) {
               dqr[d] += ds * kr[d];
               dkr[d] += ds * qr[d];
-              dvr[d] += p * gr[d];
+              dvr[d] += ps[s] * gr[d];
             }
           }
         }
     }
+  }
 }
 
 #define INSTANTIATE(T)                                                                                           \

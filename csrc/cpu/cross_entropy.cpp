@@ -30,23 +30,34 @@ void softcap_cross_entropy(const Tensor& losses, const Tensor& dlogits, const Te
         if (dp) std::fill_n(dp + n * V, V, T(0));
         continue;
       }
-      T mx = -std::numeric_limits<T>::infinity();
-      for (int64_t v = 0; v < V; ++v) {
-        row[v] = c > 0 ? c * std::tanh(z[v] / c) : z[v];
-        mx = std::max(mx, row[v]);
+      T* r = row.data();
+      if (c > 0) {
+#pragma omp simd
+        for (int64_t v = 0; v < V; ++v) r[v] = c * std::tanh(z[v] / c);
+      } else {
+        std::copy_n(z, V, r);
       }
+      T mx = -std::numeric_limits<T>::infinity();
+#pragma omp simd reduction(max : mx)
+      for (int64_t v = 0; v < V; ++v) mx = std::max(mx, r[v]);
       T sum = 0;
-      for (int64_t v = 0; v < V; ++v) sum += std::exp(row[v] - mx);
+#pragma omp simd reduction(+ : sum)
+      for (int64_t v = 0; v < V; ++v) sum += std::exp(r[v] - mx);
       const T lse = mx + std::log(sum);
-      lp[n] = lse - row[tgt];
+      lp[n] = lse - r[tgt];
       if (!dp) continue;
       T* d = dp + n * V;
       const T g = T(grad_per_token);
-      for (int64_t v = 0; v < V; ++v) {
-        T dc = std::exp(row[v] - lse) - (v == tgt ? T(1) : T(0));
-        if (c > 0) dc *= T(1) - (row[v] / c) * (row[v] / c);  // d(c tanh(z/c))/dz = 1 - tanh^2
-        d[v] = dc * g;
+      if (c > 0) {
+        const T inv_c2 = T(1) / (c * c);
+#pragma omp simd
+        for (int64_t v = 0; v < V; ++v) d[v] = std::exp(r[v] - lse) * (T(1) - r[v] * r[v] * inv_c2) * g;
+      } else {
+#pragma omp simd
+        for (int64_t v = 0; v < V; ++v) d[v] = std::exp(r[v] - lse) * g;
       }
+      // the one-hot term: d(-c_t)/dz_t = -(1 - tanh^2)
+      d[tgt] -= (c > 0 ? T(1) - r[tgt] * r[tgt] / (c * c) : T(1)) * g;
     }
   }
 }

@@ -117,3 +117,32 @@ def test_clipping_and_learning_rate_multiplier():
     for n in model.parameter_names():  # lr 0 and no weight decay: nothing moves
         np.testing.assert_array_equal(model.get_param(n), before[n])
     assert opt.steps == 1
+
+
+def test_first_step_optimizer_state_by_hand():
+    """After one step (no clipping): AdamW m = (1-b1) g, v = (1-b2) g^2; Muon momentum = g."""
+    cfg = micro_config()
+    tokens, targets = random_batch(cfg, batch=2, seq=8, seed=7)
+    model = nw.Model(cfg, seed=0, dtype="float64")
+    conf = nw.OptimizerConfig()
+    conf.grad_clip = 0.0
+    opt = nw.Optimizer(model, conf)
+    model.forward_backward(tokens, targets)
+    grads = {n: model.get_grad(n) for n in model.parameter_names()}
+    opt.step()
+    for name, g in grads.items():
+        m, v = opt.get_state("exp_avg", name), opt.get_state("exp_avg_sq", name)
+        kind = model.parameter_kind(name)
+        if kind == "matrix":
+            np.testing.assert_allclose(m, g, rtol=1e-12)
+            assert not v.any()
+        else:
+            group = {"embedding": conf.embed, "head": conf.head, "router": conf.router, "scalar": conf.scalar}[kind]
+            np.testing.assert_allclose(m, (1 - group.beta1) * g, rtol=1e-6, atol=1e-300)
+            np.testing.assert_allclose(v, (1 - group.beta2) * g * g, rtol=1e-6, atol=1e-300)
+    # state round-trips (checkpoints restore it)
+    value = np.ones_like(opt.get_state("exp_avg", "embed"))
+    opt.set_state("exp_avg", "embed", value)
+    np.testing.assert_array_equal(opt.get_state("exp_avg", "embed"), value)
+    opt.steps = 7
+    assert opt.steps == 7

@@ -1,109 +1,116 @@
-// CPU causal attention with GQA and sliding window. The forward stores only the row log-sum-exp;
-// the backward recomputes the probabilities. Each backward task owns one (batch, kv-head) pair, so
-// dk/dv are reduced in a fixed order without atomics.
+// CPU causal attention with GQA and sliding window. Each task takes one (batch, head) pair and runs
+// the score and value products as GEMMs over a (T, T) scratch matrix; the mask is applied in the
+// softmax. The forward keeps only the row log-sum-exp; the backward recomputes the probabilities.
+// Backward tasks own a (batch, kv-head) pair, so dK/dV are summed over the group's query heads in a
+// fixed order without atomics.
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
 
+#include "cpu/blas.h"
 #include "ops/attention.h"
 
 namespace nw::cpu {
 
 namespace {
+// Keys visible from query t: [first_key(t), t].
+inline int64_t first_key(int64_t t, int window) { return window > 0 ? std::max<int64_t>(0, t - window + 1) : 0; }
+
+struct Dims {
+  int64_t B, T, H, D, KVH, G;
+  explicit Dims(const Tensor& q, const Tensor& k)
+      : B(q.size(0)), T(q.size(1)), H(q.size(2)), D(q.size(3)), KVH(k.size(2)), G(q.size(2) / k.size(2)) {}
+  int64_t q_offset(int64_t b, int64_t h) const { return b * T * H * D + h * D; }    // row t at + t*H*D
+  int64_t kv_offset(int64_t b, int64_t kvh) const { return b * T * KVH * D + kvh * D; }  // row s at + s*KVH*D
+};
+
+// S (T, T) = scale * Q_bh K_b,kv^T: the scores of every (query, key) pair.
 template <typename T>
-inline T dot(const T* a, const T* b, int64_t n) {
-  T s = 0;
-  for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
-  return s;
+void scores(T* S, const T* q, const T* k, const Dims& d, T scale) {
+  gemm<T>(false, true, int(d.T), int(d.T), int(d.D), scale, q, int(d.H * d.D), k, int(d.KVH * d.D), T(0), S, int(d.T));
 }
-inline int64_t window_start(int64_t t, int window) { return window > 0 ? std::max<int64_t>(0, t - window + 1) : 0; }
 }  // namespace
 
 template <typename T>
 void attention_forward(const Tensor& y, const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
                        int window) {
-  const int64_t B = q.size(0), Tn = q.size(1), H = q.size(2), D = q.size(3), KVH = k.size(2), G = H / KVH;
-  const T scale = T(1) / std::sqrt(T(D));
-  const T* qp = q.ptr<T>();
-  const T* kp = k.ptr<T>();
-  const T* vp = v.ptr<T>();
-  T* yp = y.ptr<T>();
-  T* lp = lse.ptr<T>();
+  const Dims d(q, k);
+  const T scale = T(1) / std::sqrt(T(d.D));
+  const T *qp = q.ptr<T>(), *kp = k.ptr<T>(), *vp = v.ptr<T>();
+  T *yp = y.ptr<T>(), *lp = lse.ptr<T>();
 #pragma omp parallel
   {
-    std::vector<T> p(Tn);  // one score row per thread, allocated once per call
-#pragma omp for collapse(3) schedule(static)
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t h = 0; h < H; ++h)
-        for (int64_t t = 0; t < Tn; ++t) {
-          const int64_t kvh = h / G, s0 = window_start(t, window);
-          const T* qr = qp + ((b * Tn + t) * H + h) * D;
+    std::vector<T> buf(d.T * d.T);  // scores, then probabilities
+#pragma omp for collapse(2) schedule(static)
+    for (int64_t b = 0; b < d.B; ++b)
+      for (int64_t h = 0; h < d.H; ++h) {
+        T* P = buf.data();
+        const int64_t qo = d.q_offset(b, h), kvo = d.kv_offset(b, h / d.G);
+        scores(P, qp + qo, kp + kvo, d, scale);
+        for (int64_t t = 0; t < d.T; ++t) {
+          T* row = P + t * d.T;
+          const int64_t s0 = first_key(t, window);
           T mx = -std::numeric_limits<T>::infinity();
-          for (int64_t s = s0; s <= t; ++s) {
-            p[s] = dot(qr, kp + ((b * Tn + s) * KVH + kvh) * D, D) * scale;
-            mx = std::max(mx, p[s]);
-          }
+          for (int64_t s = s0; s <= t; ++s) mx = std::max(mx, row[s]);
           T sum = 0;
-          T* ps = p.data();
 #pragma omp simd reduction(+ : sum)
-          for (int64_t s = s0; s <= t; ++s) sum += (ps[s] = std::exp(ps[s] - mx));
-          T* yr = yp + ((b * Tn + t) * H + h) * D;
-          std::fill_n(yr, D, T(0));
+          for (int64_t s = s0; s <= t; ++s) sum += (row[s] = std::exp(row[s] - mx));
           const T inv = T(1) / sum;
-          for (int64_t s = s0; s <= t; ++s) {
-            const T* vr = vp + ((b * Tn + s) * KVH + kvh) * D;
-            const T ps = p[s] * inv;
-            for (int64_t d = 0; d < D; ++d) yr[d] += ps * vr[d];
-          }
-          lp[(b * H + h) * Tn + t] = mx + std::log(sum);
+          for (int64_t s = 0; s < d.T; ++s) row[s] = (s >= s0 && s <= t) ? row[s] * inv : T(0);
+          lp[(b * d.H + h) * d.T + t] = mx + std::log(sum);
         }
+        // Y_bh (T, D) = P V
+        gemm<T>(false, false, int(d.T), int(d.D), int(d.T), T(1), P, int(d.T), vp + kvo, int(d.KVH * d.D), T(0),
+                yp + qo, int(d.H * d.D));
+      }
   }
 }
 
 template <typename T>
 void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dy, const Tensor& q,
                         const Tensor& k, const Tensor& v, const Tensor& y, const Tensor& lse, int window) {
-  const int64_t B = q.size(0), Tn = q.size(1), H = q.size(2), D = q.size(3), KVH = k.size(2), G = H / KVH;
-  const T scale = T(1) / std::sqrt(T(D));
+  const Dims d(q, k);
+  const T scale = T(1) / std::sqrt(T(d.D));
   const T *qp = q.ptr<T>(), *kp = k.ptr<T>(), *vp = v.ptr<T>(), *yp = y.ptr<T>(), *gp = dy.ptr<T>();
   const T* lp = lse.ptr<T>();
   T *dqp = dq.ptr<T>(), *dkp = dk.ptr<T>(), *dvp = dv.ptr<T>();
+  const int ldq = int(d.H * d.D), ldkv = int(d.KVH * d.D), Tn = int(d.T), Dn = int(d.D);
 #pragma omp parallel
   {
-  std::vector<T> p(Tn);  // probabilities of one query row
+    std::vector<T> P(d.T * d.T), dS(d.T * d.T);
 #pragma omp for collapse(2) schedule(static)
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t kvh = 0; kvh < KVH; ++kvh) {
-      for (int64_t s = 0; s < Tn; ++s) {
-        std::fill_n(dkp + ((b * Tn + s) * KVH + kvh) * D, D, T(0));
-        std::fill_n(dvp + ((b * Tn + s) * KVH + kvh) * D, D, T(0));
-      }
-      for (int64_t h = kvh * G; h < (kvh + 1) * G; ++h)
-        for (int64_t t = 0; t < Tn; ++t) {
-          const int64_t row = (b * Tn + t) * H + h, s0 = window_start(t, window);
-          const T *qr = qp + row * D, *gr = gp + row * D;
-          T* dqr = dqp + row * D;
-          std::fill_n(dqr, D, T(0));
-          const T l = lp[(b * H + h) * Tn + t];
-          const T delta = dot(gr, yp + row * D, D);  // sum_s p_s dp_s
-          T* ps = p.data();
-          for (int64_t s = s0; s <= t; ++s) ps[s] = dot(qr, kp + ((b * Tn + s) * KVH + kvh) * D, D) * scale - l;
-#pragma omp simd
-          for (int64_t s = s0; s <= t; ++s) ps[s] = std::exp(ps[s]);
-          for (int64_t s = s0; s <= t; ++s) {
-            const int64_t kv = ((b * Tn + s) * KVH + kvh) * D;
-            const T ds = ps[s] * (dot(gr, vp + kv, D) - delta) * scale;
-            T *dkr = dkp + kv, *dvr = dvp + kv;
-            const T* kr = kp + kv;
-            for (int64_t d = 0; d < D; ++d) {
-              dqr[d] += ds * kr[d];
-              dkr[d] += ds * qr[d];
-              dvr[d] += ps[s] * gr[d];
+    for (int64_t b = 0; b < d.B; ++b)
+      for (int64_t kvh = 0; kvh < d.KVH; ++kvh) {
+        const int64_t kvo = d.kv_offset(b, kvh);
+        for (int64_t t = 0; t < d.T; ++t) {
+          std::fill_n(dkp + kvo + t * ldkv, d.D, T(0));
+          std::fill_n(dvp + kvo + t * ldkv, d.D, T(0));
+        }
+        for (int64_t h = kvh * d.G; h < (kvh + 1) * d.G; ++h) {
+          const int64_t qo = d.q_offset(b, h);
+          scores(P.data(), qp + qo, kp + kvo, d, scale);
+          // dP (T, T) = dY V^T, into dS
+          gemm<T>(false, true, Tn, Tn, Dn, T(1), gp + qo, ldq, vp + kvo, ldkv, T(0), dS.data(), Tn);
+          for (int64_t t = 0; t < d.T; ++t) {
+            T* p = P.data() + t * d.T;
+            T* ds = dS.data() + t * d.T;
+            const int64_t s0 = first_key(t, window);
+            const T l = lp[(b * d.H + h) * d.T + t];
+            T delta = 0;  // sum_s p_s dP_s = dY_t . Y_t
+            for (int64_t i = 0; i < d.D; ++i) delta += gp[qo + t * ldq + i] * yp[qo + t * ldq + i];
+            for (int64_t s = 0; s < d.T; ++s) {
+              const bool visible = s >= s0 && s <= t;
+              p[s] = visible ? std::exp(p[s] - l) : T(0);
+              ds[s] = visible ? p[s] * (ds[s] - delta) * scale : T(0);
             }
           }
+          // dQ_bh = dS K; dK += dS^T Q_bh; dV += P^T dY_bh
+          gemm<T>(false, false, Tn, Dn, Tn, T(1), dS.data(), Tn, kp + kvo, ldkv, T(0), dqp + qo, ldq);
+          gemm<T>(true, false, Tn, Dn, Tn, T(1), dS.data(), Tn, qp + qo, ldq, T(1), dkp + kvo, ldkv);
+          gemm<T>(true, false, Tn, Dn, Tn, T(1), P.data(), Tn, gp + qo, ldq, T(1), dvp + kvo, ldkv);
         }
-    }
+      }
   }
 }
 

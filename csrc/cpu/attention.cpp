@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cpu/blas.h"
+#include "cpu/fast_math.h"
 #include "ops/attention.h"
 
 namespace nw::cpu {
@@ -55,7 +56,7 @@ void attention_forward(const Tensor& y, const Tensor& lse, const Tensor& q, cons
           for (int64_t s = s0; s <= t; ++s) mx = std::max(mx, row[s]);
           T sum = 0;
 #pragma omp simd reduction(+ : sum)
-          for (int64_t s = s0; s <= t; ++s) sum += (row[s] = std::exp(row[s] - mx));
+          for (int64_t s = s0; s <= t; ++s) sum += (row[s] = exp_fast(row[s] - mx));
           const T inv = T(1) / sum;
           for (int64_t s = 0; s < d.T; ++s) row[s] = (s >= s0 && s <= t) ? row[s] * inv : T(0);
           lp[(b * d.H + h) * d.T + t] = mx + std::log(sum);
@@ -99,9 +100,10 @@ void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
             const T l = lp[(b * d.H + h) * d.T + t];
             T delta = 0;  // sum_s p_s dP_s = dY_t . Y_t
             for (int64_t i = 0; i < d.D; ++i) delta += gp[qo + t * ldq + i] * yp[qo + t * ldq + i];
+#pragma omp simd
             for (int64_t s = 0; s < d.T; ++s) {
               const bool visible = s >= s0 && s <= t;
-              p[s] = visible ? std::exp(p[s] - l) : T(0);
+              p[s] = visible ? exp_fast(p[s] - l) : T(0);
               ds[s] = visible ? p[s] * (ds[s] - delta) * scale : T(0);
             }
           }

@@ -5,6 +5,7 @@
 #include <limits>
 #include <vector>
 
+#include "cpu/fast_math.h"
 #include "ops/cross_entropy.h"
 
 namespace nw::cpu {
@@ -33,7 +34,7 @@ void softcap_cross_entropy(const Tensor& losses, const Tensor& dlogits, const Te
       T* r = row.data();
       if (c > 0) {
 #pragma omp simd
-        for (int64_t v = 0; v < V; ++v) r[v] = c * std::tanh(z[v] / c);
+        for (int64_t v = 0; v < V; ++v) r[v] = c * tanh_fast(z[v] / c);
       } else {
         std::copy_n(z, V, r);
       }
@@ -42,7 +43,7 @@ void softcap_cross_entropy(const Tensor& losses, const Tensor& dlogits, const Te
       for (int64_t v = 0; v < V; ++v) mx = std::max(mx, r[v]);
       T sum = 0;
 #pragma omp simd reduction(+ : sum)
-      for (int64_t v = 0; v < V; ++v) sum += std::exp(r[v] - mx);
+      for (int64_t v = 0; v < V; ++v) sum += exp_fast(r[v] - mx);
       const T lse = mx + std::log(sum);
       lp[n] = lse - r[tgt];
       if (!dp) continue;
@@ -51,10 +52,10 @@ void softcap_cross_entropy(const Tensor& losses, const Tensor& dlogits, const Te
       if (c > 0) {
         const T inv_c2 = T(1) / (c * c);
 #pragma omp simd
-        for (int64_t v = 0; v < V; ++v) d[v] = std::exp(r[v] - lse) * (T(1) - r[v] * r[v] * inv_c2) * g;
+        for (int64_t v = 0; v < V; ++v) d[v] = exp_fast(r[v] - lse) * (T(1) - r[v] * r[v] * inv_c2) * g;
       } else {
 #pragma omp simd
-        for (int64_t v = 0; v < V; ++v) d[v] = std::exp(r[v] - lse) * g;
+        for (int64_t v = 0; v < V; ++v) d[v] = exp_fast(r[v] - lse) * g;
       }
       // the one-hot term: d(-c_t)/dz_t = -(1 - tanh^2)
       d[tgt] -= (c > 0 ? T(1) - r[tgt] * r[tgt] / (c * c) : T(1)) * g;
@@ -69,7 +70,7 @@ void softcap(const Tensor& logits, float cap) {
   T* z = logits.ptr<T>();
   const T c = T(cap);
 #pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) z[i] = c * std::tanh(z[i] / c);
+  for (int64_t i = 0; i < n; ++i) z[i] = c * tanh_fast(z[i] / c);
 }
 
 #define INSTANTIATE(T)                                                                                         \

@@ -3,6 +3,8 @@
 
 #include "bindings/domains.h"
 #include "data/bpe_train.h"
+#include "data/loader.h"
+#include "data/shard.h"
 #include "data/tokenizer.h"
 #include "data/pretokenize.h"
 #include "data/tokenizer.h"
@@ -192,6 +194,101 @@ void register_data(py::module_& m) {
         return "<nanowhale Tokenizer vocab_size=" + std::to_string(t.vocab_size()) + " fingerprint=" + t.fingerprint() +
                ">";
       });
+
+  m.def(
+      "write_shard",
+      [](const std::string& path, const py::object& tokens, int64_t vocab_size) {
+        py::array_t<int32_t> arr = as_int32(tokens, "tokens", 1);
+        const int32_t* p = arr.data();
+        const size_t n = static_cast<size_t>(arr.size());
+        py::gil_scoped_release release;
+        data::write_shard(path, p, n, vocab_size);
+      },
+      py::arg("path"), py::arg("tokens"), py::arg("vocab_size"),
+      "Writes a token shard atomically (temp file + rename); uint16 tokens when vocab_size <= 65536.");
+  m.def(
+      "read_shard_header",
+      [](const std::string& path) {
+        const data::ShardHeader h = data::read_shard_header(path);
+        py::dict d;
+        d["version"] = h.version;
+        d["vocab_size"] = h.vocab_size;
+        d["token_bytes"] = h.token_bytes;
+        d["n_tokens"] = h.n_tokens;
+        return d;
+      },
+      py::arg("path"));
+  m.def(
+      "read_shard",
+      [](const std::string& path, int64_t vocab_size) {
+        std::vector<int32_t> out;
+        {
+          py::gil_scoped_release release;
+          data::Shard s(path, vocab_size);
+          out.resize(s.size());
+          s.copy(0, s.size(), out.data());
+        }
+        return to_numpy(std::move(out));
+      },
+      py::arg("path"), py::arg("vocab_size") = 0,
+      "All tokens of a shard as int32; vocab_size > 0 rejects ids outside the vocabulary.");
+
+  py::class_<data::Loader>(m, "Loader",
+                           "Memory-mapped shards -> (B, T+1) int32 batches: BOS-aligned best-fit packing "
+                           "(packed=True) or plain sequential rows; seeded, resumable, prefetching.")
+      .def(py::init([](std::vector<std::string> paths, int64_t B, int64_t T, int32_t bos_id, int64_t vocab_size,
+                       bool packed, uint64_t seed, int64_t rank, int64_t world_size, int64_t buffer_docs,
+                       int64_t prefetch) {
+             data::LoaderOptions o;
+             o.paths = std::move(paths);
+             o.B = B;
+             o.T = T;
+             o.bos_id = bos_id;
+             o.vocab_size = vocab_size;
+             o.packed = packed;
+             o.seed = seed;
+             o.rank = rank;
+             o.world_size = world_size;
+             o.buffer_docs = buffer_docs;
+             o.prefetch = prefetch;
+             py::gil_scoped_release release;
+             return std::make_unique<data::Loader>(std::move(o));
+           }),
+           py::arg("paths"), py::arg("B"), py::arg("T"), py::arg("bos_id"), py::arg("vocab_size") = 0,
+           py::arg("packed") = true, py::arg("seed") = 0, py::arg("rank") = 0, py::arg("world_size") = 1,
+           py::arg("buffer_docs") = 256, py::arg("prefetch") = 2)
+      .def(
+          "next",
+          [](data::Loader& l) -> py::object {
+            const auto& o = l.options();
+            py::array_t<int32_t> out({o.B, o.T + 1});
+            int32_t* p = out.mutable_data();
+            bool ok;
+            {
+              py::gil_scoped_release release;
+              ok = l.next(p);
+            }
+            if (!ok) return py::none();
+            return std::move(out);
+          },
+          "The next (B, T+1) batch, or None when a sequential stream has ended.")
+      .def("state",
+           [](const data::Loader& l) {
+             const auto s = l.state();
+             return py::array_t<int64_t>(static_cast<py::ssize_t>(s.size()), s.data());
+           })
+      .def(
+          "set_state",
+          [](data::Loader& l, const py::array_t<int64_t, py::array::c_style | py::array::forcecast>& s) {
+            std::vector<int64_t> v(s.data(), s.data() + s.size());
+            py::gil_scoped_release release;
+            l.set_state(v);
+          },
+          py::arg("state"))
+      .def_property_readonly("total_tokens", &data::Loader::total_tokens)
+      .def_property_readonly("n_documents", &data::Loader::n_documents)
+      .def_property_readonly("B", [](const data::Loader& l) { return l.options().B; })
+      .def_property_readonly("T", [](const data::Loader& l) { return l.options().T; });
 
   m.attr("SPLIT_PATTERN") = data::kSplitPattern;
   m.def("default_special_tokens", &data::default_special_tokens);

@@ -5,6 +5,7 @@ Tokenizes the text (vocab 32768 trained on it), writes shards to a temp dir, the
 """
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -14,7 +15,8 @@ import numpy as np
 from nanowhale.data import Tokenizer
 from nanowhale.data.shards import Loader, write_shard
 
-from bench_tokenizer import load_docs
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_tokenizer import load_docs  # noqa: E402
 
 
 def main():

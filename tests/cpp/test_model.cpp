@@ -1,0 +1,279 @@
+// The Model on tiny configurations: bit-identical losses for equal seeds, the loss at initialisation
+// (~ln vocab), config validation (ValueError), float64 whole-model gradients against finite
+// differences of loss + balance loss, gradient accumulation, and the routing-count bookkeeping.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "core/rng.h"
+#include "model/model.h"
+
+namespace {
+nw::ModelConfig tiny_config() {
+  nw::ModelConfig c;
+  c.vocab_size = 50;
+  c.d_model = 16;
+  c.n_layer = 2;
+  c.n_head = 2;
+  c.n_kv_head = 1;
+  c.head_dim = 8;
+  c.n_dense_layers = 1;
+  c.dense_hidden = 16;
+  c.n_experts = 4;
+  c.top_k = 2;
+  c.expert_hidden = 8;
+  c.n_shared = 1;
+  c.shared_hidden = 8;
+  c.seq_len = 8;
+  return c;
+}
+
+struct Batch {
+  int B, T;
+  std::vector<int32_t> tokens, targets;
+  Batch(int b, int t, int vocab, uint64_t seed, int ignored = 0) : B(b), T(t), tokens(b * t), targets(b * t) {
+    for (int i = 0; i < b * t; ++i) {
+      tokens[i] = int32_t(nw::rng_bits(seed, 1, i) % vocab);
+      targets[i] = int32_t(nw::rng_bits(seed, 2, i) % vocab);
+    }
+    for (int i = 0; i < ignored; ++i) targets[(i * 5 + 1) % (b * t)] = -1;
+  }
+};
+
+std::vector<char> bytes_of(const nw::Arena& a) {
+  const nw::Tensor f = a.flat();
+  std::vector<char> out(f.nbytes());
+  std::memcpy(out.data(), f.data, f.nbytes());
+  return out;
+}
+
+bool same_bits(double a, double b) { return std::memcmp(&a, &b, sizeof(double)) == 0; }
+}  // namespace
+
+TEST(Model, SameSeedGivesSameLossBits) {
+  const nw::ModelConfig cfg = tiny_config();
+  const Batch batch(2, 8, cfg.vocab_size, 3, 3);
+  for (nw::DType dt : {nw::DType::F64, nw::DType::F32}) {
+    nw::Model a(cfg, 7, nw::Device::CPU, dt), b(cfg, 7, nw::Device::CPU, dt), c(cfg, 8, nw::Device::CPU, dt);
+    const nw::LossInfo la = a.forward_backward(batch.tokens.data(), batch.targets.data(), batch.B, batch.T);
+    const nw::LossInfo lb = b.forward_backward(batch.tokens.data(), batch.targets.data(), batch.B, batch.T);
+    const nw::LossInfo lc = c.forward_backward(batch.tokens.data(), batch.targets.data(), batch.B, batch.T);
+    EXPECT_TRUE(same_bits(la.loss, lb.loss)) << la.loss << " vs " << lb.loss;
+    EXPECT_TRUE(same_bits(la.balance_loss, lb.balance_loss));
+    EXPECT_EQ(la.n_targets, 13);
+    EXPECT_EQ(bytes_of(a.params()), bytes_of(b.params()));
+    EXPECT_EQ(bytes_of(a.grads()), bytes_of(b.grads())) << "gradients must be bit-identical too";
+    EXPECT_NE(la.loss, lc.loss) << "a different seed must give a different model";
+    // The same model again, after zero_grad: same loss and gradients.
+    const std::vector<char> g1 = bytes_of(a.grads());
+    a.zero_grad();
+    const nw::LossInfo la2 = a.forward_backward(batch.tokens.data(), batch.targets.data(), batch.B, batch.T);
+    EXPECT_TRUE(same_bits(la.loss, la2.loss));
+    EXPECT_EQ(g1, bytes_of(a.grads()));
+  }
+}
+
+TEST(Model, InitialLossNearLnVocab) {
+  const nw::ModelConfig cfg = tiny_config();
+  nw::Model m(cfg, 1);
+  const Batch batch(4, 8, cfg.vocab_size, 11);
+  const nw::LossInfo l = m.forward(batch.tokens.data(), batch.targets.data(), batch.B, batch.T);
+  // Unit-variance logits give ln V + ~0.5; anything far from ln V means a broken init or loss.
+  EXPECT_GT(l.loss, std::log(50.0) - 0.25);
+  EXPECT_LT(l.loss, std::log(50.0) + 1.0);
+  EXPECT_EQ(l.n_targets, 32);
+  EXPECT_GT(l.balance_loss, 0.0);
+  EXPECT_LT(l.balance_loss, 10 * cfg.balance_alpha) << "sum f_i P_i is ~1 at a balanced start";
+}
+
+TEST(Model, ForwardMatchesForwardBackwardLoss) {
+  const nw::ModelConfig cfg = tiny_config();
+  nw::Model m(cfg, 2, nw::Device::CPU, nw::DType::F64);
+  const Batch batch(2, 8, cfg.vocab_size, 12, 2);
+  std::vector<float> per_token(16, -1.0f);
+  const nw::LossInfo f = m.forward(batch.tokens.data(), batch.targets.data(), 2, 8, per_token.data());
+  const nw::LossInfo fb = m.forward_backward(batch.tokens.data(), batch.targets.data(), 2, 8);
+  EXPECT_NEAR(f.loss, fb.loss, 1e-12);
+  EXPECT_NEAR(f.balance_loss, fb.balance_loss, 1e-15);
+  double sum = 0;
+  for (int i = 0; i < 16; ++i) {
+    if (batch.targets[i] < 0) {
+      EXPECT_EQ(per_token[i], 0.0f);
+    } else {
+      EXPECT_GT(per_token[i], 0.0f);
+    }
+    sum += per_token[i];
+  }
+  EXPECT_NEAR(sum / f.n_targets, f.loss, 1e-5);
+}
+
+TEST(Model, InvalidConfigsThrowValueError) {
+  auto expect_invalid = [](nw::ModelConfig c, const char* what) {
+    EXPECT_THROW(c.validate(), nw::ValueError) << what;
+    EXPECT_THROW(nw::Model(c, 0), nw::ValueError) << what;
+  };
+  EXPECT_NO_THROW(tiny_config().validate());
+  nw::ModelConfig c = tiny_config();
+  c.top_k = 5;  // > n_experts
+  expect_invalid(c, "top_k > n_experts");
+  c = tiny_config();
+  c.n_head = 3;  // d_model 16 is not divisible by 3 (n_kv_head 1 divides 3)
+  expect_invalid(c, "d_model % n_head");
+  c = tiny_config();
+  c.activation = "gelu";
+  expect_invalid(c, "activation");
+  c = tiny_config();
+  c.window_pattern = "LX";
+  expect_invalid(c, "window_pattern LX");
+  c = tiny_config();
+  c.window_pattern = "";
+  expect_invalid(c, "empty window_pattern");
+  c = tiny_config();
+  c.n_kv_head = 3;  // 2 query heads do not split into 3 kv groups
+  expect_invalid(c, "n_head % n_kv_head");
+  c = tiny_config();
+  c.head_dim = 7;
+  expect_invalid(c, "odd head_dim");
+  // Valid variations still construct.
+  c = tiny_config();
+  c.window_pattern = "SL";
+  c.short_window = 3;
+  c.activation = "swiglu";
+  EXPECT_NO_THROW(nw::Model(c, 0));
+  EXPECT_THROW(nw::Model(tiny_config(), 0, nw::Device::CPU, nw::DType::BF16), nw::ValueError);
+}
+
+TEST(Model, InvalidBatchesThrowValueError) {
+  const nw::ModelConfig cfg = tiny_config();
+  nw::Model m(cfg, 0);
+  Batch ok(1, 8, cfg.vocab_size, 1);
+  Batch too_long(1, 9, cfg.vocab_size, 1);
+  EXPECT_THROW(m.forward(too_long.tokens.data(), too_long.targets.data(), 1, 9), nw::ValueError);
+  std::vector<int32_t> bad_tokens = ok.tokens;
+  bad_tokens[3] = 50;
+  EXPECT_THROW(m.forward(bad_tokens.data(), ok.targets.data(), 1, 8), nw::ValueError);
+  std::vector<int32_t> bad_targets = ok.targets;
+  bad_targets[2] = -2;
+  EXPECT_THROW(m.forward_backward(ok.tokens.data(), bad_targets.data(), 1, 8), nw::ValueError);
+  EXPECT_NO_THROW(m.forward(ok.tokens.data(), ok.targets.data(), 1, 8));
+}
+
+// ---------------------------------------------------------------------------------------------
+namespace {
+// Every parameter is moved off its init (zero output projections would hide most gradients), then
+// d(loss + balance_loss)/d(theta) from forward_backward is compared with central differences of
+// forward() on a spread of elements of every tensor.
+void check_model_gradients(const nw::ModelConfig& cfg, uint64_t seed) {
+  nw::Model m(cfg, seed, nw::Device::CPU, nw::DType::F64);
+  const nw::Arena& P = m.params();
+  for (int i = 0; i < P.layout().size(); ++i) {
+    const nw::Tensor v = P.view(i);
+    double* p = v.ptr<double>();
+    for (int64_t j = 0; j < v.numel(); ++j) p[j] += 0.3 * nw::rng_normal(seed + 100, i, j);
+  }
+  const Batch batch(2, 8, cfg.vocab_size, seed, 2);
+  m.zero_grad();
+  m.forward_backward(batch.tokens.data(), batch.targets.data(), batch.B, batch.T);
+  const double eps = 1e-6;
+  auto total_loss = [&] {
+    const nw::LossInfo l = m.forward(batch.tokens.data(), batch.targets.data(), batch.B, batch.T);
+    return l.loss + l.balance_loss;
+  };
+  const nw::Arena& G = m.grads();
+  for (int i = 0; i < P.layout().size(); ++i) {
+    const nw::LayoutEntry& e = P.layout()[i];
+    double* p = P.view(i).ptr<double>();
+    const double* g = G.view(i).ptr<double>();
+    const int64_t picks = std::min<int64_t>(e.numel, 8);
+    double max_num = 0, max_err = 0;
+    for (int64_t k = 0; k < picks; ++k) {
+      const int64_t j = (k * e.numel) / picks + (k * 7) % std::max<int64_t>(1, e.numel / picks);
+      const double x0 = p[j];
+      p[j] = x0 + eps;
+      const double lp = total_loss();
+      p[j] = x0 - eps;
+      const double lm = total_loss();
+      p[j] = x0;
+      const double num = (lp - lm) / (2 * eps);
+      max_num = std::max(max_num, std::fabs(num));
+      max_err = std::max(max_err, std::fabs(num - g[j]));
+      EXPECT_NEAR(g[j], num, 1e-6 + 1e-4 * std::fabs(num)) << e.name << "[" << j << "]";
+    }
+    EXPECT_GT(max_num, 1e-6) << e.name << ": gradient ~0 at the checked elements; the check is vacuous";
+  }
+}
+}  // namespace
+
+TEST(ModelGradients, Float64MatchesFiniteDifferences) {
+  nw::ModelConfig cfg = tiny_config();
+  cfg.balance_alpha = 0.1f;  // large enough that a wrong balance gradient shows
+  check_model_gradients(cfg, 5);
+}
+
+TEST(ModelGradients, Float64VariantSwiGLUTiedSlidingWindowTwoShared) {
+  nw::ModelConfig cfg = tiny_config();
+  cfg.activation = "swiglu";
+  cfg.tie_embeddings = true;
+  cfg.window_pattern = "SL";
+  cfg.short_window = 3;
+  cfg.n_shared = 2;
+  cfg.route_scale = 2.5f;
+  cfg.balance_alpha = 0.1f;
+  cfg.softcap = 0.0f;
+  check_model_gradients(cfg, 6);
+}
+
+TEST(Model, GradientsAccumulateAndScale) {
+  const nw::ModelConfig cfg = tiny_config();
+  nw::Model m(cfg, 4, nw::Device::CPU, nw::DType::F64);
+  const Batch batch(2, 8, cfg.vocab_size, 4);
+  m.forward_backward(batch.tokens.data(), batch.targets.data(), 2, 8, 1.0f);
+  const nw::Tensor g = m.grads().flat();
+  std::vector<double> g1(g.ptr<double>(), g.ptr<double>() + g.numel());
+  m.forward_backward(batch.tokens.data(), batch.targets.data(), 2, 8, 0.5f);
+  double max_g = 0;
+  for (int64_t i = 0; i < g.numel(); ++i) {
+    ASSERT_NEAR(g.ptr<double>()[i], 1.5 * g1[i], 1e-12 * (1 + std::fabs(g1[i]))) << i;
+    max_g = std::max(max_g, std::fabs(g1[i]));
+  }
+  EXPECT_GT(max_g, 1e-3);
+  m.zero_grad();
+  for (int64_t i = 0; i < g.numel(); ++i) ASSERT_EQ(g.ptr<double>()[i], 0.0);
+}
+
+TEST(Model, RoutingCountsAndBalanceBiasUpdate) {
+  const nw::ModelConfig cfg = tiny_config();
+  nw::Model m(cfg, 9);
+  const Batch batch(2, 8, cfg.vocab_size, 9);
+  // Evaluation does not count.
+  m.forward(batch.tokens.data(), batch.targets.data(), 2, 8);
+  auto stats = m.routing_stats();
+  ASSERT_EQ(stats.size(), 1u);  // one MoE layer (layer 1)
+  EXPECT_EQ(stats[0].layer, 1);
+  int64_t total = 0;
+  for (int64_t c : stats[0].tokens_per_expert) total += c;
+  EXPECT_EQ(total, 0);
+  // Two training micro-batches count 2 * N * K slots.
+  m.forward_backward(batch.tokens.data(), batch.targets.data(), 2, 8);
+  m.forward_backward(batch.tokens.data(), batch.targets.data(), 2, 8);
+  stats = m.routing_stats();
+  total = 0;
+  for (int64_t c : stats[0].tokens_per_expert) total += c;
+  EXPECT_EQ(total, 2 * 16 * cfg.top_k);
+  const std::vector<int64_t> counts = stats[0].tokens_per_expert;
+  for (double b : stats[0].bias) EXPECT_EQ(b, 0.0);
+  // One bias update: each bias moves by exactly gamma toward balance (or stays at the mean).
+  m.update_balance_bias(0.5f);
+  stats = m.routing_stats();
+  const double mean = double(total) / cfg.n_experts;
+  for (int e = 0; e < cfg.n_experts; ++e) {
+    const double expect = counts[e] < mean ? 0.5 : counts[e] > mean ? -0.5 : 0.0;
+    EXPECT_EQ(stats[0].bias[e], expect) << "expert " << e << " count " << counts[e];
+  }
+  EXPECT_EQ(stats[0].tokens_per_expert, counts) << "after an update the stats show the last step's counts";
+  EXPECT_THROW(m.update_balance_bias(-1.0f), nw::ValueError);
+}

@@ -78,31 +78,25 @@ int64_t mlp_params(const ModelConfig& c, int64_t hidden) {
 int64_t attention_params(const ModelConfig& c) {
   return int64_t(c.d_model) * c.head_dim * (2 * c.n_head + 2 * c.n_kv_head);
 }
+
+// Parameters of layer l when `experts` routed experts are counted (all of them, or top_k for "active").
+int64_t layer_params(const ModelConfig& c, int l, int experts) {
+  int64_t n = attention_params(c) + 2 * c.d_model;  // attention and the two norm gains
+  if (!c.is_moe_layer(l)) return n + mlp_params(c, c.dense_hidden);
+  return n + int64_t(c.n_experts) * c.d_model + experts * mlp_params(c, c.expert_hidden) +
+         c.n_shared * mlp_params(c, c.shared_hidden);
+}
 }  // namespace
 
 int64_t ModelConfig::num_params() const {
   int64_t n = int64_t(vocab_size) * d_model * (tie_embeddings ? 1 : 2) + d_model;  // embed, head, final norm
-  for (int l = 0; l < n_layer; ++l) {
-    n += attention_params(*this) + 2 * d_model;
-    if (is_moe_layer(l))
-      n += int64_t(n_experts) * d_model + n_experts * mlp_params(*this, expert_hidden) +
-           n_shared * mlp_params(*this, shared_hidden);
-    else
-      n += mlp_params(*this, dense_hidden);
-  }
+  for (int l = 0; l < n_layer; ++l) n += layer_params(*this, l, n_experts);
   return n;
 }
 
 int64_t ModelConfig::num_active_params() const {
   int64_t n = int64_t(vocab_size) * d_model + d_model;  // head (tied or not) and final norm
-  for (int l = 0; l < n_layer; ++l) {
-    n += attention_params(*this) + 2 * d_model;
-    if (is_moe_layer(l))
-      n += int64_t(n_experts) * d_model + top_k * mlp_params(*this, expert_hidden) +
-           n_shared * mlp_params(*this, shared_hidden);
-    else
-      n += mlp_params(*this, dense_hidden);
-  }
+  for (int l = 0; l < n_layer; ++l) n += layer_params(*this, l, top_k);
   return n;
 }
 

@@ -32,6 +32,7 @@ void copy_device_to_host(void*, const void*, size_t) { no_cuda("copy_device_to_h
 void activation_forward(Activation a, const Tensor& h, const Tensor& pre) { no_cuda("activation_forward"); }
 void activation_backward(Activation a, const Tensor& dpre, const Tensor& dh, const Tensor& pre) { no_cuda("activation_backward"); }
 void attention_forward(const Tensor& y, const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v, int window) { no_cuda("attention_forward"); }
+void attention_forward_kv(const Tensor& y, const Tensor& q, const Tensor& k, const Tensor& v, int64_t kv_len, int window) { no_cuda("attention_forward_kv"); }
 void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dy, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& y, const Tensor& lse, int window) { no_cuda("attention_backward"); }
 void softcap_cross_entropy(const Tensor& losses, const Tensor& dlogits, const Tensor& logits, const Tensor& targets, float cap, float grad_per_token) { no_cuda("softcap_cross_entropy"); }
 void softcap(const Tensor& logits, float cap) { no_cuda("softcap"); }

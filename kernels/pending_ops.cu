@@ -22,6 +22,7 @@ namespace nw::cuda {
 void activation_forward(Activation a, const Tensor& h, const Tensor& pre) { not_yet("activation_forward"); }
 void activation_backward(Activation a, const Tensor& dpre, const Tensor& dh, const Tensor& pre) { not_yet("activation_backward"); }
 void attention_forward(const Tensor& y, const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v, int window) { not_yet("attention_forward"); }
+void attention_forward_kv(const Tensor& y, const Tensor& q, const Tensor& k, const Tensor& v, int64_t kv_len, int window) { not_yet("attention_forward_kv"); }
 void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dy, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& y, const Tensor& lse, int window) { not_yet("attention_backward"); }
 void softcap_cross_entropy(const Tensor& losses, const Tensor& dlogits, const Tensor& logits, const Tensor& targets, float cap, float grad_per_token) { not_yet("softcap_cross_entropy"); }
 void softcap(const Tensor& logits, float cap) { not_yet("softcap"); }

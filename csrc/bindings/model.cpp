@@ -130,6 +130,12 @@ void register_model(py::module_& m) {
   NW_MODEL_CONFIG_FIELDS(X)
 #undef X
 
+  py::class_<KVCache>(m, "KVCache", "Keys and values of every layer for incremental decoding (one batch size).")
+      .def_property_readonly("length", &KVCache::length, "Positions cached so far.")
+      .def_property_readonly("capacity", &KVCache::capacity)
+      .def_property_readonly("batch", &KVCache::batch)
+      .def("reset", &KVCache::reset);
+
   py::class_<Model>(m, "Model", "The nanowhale MoE transformer: parameters, forward and backward.")
       .def(py::init([](const ModelConfig& c, uint64_t seed, const std::string& device, const std::string& dtype) {
              return std::make_unique<Model>(c, seed, parse_device(device), parse_dtype(dtype));
@@ -182,6 +188,41 @@ void register_model(py::module_& m) {
              return out;
            },
            py::arg("tokens"), "Soft-capped logits, (B, T, V) float32.")
+      .def("new_kv_cache", &Model::new_kv_cache, py::arg("batch") = 1)
+      .def("decode",
+           [](Model& m, const py::object& tokens, KVCache& cache) {
+             auto tok = as_int32(tokens, "tokens", 2);
+             const int B = int(tok.shape(0)), T = int(tok.shape(1));
+             py::array_t<float> out({B, T, m.config().vocab_size});
+             float* dst = out.mutable_data();
+             {
+               py::gil_scoped_release release;
+               m.decode(tok.data(), B, T, cache, dst);
+             }
+             return out;
+           },
+           py::arg("tokens"), py::arg("cache"),
+           "Runs tokens (B, T) as the next positions of the cached sequences; returns soft-capped logits (B, T, V).")
+      .def("generate",
+           [](Model& m, const py::object& prompt, int max_new_tokens, float temperature, int top_k, float top_p,
+              uint64_t seed, py::object stop_token) {
+             auto p = as_int32(prompt, "prompt", 2);
+             const int B = int(p.shape(0)), Tp = int(p.shape(1));
+             SamplingParams sp{temperature, top_k, top_p, seed};
+             const int stop = stop_token.is_none() ? -1 : stop_token.cast<int>();
+             py::array_t<int32_t> out({B, Tp + std::max(max_new_tokens, 0)});
+             int32_t* dst = out.mutable_data();
+             int length = 0;
+             {
+               py::gil_scoped_release release;
+               length = m.generate(p.data(), B, Tp, max_new_tokens, sp, stop, dst);
+             }
+             return out[py::make_tuple(py::slice(0, B, 1), py::slice(0, length, 1))].cast<py::array>();
+           },
+           py::arg("prompt"), py::arg("max_new_tokens"), py::arg("temperature") = 1.0f, py::arg("top_k") = 0,
+           py::arg("top_p") = 1.0f, py::arg("seed") = 0, py::arg("stop_token") = py::none(),
+           "Prompt (B, Tp) -> (B, Tp + n) int32 with a KV cache. temperature 0 is greedy; stops early once every row "
+           "has produced stop_token.")
       .def_property_readonly("last_loss", [](const Model& m) { return m.last_loss().loss; })
       .def_property_readonly("last_balance_loss", [](const Model& m) { return m.last_loss().balance_loss; },
                              "Sum over MoE layers of the balance loss of the latest forward (not in the returned loss).")

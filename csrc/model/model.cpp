@@ -71,7 +71,6 @@ struct Model::Acts {
   Tensor tokens, targets;            // (N) i32 on the device
   Tensor final_in, lnf, lnf_rstd;    // (N, C), (N, C), (N)
   Tensor logits, losses;             // (N, V) (reused for dlogits), (N)
-  Tensor rope_cos, rope_sin;         // (T, D/2)
   // backward scratch
   Tensor d_resid, d_tmp, d_ln, d_tmp2;  // (N, C)
   Tensor d_att, d_q, d_k, d_v, d_q_raw, d_k_raw;
@@ -126,6 +125,11 @@ Model::Model(const ModelConfig& cfg, uint64_t seed, Device device, DType dtype)
   params_ = Arena(layout_, dtype_, device_);
   grads_ = Arena(layout_, dtype_, device_);
   buffers_ = Arena(buffer_layout_, dtype_, device_);
+  const int64_t half = cfg_.head_dim / 2, rope_numel = int64_t(cfg_.seq_len) * half;
+  rope_ = Buffer(2 * rope_numel * dtype_size(dtype_), device_);
+  rope_cos_ = Tensor(rope_.data(), dtype_, device_, {cfg_.seq_len, half});
+  rope_sin_ = Tensor(static_cast<char*>(rope_.data()) + rope_numel * dtype_size(dtype_), dtype_, device_, {cfg_.seq_len, half});
+  rope_tables(rope_cos_, rope_sin_, cfg_.rope_base);
   pending_counts_.assign(moe_index, std::vector<int64_t>(cfg_.n_experts, 0));
   step_counts_ = pending_counts_;
   init_weights(seed);
@@ -233,8 +237,6 @@ void Model::prepare(int B, int T) {
     a.lnf_rstd = m.make(F, {N});
     a.logits = m.make(F, {N, V});
     a.losses = m.make(F, {N});
-    a.rope_cos = m.make(F, {T, D / 2});
-    a.rope_sin = m.make(F, {T, D / 2});
     a.d_resid = m.make(F, {N, C});
     a.d_tmp = m.make(F, {N, C});
     a.d_tmp2 = m.make(F, {N, C});
@@ -261,15 +263,16 @@ void Model::prepare(int B, int T) {
   a.block = Buffer(sizing.used, device_);
   BumpAllocator real{static_cast<char*>(a.block.data()), 0, device_};
   plan(real);
-  rope_tables(a.rope_cos, a.rope_sin, cfg_.rope_base);
   a.B = B;
   a.T = T;
 }
 
 // Runs the forward pass; returns the summed cross-entropy over valid targets (losses in a.losses).
 // With train = true the logits buffer is turned into dlogits later by run_backward.
-double Model::run_forward(const int32_t* tokens, const int32_t* targets, int B, int T, bool train) {
+double Model::run_forward(const int32_t* tokens, const int32_t* targets, int B, int T, bool train, KVCache* cache) {
   Acts& a = *acts_;
+  const int64_t pos = cache ? cache->length() : 0;  // position of the first token
+  const Tensor cos = rope_cos_.slice_rows(pos, pos + T), sin = rope_sin_.slice_rows(pos, pos + T);
   const int64_t N = int64_t(B) * T, C = cfg_.d_model, D = cfg_.head_dim, H = cfg_.n_head, KVH = cfg_.n_kv_head;
   auto P = [&](int i) { return params_.view(i); };
   copy_from_host(a.tokens, tokens);
@@ -286,9 +289,19 @@ double Model::run_forward(const int32_t* tokens, const int32_t* targets, int B, 
     linear_forward(x.v.view({N, KVH * D}), x.ln1, P(p.wv));
     rmsnorm_forward(x.q.view({N * H, D}), x.q_rstd, x.q_raw.view({N * H, D}), Tensor(), cfg_.norm_eps);
     rmsnorm_forward(x.k.view({N * KVH, D}), x.k_rstd, x.k_raw.view({N * KVH, D}), Tensor(), cfg_.norm_eps);
-    rope_forward(x.q, a.rope_cos, a.rope_sin);
-    rope_forward(x.k, a.rope_cos, a.rope_sin);
-    attention_forward(x.att, x.lse, x.q, x.k, x.v, cfg_.window_of_layer(l));
+    rope_forward(x.q, cos, sin);
+    rope_forward(x.k, cos, sin);
+    if (cache) {  // append this step's keys/values, then attend over the whole cache
+      const Tensor &ck = cache->keys(l), &cv = cache->values(l);
+      const int64_t cap = cache->capacity(), row = KVH * D;
+      for (int b = 0; b < B; ++b) {
+        copy_tensor(ck.slice_rows(b, b + 1).view({cap, row}).slice_rows(pos, pos + T), x.k.slice_rows(b, b + 1).view({T, row}));
+        copy_tensor(cv.slice_rows(b, b + 1).view({cap, row}).slice_rows(pos, pos + T), x.v.slice_rows(b, b + 1).view({T, row}));
+      }
+      attention_forward_kv(x.att, x.q, ck, cv, pos + T, cfg_.window_of_layer(l));
+    } else {
+      attention_forward(x.att, x.lse, x.q, x.k, x.v, cfg_.window_of_layer(l));
+    }
     linear_forward(x.mid, x.att.view({N, H * D}), P(p.wo));
     residual_add(x.mid, x.resid_in);
     // feed-forward
@@ -380,8 +393,8 @@ void Model::run_backward(int B, int T, float grad_scale) {
     // attention: mid = resid_in + wo(att)
     linear_backward(a.d_att.view({N, H * D}), G(p.wo), a.d_resid, x.att.view({N, H * D}), P(p.wo));
     attention_backward(a.d_q, a.d_k, a.d_v, a.d_att, x.q, x.k, x.v, x.att, x.lse, cfg_.window_of_layer(l));
-    rope_backward(a.d_q, a.rope_cos, a.rope_sin);
-    rope_backward(a.d_k, a.rope_cos, a.rope_sin);
+    rope_backward(a.d_q, rope_cos_, rope_sin_);
+    rope_backward(a.d_k, rope_cos_, rope_sin_);
     rmsnorm_backward(a.d_q_raw.view({N * H, D}), Tensor(), a.d_q.view({N * H, D}), x.q_raw.view({N * H, D}),
                      Tensor(), x.q_rstd);
     rmsnorm_backward(a.d_k_raw.view({N * KVH, D}), Tensor(), a.d_k.view({N * KVH, D}),
@@ -464,6 +477,10 @@ void Model::logits(const int32_t* tokens, int B, int T, float* out) {
   check_batch(tokens, nullptr, B, T);
   prepare(B, T);
   run_forward(tokens, nullptr, B, T, /*train=*/false);
+  copy_logits(out);
+}
+
+void Model::copy_logits(float* out) {
   softcap(acts_->logits, cfg_.softcap);
   if (dtype_ == DType::F64) {
     std::vector<double> d(acts_->logits.numel());
@@ -472,6 +489,54 @@ void Model::logits(const int32_t* tokens, int B, int T, float* out) {
   } else {
     copy_to_host(out, acts_->logits);
   }
+}
+
+void Model::decode(const int32_t* tokens, int B, int T, KVCache& cache, float* out) {
+  NW_CHECK(cache.fits(cfg_, dtype_, device_), "decode: this KV cache was made for a model of another shape");
+  NW_CHECK(B == cache.batch(), "decode: the cache holds ", cache.batch(), " sequences, got a batch of ", B);
+  NW_CHECK(cache.length() + T <= cache.capacity(), "decode: ", cache.length(), " cached + ", T,
+           " new positions exceed seq_len ", cache.capacity());
+  check_batch(tokens, nullptr, B, T);
+  prepare(B, T);
+  run_forward(tokens, nullptr, B, T, /*train=*/false, &cache);
+  cache.advance(T);
+  copy_logits(out);
+}
+
+int Model::generate(const int32_t* prompt, int B, int Tp, int max_new, const SamplingParams& p, int stop_token,
+                    int32_t* out) {
+  p.validate();
+  NW_CHECK(Tp >= 1, "generate needs a prompt of at least one token");
+  NW_CHECK(max_new >= 0, "max_new_tokens must be >= 0, got ", max_new);
+  NW_CHECK(Tp + max_new <= cfg_.seq_len, "prompt (", Tp, ") + max_new_tokens (", max_new, ") exceed seq_len ",
+           cfg_.seq_len);
+  const int64_t V = cfg_.vocab_size, width = Tp + max_new;
+  KVCache cache = new_kv_cache(B);
+  std::vector<float> logits(int64_t(B) * Tp * V);
+  std::vector<int32_t> next(B), step_tokens(B);
+  std::vector<char> stopped(B, 0);
+  for (int b = 0; b < B; ++b) std::copy_n(prompt + int64_t(b) * Tp, Tp, out + b * width);
+  decode(prompt, B, Tp, cache, logits.data());
+  std::vector<float> last(int64_t(B) * V);
+  auto take_last = [&](int T) {
+    for (int b = 0; b < B; ++b) std::copy_n(logits.data() + (int64_t(b) * T + T - 1) * V, V, last.data() + b * V);
+  };
+  take_last(Tp);
+  int produced = 0;
+  while (produced < max_new) {
+    sample_tokens(last.data(), B, int(V), p, uint64_t(Tp + produced), next.data());
+    bool all_stopped = true;
+    for (int b = 0; b < B; ++b) {
+      out[b * width + Tp + produced] = next[b];
+      stopped[b] = stopped[b] || next[b] == stop_token;
+      all_stopped = all_stopped && stopped[b];
+    }
+    ++produced;
+    if (all_stopped || produced == max_new) break;
+    decode(next.data(), B, 1, cache, logits.data());
+    take_last(1);
+  }
+  return Tp + produced;
 }
 
 void Model::update_balance_bias(float gamma) {

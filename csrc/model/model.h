@@ -7,6 +7,8 @@
 
 #include "core/arena.h"
 #include "model/config.h"
+#include "model/kv_cache.h"
+#include "model/sampler.h"
 #include "ops/activation.h"
 
 namespace nw {
@@ -45,6 +47,15 @@ class Model {
   // Soft-capped logits (B*T, V) into out (host memory).
   void logits(const int32_t* tokens, int B, int T, float* out);
 
+  // Incremental decoding: runs tokens (B, T) as the next T positions of the cached sequences, appends
+  // their keys/values to the cache and writes soft-capped logits (B*T, V) to out (host memory).
+  void decode(const int32_t* tokens, int B, int T, KVCache& cache, float* out);
+  KVCache new_kv_cache(int batch) const { return KVCache(cfg_, batch, dtype_, device_); }
+  // Prompt (B, Tp) -> out (B, Tp + max_new): the prompt, then tokens sampled with a KV cache.
+  // Stops early once every row has produced stop_token (>= 0); returns the generated length.
+  int generate(const int32_t* prompt, int B, int Tp, int max_new, const SamplingParams& p, int stop_token,
+               int32_t* out);
+
   void zero_grad() { grads_.zero(); }
   // b_i += gamma * sign(mean - count_i) from the counts accumulated since the last update; resets them.
   void update_balance_bias(float gamma);
@@ -64,7 +75,10 @@ class Model {
   void check_batch(const int32_t* tokens, const int32_t* targets, int B, int T) const;
   void prepare(int B, int T);                                 // (re)allocates activations for a batch shape
   // Forward up to the logits; returns the balance loss. train: accumulate routing counts.
-  double run_forward(const int32_t* tokens, const int32_t* targets, int B, int T, bool train);
+  // With a cache, tokens are the next T positions of the cached sequences.
+  double run_forward(const int32_t* tokens, const int32_t* targets, int B, int T, bool train,
+                     KVCache* cache = nullptr);
+  void copy_logits(float* out);  // soft-capped logits (B*T, V) to host
   void run_backward(int B, int T, float grad_scale);
   double sum_losses(int64_t N, float* token_losses);  // copies per-token losses out, returns their sum
   int head_index() const;
@@ -77,6 +91,8 @@ class Model {
   std::shared_ptr<Layout> layout_, buffer_layout_;
   std::vector<ParamKind> kinds_;
   Arena params_, grads_, buffers_;
+  Buffer rope_;                 // cos and sin tables, (seq_len, D/2) each
+  Tensor rope_cos_, rope_sin_;
   std::unique_ptr<Acts> acts_;
   LossInfo last_;
   std::vector<std::vector<int64_t>> pending_counts_, step_counts_;  // per MoE layer, per expert

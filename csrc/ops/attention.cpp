@@ -24,6 +24,23 @@ void attention_forward(const Tensor& y, const Tensor& lse, const Tensor& q, cons
   NW_DISPATCH_CPU(q.dtype, T, cpu::attention_forward<T>(y, lse, q, k, v, window));
 }
 
+void attention_forward_kv(const Tensor& y, const Tensor& q, const Tensor& k, const Tensor& v, int64_t kv_len,
+                          int window) {
+  const char* op = "attention_forward_kv";
+  NW_CHECK(q.ndim == 4 && k.ndim == 4, op, ": q (B, Tq, H, D) and k (B, Tcap, KVH, D) expected, got ", q.describe(),
+           " and ", k.describe());
+  const int64_t B = q.size(0), Tq = q.size(1), H = q.size(2), D = q.size(3), KVH = k.size(2);
+  NW_CHECK(KVH > 0 && H % KVH == 0, op, ": query heads (", H, ") must be a multiple of kv heads (", KVH, ")");
+  NW_CHECK(Tq <= kv_len && kv_len <= k.size(1), op, ": need Tq (", Tq, ") <= kv_len (", kv_len, ") <= cache rows (",
+           k.size(1), ")");
+  NW_CHECK(window >= 0, op, ": window must be >= 0 (0 = full causal), got ", window);
+  check_tensor(k, op, "k", q.dtype, q.device, {B, k.size(1), KVH, D});
+  check_tensor(v, op, "v", q.dtype, q.device, {B, k.size(1), KVH, D});
+  check_tensor(y, op, "y", q.dtype, q.device, {B, Tq, H, D});
+  if (q.device == Device::CUDA) return cuda::attention_forward_kv(y, q, k, v, kv_len, window);
+  NW_DISPATCH_CPU(q.dtype, T, cpu::attention_forward_kv<T>(y, q, k, v, kv_len, window));
+}
+
 void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dy, const Tensor& q,
                         const Tensor& k, const Tensor& v, const Tensor& y, const Tensor& lse, int window) {
   check_attention(y, lse, q, k, v, window, "attention_backward");

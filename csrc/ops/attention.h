@@ -9,6 +9,10 @@ namespace nw {
 void attention_forward(const Tensor& y /*(B, T, H, D)*/, const Tensor& lse /*(B, H, T)*/,
                        const Tensor& q /*(B, T, H, D)*/, const Tensor& k /*(B, T, KVH, D)*/,
                        const Tensor& v /*(B, T, KVH, D)*/, int window);
+// Decoding with a KV cache: q (B, Tq, H, D) holds the last Tq positions of sequences whose keys and
+// values fill the first kv_len rows of k, v (B, Tcap, KVH, D); query i sits at position kv_len-Tq+i.
+void attention_forward_kv(const Tensor& y /*(B, Tq, H, D)*/, const Tensor& q, const Tensor& k, const Tensor& v,
+                          int64_t kv_len, int window);
 // dq, dk, dv are overwritten.
 void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dy, const Tensor& q,
                         const Tensor& k, const Tensor& v, const Tensor& y, const Tensor& lse, int window);
@@ -20,10 +24,15 @@ void attention_forward(const Tensor& y, const Tensor& lse,
     const Tensor& q, const Tensor& k,
     const Tensor& v, int window);
 template <typename T>
+void attention_forward_kv(const Tensor& y, const Tensor& q, const Tensor& k, const Tensor& v,
+    int64_t kv_len, int window);
+template <typename T>
 void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dy, const Tensor& q,
     const Tensor& k, const Tensor& v, const Tensor& y, const Tensor& lse, int window);
 }  // namespace cpu
 namespace cuda {
+void attention_forward_kv(const Tensor& y, const Tensor& q, const Tensor& k, const Tensor& v,
+    int64_t kv_len, int window);
 void attention_forward(const Tensor& y, const Tensor& lse,
     const Tensor& q, const Tensor& k,
     const Tensor& v, int window);

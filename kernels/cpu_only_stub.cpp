@@ -28,6 +28,7 @@ void device_free(void*) {}
 void device_memset_zero(void*, size_t) { no_cuda("device_memset_zero"); }
 void copy_host_to_device(void*, const void*, size_t) { no_cuda("copy_host_to_device"); }
 void copy_device_to_host(void*, const void*, size_t) { no_cuda("copy_device_to_host"); }
+void copy_device_to_device(void*, const void*, size_t) { no_cuda("copy_device_to_device"); }
 
 void activation_forward(Activation a, const Tensor& h, const Tensor& pre) { no_cuda("activation_forward"); }
 void activation_backward(Activation a, const Tensor& dpre, const Tensor& dh, const Tensor& pre) { no_cuda("activation_backward"); }

@@ -12,5 +12,6 @@ void device_free(void* p);
 void device_memset_zero(void* p, size_t nbytes);
 void copy_host_to_device(void* dst, const void* src, size_t nbytes);
 void copy_device_to_host(void* dst, const void* src, size_t nbytes);
+void copy_device_to_device(void* dst, const void* src, size_t nbytes);
 
 }  // namespace nw::cuda

@@ -19,5 +19,8 @@ void device_free(void* p) { cudaFree(p); }  // never throws: called from destruc
 void device_memset_zero(void* p, size_t nbytes) { NW_CUDA_CHECK(cudaMemset(p, 0, nbytes)); }
 void copy_host_to_device(void* dst, const void* src, size_t n) { NW_CUDA_CHECK(cudaMemcpy(dst, src, n, cudaMemcpyHostToDevice)); }
 void copy_device_to_host(void* dst, const void* src, size_t n) { NW_CUDA_CHECK(cudaMemcpy(dst, src, n, cudaMemcpyDeviceToHost)); }
+void copy_device_to_device(void* dst, const void* src, size_t n) {
+  if (n) NW_CUDA_CHECK(cudaMemcpy(dst, src, n, cudaMemcpyDeviceToDevice));
+}
 
 }  // namespace nw::cuda

@@ -1,15 +1,90 @@
-"""GPU availability contract: GPU tests skip without a GPU, but NANOWHALE_REQUIRE_CUDA=1 makes a
-missing or unusable GPU a failure."""
+"""CUDA backend against the CPU oracle, at the model level. These tests skip without a GPU, except
+that NANOWHALE_REQUIRE_CUDA=1 turns a missing or unusable GPU into a failure."""
 
 import os
 
+import numpy as np
 import pytest
 
 import nanowhale as nw
+from conftest import micro_config, random_batch
+
+REQUIRED = os.environ.get("NANOWHALE_REQUIRE_CUDA") == "1"
+needs_cuda = pytest.mark.skipif(not nw.cuda_available() and not REQUIRED, reason="no CUDA device")
 
 
 def test_cuda_required_means_cuda_works():
-    if os.environ.get("NANOWHALE_REQUIRE_CUDA") == "1":
+    if REQUIRED:
         assert nw.cuda_available(), "NANOWHALE_REQUIRE_CUDA=1 but no usable CUDA device (or a CPU-only build)"
     elif not nw.cuda_available():
         pytest.skip("no CUDA device")
+
+
+def pair(cfg, seed=0):
+    return nw.Model(cfg, seed=seed, device="cpu"), nw.Model(cfg, seed=seed, device="cuda")
+
+
+@needs_cuda
+def test_cuda_loss_and_every_gradient_match_cpu():
+    cfg = micro_config()
+    cpu, gpu = pair(cfg)
+    rng = np.random.default_rng(0)
+    for name in cpu.parameter_names():  # random weights: zero-initialised projections hide terms
+        value = rng.normal(0, 0.3, size=cpu.get_param(name).shape)
+        cpu.set_param(name, value)
+        gpu.set_param(name, value)
+    tokens, targets = random_batch(cfg, 2, 12, seed=1, ignore_fraction=0.1)
+    l_cpu = cpu.forward_backward(tokens, targets)
+    l_gpu = gpu.forward_backward(tokens, targets)
+    assert abs(l_cpu - l_gpu) <= 1e-5 * abs(l_cpu)
+    assert abs(cpu.last_balance_loss - gpu.last_balance_loss) <= 1e-5 * abs(cpu.last_balance_loss)
+    for name in cpu.parameter_names():
+        g_cpu, g_gpu = cpu.get_grad(name), gpu.get_grad(name)
+        assert np.all(np.isfinite(g_gpu)), name
+        np.testing.assert_allclose(g_gpu, g_cpu, rtol=0, atol=1e-4 * (np.abs(g_cpu).max() + 1e-12), err_msg=name)
+    assert [s["tokens_per_expert"] for s in cpu.routing_stats()] == [s["tokens_per_expert"] for s in gpu.routing_stats()]
+
+
+@needs_cuda
+def test_cuda_training_trajectory_matches_cpu():
+    cfg = micro_config()
+    cpu, gpu = pair(cfg)
+    opt_cpu, opt_gpu = nw.Optimizer(cpu), nw.Optimizer(gpu)
+    tokens, targets = random_batch(cfg, 4, 16, seed=2)
+    for step in range(20):
+        l_cpu = cpu.forward_backward(tokens, targets)
+        l_gpu = gpu.forward_backward(tokens, targets)
+        assert abs(l_cpu - l_gpu) <= 2e-3 * abs(l_cpu), (step, l_cpu, l_gpu)
+        opt_cpu.step()
+        opt_gpu.step()
+        cpu.zero_grad()
+        gpu.zero_grad()
+
+
+@needs_cuda
+def test_cuda_same_seed_same_loss_bits():
+    cfg = micro_config()
+    tokens, targets = random_batch(cfg, 4, 16, seed=3)
+    runs = []
+    for _ in range(2):
+        model = nw.Model(cfg, seed=0, device="cuda")
+        opt = nw.Optimizer(model)
+        losses = []
+        for _ in range(5):
+            losses.append(model.forward_backward(tokens, targets))
+            opt.step()
+            model.zero_grad()
+        runs.append(losses)
+    assert runs[0] == runs[1]
+
+
+@needs_cuda
+def test_cuda_cached_decoding_matches_full_forward():
+    cfg = micro_config()
+    model = nw.Model(cfg, seed=0, device="cuda")
+    tokens, _ = random_batch(cfg, 2, 10, seed=4)
+    full = model.logits(tokens)
+    cache = model.new_kv_cache(batch=2)
+    cached = np.concatenate([model.decode(tokens[:, :4], cache)] +
+                            [model.decode(tokens[:, t:t + 1], cache) for t in range(4, 10)], axis=1)
+    np.testing.assert_allclose(cached, full, rtol=1e-5, atol=1e-5)

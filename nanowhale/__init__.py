@@ -18,15 +18,23 @@ from nanowhale._C import (  # noqa: E402
     set_num_threads,
 )
 
+from nanowhale.config import RunConfig  # noqa: E402
+from nanowhale.loaded import LoadedModel, load  # noqa: E402
+from nanowhale.trainer import train  # noqa: E402
+
 __version__ = "0.1.0"
 
 __all__ = [
     "AdamGroup",
+    "LoadedModel",
     "Model",
     "ModelConfig",
     "Optimizer",
     "OptimizerConfig",
+    "RunConfig",
     "cuda_available",
     "get_num_threads",
+    "load",
     "set_num_threads",
+    "train",
 ]

@@ -71,11 +71,110 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_data_prepare)
 
 
+def _train(args: argparse.Namespace) -> int:
+    from nanowhale.config import resolve
+    from nanowhale.trainer import format_summary, train
+
+    sets = list(args.set or [])
+    for flag, key in (("time_budget", "train.time_budget"), ("steps", "train.steps"), ("name", "run.name"),
+                      ("run_dir", "run.dir"), ("data", "data.dir"), ("device", "train.device"),
+                      ("seed", "train.seed"), ("threads", "train.threads")):
+        v = getattr(args, flag)
+        if v is not None:
+            sets.append(f"{key}={v!r}" if isinstance(v, str) else f"{key}={v}")
+    progress = False if args.no_progress else None
+    if args.resume:
+        if args.preset or args.config:
+            raise ValueError("--resume continues a run with its saved config; give only --set overrides")
+        result = train(resume=args.resume, overrides=sets, progress=progress)
+    else:
+        cfg = resolve(args.preset, args.config, sets)
+        result = train(cfg, progress=progress)
+    for i, text in enumerate(result.get("samples") or []):
+        print(f"--- sample {i}\n{text}")
+    print(format_summary(result))
+    return 0 if result["status"] == "done" else 1
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from nanowhale.loaded import load
+
+    run = load(args.ckpt, device=args.device)
+    ev = run.val_bpb(args.inputs, tokens=args.tokens, batch_size=args.batch_size)
+    print(f"val_bpb: {ev['val_bpb']:.6f}")
+    print(f"val_loss: {ev['val_loss']:.6f}")
+    print(f"val_tokens: {ev['tokens']}")
+    print(f"val_bytes: {ev['bytes']}")
+    return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from nanowhale.loaded import load
+
+    run = load(args.ckpt, device=args.device)
+    texts = run.sample(args.prompt or [""], n=args.n, max_new_tokens=args.max_new_tokens,
+                       temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    for i, text in enumerate(texts):
+        print(f"--- sample {i}\n{text}")
+    return 0
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="train a model (default: the tiny preset on the offline default corpus, on CPU in minutes)",
+        description="Resolves the config (preset, then --config TOML files, then --set overrides), prepares the "
+        "default corpus if no data.dir is given, trains, evaluates val_bpb, checkpoints, prints samples and a "
+        "summary block of `key: value` lines. Keys: SECTION.NAME in model, optim, train, data, eval, sample, run "
+        "(see nanowhale/config.py).")
+    p.add_argument("--preset", help="tiny (default) or nanowhale-100m")
+    p.add_argument("--config", action="append", help="a TOML config file (repeatable; later files win)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override one key, e.g. --set model.n_experts=16 --set optim.muon_lr=0.03")
+    p.add_argument("--time-budget", type=float, help="train for this many seconds (schedules keyed on time)")
+    p.add_argument("--steps", type=int, help="optimizer steps (train.steps)")
+    p.add_argument("--data", help="a prepared data directory (data.dir); default: the offline default corpus")
+    p.add_argument("--name", help="run name: the run goes to runs/NAME (run.name)")
+    p.add_argument("--run-dir", help="run directory (run.dir)")
+    p.add_argument("--device", help="auto, cpu or cuda (train.device)")
+    p.add_argument("--seed", type=int, help="train.seed")
+    p.add_argument("--threads", type=int, help="CPU threads (train.threads)")
+    p.add_argument("--resume", metavar="RUN", help="continue the run in this directory from its latest checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_train)
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="val_bpb of a checkpoint on token shards or text files")
+    p.add_argument("--ckpt", required=True, help="a checkpoint directory or a run directory (its latest)")
+    p.add_argument("inputs", nargs="*", help="token shards (.bin) or text files; default: the run's val shards")
+    p.add_argument("--tokens", type=int, help="validation tokens (default: the run's eval.tokens)")
+    p.add_argument("--batch-size", type=int, help="rows per forward (does not change the result)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_eval)
+
+
+def _add_sample(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sample", help="generate text from a checkpoint (C++ KV cache)")
+    p.add_argument("--ckpt", required=True, help="a checkpoint directory or a run directory (its latest)")
+    p.add_argument("--prompt", action="append", help="prompt text (repeatable); default: empty")
+    p.add_argument("-n", type=int, default=1, help="samples per prompt")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--temperature", type=float, default=0.8, help="0: greedy")
+    p.add_argument("--top-k", type=int, default=0, help="0: off")
+    p.add_argument("--top-p", type=float, default=1.0, help="1: off")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_sample)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nanowhale", description="Train small Mixture-of-Experts language models.")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_info(sub)
     _add_data(sub)
+    _add_train(sub)
+    _add_eval(sub)
+    _add_sample(sub)
     return parser
 
 

@@ -17,7 +17,6 @@ file gives a clear error instead of garbage weights.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from nanowhale import safetensors_io as st
+from nanowhale.data.sources import sha256_of
 
 FORMAT = "nanowhale-checkpoint"
 VERSION = 1
@@ -54,14 +54,6 @@ def _fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _write_safetensors(path: Path, tensors: dict, metadata: dict) -> None:
@@ -114,7 +106,7 @@ def save(root: str | Path, step: int, model, optimizer, meta: dict, tokenizer_pa
     _hook("optimizer")
     if tokenizer_path is not None:
         shutil.copyfile(tokenizer_path, tmp / TOKENIZER_FILE)
-    files = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(tmp.iterdir())}
+    files = {p.name: {"bytes": p.stat().st_size, "sha256": sha256_of(p)} for p in sorted(tmp.iterdir())}
     meta = {"format": FORMAT, "version": VERSION, "step": step, **meta, "files": files}
     if optimizer is not None:
         meta["optimizer_steps"] = int(optimizer.steps)
@@ -189,7 +181,7 @@ class Checkpoint:
             size = path.stat().st_size
             if size != info["bytes"]:
                 raise ValueError(f"checkpoint {self.dir} is corrupt: {fname} has {size} bytes, expected {info['bytes']}")
-            if _sha256(path) != info["sha256"]:
+            if sha256_of(path) != info["sha256"]:
                 raise ValueError(f"checkpoint {self.dir} is corrupt: {fname} does not match its SHA-256 in meta.json")
         try:
             return st.read(path)

@@ -17,17 +17,20 @@ first-step losses of the two are printed as a check that both compute the same f
 """
 
 import argparse
-import math
+import os
 import statistics
+import sys
 import time
 
 import numpy as np
 
 import nanowhale as nw
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # torch_reference, also under python -P
 try:
     import torch
-    import torch.nn.functional as F
+
+    from torch_reference import TorchMuon, torch_forward
 except ImportError:
     torch = None
 
@@ -80,135 +83,7 @@ def nanowhale_step_fn(cfg):
 
 
 # ---------------------------------------------------------------------------------------------------
-# The same model in eager PyTorch (csrc/model/model.cpp, DESIGN.md §3). Parameters live in a dict
-# under nanowhale's names and shapes, e.g. "layers.1.moe.experts.w_in" is (E, Hin, C); a linear
-# layer with weight W (out, in) computes x @ W.T, as in nanowhale.
-
-
-def rms_norm(x, gain, eps):
-    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * (1.0 if gain is None else gain)
-
-
-def activation(pre, kind):
-    if kind == "relu2":
-        return F.relu(pre).square()
-    gate, up = pre.chunk(2, dim=-1)  # swiglu: the first half of the rows is the gate
-    return F.silu(gate) * up
-
-
-def rope_tables(T, head_dim, base):
-    half = head_dim // 2
-    inv_freq = base ** (-torch.arange(half, dtype=torch.float64) / half)
-    angle = torch.arange(T, dtype=torch.float64)[:, None] * inv_freq[None, :]  # (T, D/2)
-    return angle.cos().float(), angle.sin().float()
-
-
-def rope(x, cos, sin):
-    """x: (B, T, H, D); rotates the pairs (i, i + D/2) the way nanowhale's rope_forward does."""
-    x1, x2 = x.chunk(2, dim=-1)
-    cos, sin = cos[:, None, :], sin[:, None, :]  # (T, 1, D/2), broadcast over batch and heads
-    return torch.cat([x1 * cos + x2 * sin, x2 * cos - x1 * sin], dim=-1)
-
-
-def attention(q, k, v, window):
-    """q: (B, T, H, D), k and v: (B, T, KVH, D); causal, optionally limited to the last `window` keys."""
-    q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, heads, T, D)
-    if k.size(1) != q.size(1):  # GQA: query head h reads kv head h // (H / KVH)
-        k = k.repeat_interleave(q.size(1) // k.size(1), dim=1)
-        v = v.repeat_interleave(q.size(1) // v.size(1), dim=1)
-    if window > 0:
-        t = torch.arange(q.size(2))
-        dist = t[:, None] - t[None, :]
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=(dist >= 0) & (dist < window))
-    else:
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-    return y.transpose(1, 2)  # (B, T, H, D)
-
-
-def mlp(x, w_in, w_out, kind):
-    return activation(x @ w_in.T, kind) @ w_out.T
-
-
-def moe(x, p, name, c, bias):
-    """x: (N, C). Sigmoid router, top-k of scores + bias, renormalised gates; tokens sorted by expert,
-    one matmul pair per expert, summed back with index_add_. The sequence-wise balance loss
-    (alpha ~1e-4, a few element-wise ops on (N, E)) is left out: it is negligible work."""
-    K, E = c["top_k"], c["n_experts"]
-    scores = torch.sigmoid(x @ p[name + "router"].T)                  # (N, E)
-    topk = torch.topk(scores + bias, K, dim=-1).indices               # (N, K), bias picks, never weighs
-    gates = scores.gather(1, topk)
-    gates = gates / gates.sum(-1, keepdim=True) * c["route_scale"]    # (N, K)
-    flat = topk.flatten()
-    order = flat.argsort()                                            # slots sorted by expert
-    token_of_row = order // K
-    counts = torch.bincount(flat, minlength=E).tolist()
-    xe = x.index_select(0, token_of_row)                              # (N*K, C)
-    w_in, w_out = p[name + "experts.w_in"], p[name + "experts.w_out"]
-    ye = torch.cat([mlp(chunk, w_in[e], w_out[e], c["activation"])
-                    for e, chunk in enumerate(xe.split(counts))])     # (N*K, C)
-    ye = ye * gates.flatten()[order, None]
-    out = torch.zeros_like(x).index_add_(0, token_of_row, ye)
-    for s in range(c["n_shared"]):
-        out = out + mlp(x, p[name + "shared.w_in"][s], p[name + "shared.w_out"][s], c["activation"])
-    return out
-
-
-def torch_forward(p, buffers, c, tokens, targets):
-    """Mean cross-entropy of the soft-capped logits; tokens and targets (B, T) int64."""
-    B, T = tokens.shape
-    H, KVH, D, eps = c["n_head"], c["n_kv_head"], c["head_dim"], c["norm_eps"]
-    cos, sin = rope_tables(T, D, c["rope_base"])
-    x = p["embed"][tokens]  # (B, T, C)
-    for l in range(c["n_layer"]):
-        name = f"layers.{l}."
-        h = rms_norm(x, p[name + "attn_norm"], eps)
-        q = rms_norm((h @ p[name + "attn.wq"].T).view(B, T, H, D), None, eps)  # QK-norm: no gain
-        k = rms_norm((h @ p[name + "attn.wk"].T).view(B, T, KVH, D), None, eps)
-        v = (h @ p[name + "attn.wv"].T).view(B, T, KVH, D)
-        pattern = c["window_pattern"]
-        window = c["short_window"] if pattern[l % len(pattern)] == "S" else 0
-        y = attention(rope(q, cos, sin), rope(k, cos, sin), v, window)
-        x = x + y.reshape(B, T, H * D) @ p[name + "attn.wo"].T
-        h = rms_norm(x, p[name + "mlp_norm"], eps)
-        if l < c["n_dense_layers"]:
-            x = x + mlp(h, p[name + "mlp.w_in"], p[name + "mlp.w_out"], c["activation"])
-        else:
-            x = x + moe(h.view(B * T, -1), p, name + "moe.", c, buffers[name + "moe.bias"]).view(B, T, -1)
-    x = rms_norm(x, p["final_norm"], eps)
-    logits = x @ p["embed" if c["tie_embeddings"] else "head"].T  # (B, T, V)
-    if c["softcap"] > 0:
-        logits = c["softcap"] * torch.tanh(logits / c["softcap"])
-    return F.cross_entropy(logits.view(B * T, -1), targets.view(-1), ignore_index=-1)
-
-
-class TorchMuon:
-    """Muon as nanowhale runs it on its hidden matrices: Nesterov momentum, 5 quintic Newton-Schulz
-    iterations per matrix, LR scaled by sqrt(max(1, rows/cols)); a 3-D param is a batch of matrices."""
-
-    def __init__(self, params, lr=0.02, momentum=0.95, ns_steps=5):
-        self.params, self.lr, self.momentum, self.ns_steps = list(params), lr, momentum, ns_steps
-        self.buffers = [torch.zeros_like(p) for p in self.params]
-
-    def orthogonalize(self, g):
-        a, b, c = 3.4445, -4.7750, 2.0315
-        tall = g.size(-2) > g.size(-1)
-        X = g.mT if tall else g
-        X = X / (X.norm(dim=(-2, -1), keepdim=True) + 1e-7)
-        for _ in range(self.ns_steps):
-            A = X @ X.mT
-            X = a * X + (b * A + c * A @ A) @ X
-        return X.mT if tall else X
-
-    def step(self):
-        with torch.no_grad():
-            for p, buf in zip(self.params, self.buffers):
-                buf.mul_(self.momentum).add_(p.grad)
-                update = self.orthogonalize(p.grad + self.momentum * buf)
-                p.add_(update, alpha=-self.lr * math.sqrt(max(1.0, p.size(-2) / p.size(-1))))
-
-    def zero_grad(self, set_to_none=False):
-        for p in self.params:
-            p.grad.zero_()
+# The same model in eager PyTorch: benchmarks/torch_reference.py
 
 
 def torch_step_fn(model, cfg, optim):

@@ -41,7 +41,10 @@ void moe_router_backward(const Tensor& dlogits, const Tensor& dgates, const Tens
 
 void moe_update_bias(const Tensor& bias, const Tensor& counts, float gamma) {
   NW_CHECK(bias.ndim == 1, "moe_update_bias: bias must be (E), got ", bias.describe());
-  check_tensor(counts, "moe_update_bias", "counts", DType::I64, Device::CPU, {bias.size(0)});
+  // Counts may come from the host (accumulated there) or from the bias's own device.
+  NW_CHECK(counts.device == Device::CPU || counts.device == bias.device,
+           "moe_update_bias: counts must be on the host or on the bias's device, got ", counts.describe());
+  check_tensor(counts, "moe_update_bias", "counts", DType::I64, counts.device, {bias.size(0)});
   if (bias.device == Device::CUDA) return cuda::moe_update_bias(bias, counts, gamma);
   NW_DISPATCH_CPU(bias.dtype, T, cpu::moe_update_bias<T>(bias, counts, gamma));
 }

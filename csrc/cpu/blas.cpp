@@ -49,6 +49,26 @@ template void gemm<float>(bool, bool, int, int, int, float, const float*, int, c
 template void gemm<double>(bool, bool, int, int, int, double, const double*, int, const double*, int, double, double*,
                            int);
 
+namespace {
+void syrk_call(int M, int K, float alpha, const float* A, int lda, float beta, float* C, int ldc) {
+  scipy_cblas_ssyrk(CblasRowMajor, CblasUpper, CblasNoTrans, M, K, alpha, A, lda, beta, C, ldc);
+}
+void syrk_call(int M, int K, double alpha, const double* A, int lda, double beta, double* C, int ldc) {
+  scipy_cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, M, K, alpha, A, lda, beta, C, ldc);
+}
+}  // namespace
+
+template <typename T>
+void syrk(int M, int K, T alpha, const T* A, int lda, T beta, T* C, int ldc) {
+  if (M == 0) return;
+  syrk_call(M, K, alpha, A, lda, beta, C, ldc);
+  for (int i = 1; i < M; ++i)
+    for (int j = 0; j < i; ++j) C[int64_t(i) * ldc + j] = C[int64_t(j) * ldc + i];
+}
+
+template void syrk<float>(int, int, float, const float*, int, float, float*, int);
+template void syrk<double>(int, int, double, const double*, int, double, double*, int);
+
 void blas_set_num_threads(int) { scipy_openblas_set_num_threads(1); }
 
 }  // namespace nw::cpu

@@ -3,6 +3,8 @@
 #include <cmath>
 #include <vector>
 
+#include <omp.h>
+
 #include "cpu/blas.h"
 #include "ops/optimizer_ops.h"
 
@@ -48,9 +50,9 @@ void newton_schulz(const Tensor& x, const Tensor& workspace, int steps) {
   const T inv = T(1.0 / (std::sqrt(ss) + 1e-7));
   for (int64_t i = 0; i < R * C; ++i) X[i] *= inv;
   for (int it = 0; it < steps; ++it) {
-    gemm<T>(false, true, m, m, n, T(1), X, n, X, n, T(0), A, m);   // A = X X^T
+    syrk<T>(m, n, T(1), X, n, T(0), A, m);                          // A = X X^T (symmetric)
     std::copy_n(A, int64_t(m) * m, Bm);
-    gemm<T>(false, false, m, m, m, c, A, m, A, m, b, Bm, m);       // B = b A + c A A
+    syrk<T>(m, m, c, A, m, b, Bm, m);                                // B = b A + c A A^T, and A A^T = A A
     gemm<T>(false, false, m, n, m, T(1), Bm, m, X, n, T(0), Y, n); // Y = B X
     for (int64_t i = 0; i < int64_t(m) * n; ++i) X[i] = a * X[i] + Y[i];
   }
@@ -69,9 +71,17 @@ void muon_update(const Tensor& param, const Tensor& grad, const Tensor& momentum
   const T mu = T(a.momentum);
   const T lr = T(a.lr), decay = T(1) - T(a.lr) * T(a.weight_decay);
   const T scale = T(std::sqrt(std::max(1.0, double(R) / double(C))));
-  T* u = workspace.ptr<T>() + newton_schulz_workspace_numel(R, C);  // the update, (R, C), after NS's scratch
-  const Tensor ut(u, param.dtype, param.device, {R, C});
+  // Matrices are independent: with several (experts) and room for several scratch slots, each thread
+  // takes whole matrices (single-threaded BLAS inside); a lone matrix splits its GEMMs instead.
+  // Either way each matrix sees the same operations, so the result does not depend on the schedule.
+  const int64_t per = muon_workspace_numel(R, C), slots = workspace.numel() / per;
+  const int threads = int(std::min<int64_t>({slots, M, omp_get_max_threads()}));
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
   for (int64_t mat = 0; mat < M; ++mat) {
+    T* scratch = workspace.ptr<T>() + per * (threads > 1 ? omp_get_thread_num() : 0);
+    T* u = scratch + newton_schulz_workspace_numel(R, C);  // the update, (R, C), after NS's scratch
+    const Tensor ut(u, param.dtype, param.device, {R, C});
+    const Tensor ws(scratch, param.dtype, param.device, {newton_schulz_workspace_numel(R, C)});
     T* w = param.ptr<T>() + mat * n;
     T* buf = momentum.ptr<T>() + mat * n;
     const T* g = grad.ptr<T>() + mat * n;
@@ -79,7 +89,7 @@ void muon_update(const Tensor& param, const Tensor& grad, const Tensor& momentum
       buf[i] = mu * buf[i] + g[i];
       u[i] = a.nesterov ? g[i] + mu * buf[i] : buf[i];
     }
-    newton_schulz<T>(ut, workspace, a.ns_steps);
+    newton_schulz<T>(ut, ws, a.ns_steps);
     for (int64_t i = 0; i < n; ++i) w[i] = w[i] * decay - lr * scale * u[i];
   }
 }

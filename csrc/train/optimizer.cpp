@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "core/threading.h"
 #include "ops/optimizer_ops.h"
 
 namespace nw {
@@ -35,7 +36,9 @@ Optimizer::Optimizer(Model& model, const OptimizerConfig& cfg) : model_(model), 
     if (model.kind(i) == ParamKind::Matrix)
       ws = std::max(ws, muon_workspace_numel(shape[shape.size() - 2], shape.back()));
   }
-  workspace_ = Buffer(ws * dtype_size(p.dtype()), p.device());
+  // One scratch slot per CPU thread lets Muon orthogonalise several experts at once.
+  const int slots = p.device() == Device::CPU ? get_num_threads() : 1;
+  workspace_ = Buffer(ws * slots * dtype_size(p.dtype()), p.device());
 }
 
 double Optimizer::step(const StepArgs& args) {

@@ -116,13 +116,16 @@ def timed_fwd_bwd(fn, device):
 # nanowhale
 
 
-def nanowhale_op_times(model):
-    """The model's per-op time breakdown {op: seconds} if it exposes one (a future model.op_times())."""
-    fn = getattr(model, "op_times", None)
-    if fn is None:
-        return None
-    times = fn() if callable(fn) else fn
-    return dict(times) if times else None
+def nanowhale_op_times(step, batch):
+    """Per-op seconds of one more training step, from nanowhale's op profiler (which synchronises the
+    device around every op, so it is run apart from the timed steps)."""
+    nw.reset_op_times()
+    nw.profile_ops(True)
+    try:
+        step(*batch)
+    finally:
+        nw.profile_ops(False)
+    return {op: seconds for op, (seconds, _calls) in nw.op_times().items()}
 
 
 def initial_weights(model):
@@ -166,9 +169,10 @@ def run_nanowhale(cfg, batches, args, want_weights):
     except Exception as e:  # noqa: BLE001 - report and carry on with the torch side
         print(f"  nanowhale: training failed: {type(e).__name__}: {e}")
         return dict(engine="nanowhale", error=f"{type(e).__name__}: {str(e)[:120]}"), weights
+    op_times = nanowhale_op_times(step, batches[-1]) if args.profile else None
     result = dict(engine="nanowhale", precision=getattr(model, "dtype", None) or "fp32",
                   losses=losses, totals=totals, fwd_bwds=fwd_bwds, mem=memory.peak_bytes(),
-                  mem_how="mem_get_info delta", op_times=nanowhale_op_times(model))
+                  mem_how="mem_get_info delta", op_times=op_times)
     del opt, model
     gc.collect()
     return result, weights
@@ -354,7 +358,8 @@ def main():
     ap.add_argument("--torch-optim", choices=["adamw", "muon"], default="adamw",
                     help="PyTorch optimizer: fused AdamW over all params, or Muon + AdamW like nanowhale")
     ap.add_argument("--nw-dtype", default=None, help="nanowhale Model dtype (default: the model's default)")
-    ap.add_argument("--profile", action="store_true", help="PyTorch per-op breakdown from torch.profiler")
+    ap.add_argument("--profile", action="store_true",
+                    help="per-op breakdown of one extra step (torch.profiler; nanowhale: nw.profile_ops)")
     ap.add_argument("--out", default=None, help="append a markdown block with the results to this file")
     args = ap.parse_args()
     names = args.configs.split(",")

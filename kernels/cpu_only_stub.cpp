@@ -23,6 +23,7 @@ namespace nw::cuda {
 }
 
 bool available() { return false; }
+void synchronize() { no_cuda("synchronize"); }
 void* device_alloc(size_t) { no_cuda("device_alloc"); }
 void device_free(void*) {}
 void device_memset_zero(void*, size_t) { no_cuda("device_memset_zero"); }

@@ -7,6 +7,7 @@
 namespace nw::cuda {
 
 bool available();  // built with CUDA and a usable device present
+void synchronize();  // waits for all work on the current device
 void* device_alloc(size_t nbytes);
 void device_free(void* p);
 void device_memset_zero(void* p, size_t nbytes);

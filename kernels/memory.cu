@@ -9,6 +9,8 @@ bool available() {
   return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
 }
 
+void synchronize() { NW_CUDA_CHECK(cudaDeviceSynchronize()); }
+
 void* device_alloc(size_t nbytes) {
   void* p = nullptr;
   NW_CUDA_CHECK(cudaMalloc(&p, nbytes));

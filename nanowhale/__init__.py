@@ -15,6 +15,9 @@ from nanowhale._C import (  # noqa: E402
     OptimizerConfig,
     cuda_available,
     get_num_threads,
+    op_times,
+    profile_ops,
+    reset_op_times,
     set_num_threads,
 )
 
@@ -35,6 +38,9 @@ __all__ = [
     "cuda_available",
     "get_num_threads",
     "load",
+    "op_times",
+    "profile_ops",
+    "reset_op_times",
     "set_num_threads",
     "train",
 ]

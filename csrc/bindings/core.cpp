@@ -2,6 +2,7 @@
 #include <limits>
 
 #include "bindings/domains.h"
+#include "core/profiler.h"
 #include "core/threading.h"
 #include "kernels/cuda_backend.h"
 
@@ -43,6 +44,17 @@ void register_core(py::module_& m) {
   m.def("set_num_threads", &set_num_threads, py::arg("n"), "Threads for OpenMP loops and OpenBLAS.");
   m.def("get_num_threads", &get_num_threads);
   m.def("cuda_available", &cuda::available, "True when built with CUDA and a GPU is usable.");
+  m.def("profile_ops", &profiler::set_enabled, py::arg("on") = true,
+        "Time every op call (synchronising the GPU around each): for benchmarks, not for training runs.");
+  m.def("reset_op_times", &profiler::reset);
+  m.def(
+      "op_times",
+      []() {
+        py::dict out;
+        for (const auto& t : profiler::snapshot()) out[py::str(t.op)] = py::make_tuple(t.seconds, t.calls);
+        return out;
+      },
+      "{op: (total seconds, calls)} since the last reset, in first-call order.");
 }
 
 }  // namespace nw::bindings

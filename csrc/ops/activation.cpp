@@ -1,5 +1,6 @@
 #include "ops/activation.h"
 
+#include "core/profiler.h"
 #include "ops/dispatch.h"
 
 namespace nw {
@@ -17,12 +18,14 @@ static void check_activation(Activation a, const Tensor& h, const Tensor& pre, c
 }
 
 void activation_forward(Activation a, const Tensor& h, const Tensor& pre) {
+  const profiler::Scope scope("activation_forward", h.device);
   check_activation(a, h, pre, "activation_forward");
   if (h.device == Device::CUDA) return cuda::activation_forward(a, h, pre);
   NW_DISPATCH_CPU(h.dtype, T, cpu::activation_forward<T>(a, h, pre));
 }
 
 void activation_backward(Activation a, const Tensor& dpre, const Tensor& dh, const Tensor& pre) {
+  const profiler::Scope scope("activation_backward", dpre.device);
   check_activation(a, dh, pre, "activation_backward");
   check_tensor(dpre, "activation_backward", "dpre", pre.dtype, pre.device, {pre.size(0), pre.size(1)});
   if (dh.device == Device::CUDA) return cuda::activation_backward(a, dpre, dh, pre);

@@ -1,5 +1,6 @@
 #include "ops/attention.h"
 
+#include "core/profiler.h"
 #include "ops/dispatch.h"
 
 namespace nw {
@@ -19,6 +20,7 @@ static void check_attention(const Tensor& y, const Tensor& lse, const Tensor& q,
 
 void attention_forward(const Tensor& y, const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
                        int window) {
+  const profiler::Scope scope("attention_forward", y.device);
   check_attention(y, lse, q, k, v, window, "attention_forward");
   if (q.device == Device::CUDA) return cuda::attention_forward(y, lse, q, k, v, window);
   NW_DISPATCH_CPU(q.dtype, T, cpu::attention_forward<T>(y, lse, q, k, v, window));
@@ -26,6 +28,7 @@ void attention_forward(const Tensor& y, const Tensor& lse, const Tensor& q, cons
 
 void attention_forward_kv(const Tensor& y, const Tensor& q, const Tensor& k, const Tensor& v, int64_t kv_len,
                           int window) {
+  const profiler::Scope scope("attention_forward_kv", y.device);
   const char* op = "attention_forward_kv";
   NW_CHECK(q.ndim == 4 && k.ndim == 4, op, ": q (B, Tq, H, D) and k (B, Tcap, KVH, D) expected, got ", q.describe(),
            " and ", k.describe());
@@ -43,6 +46,7 @@ void attention_forward_kv(const Tensor& y, const Tensor& q, const Tensor& k, con
 
 void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dy, const Tensor& q,
                         const Tensor& k, const Tensor& v, const Tensor& y, const Tensor& lse, int window) {
+  const profiler::Scope scope("attention_backward", dq.device);
   check_attention(y, lse, q, k, v, window, "attention_backward");
   check_tensor(dy, "attention_backward", "dy", q.dtype, q.device, {q.size(0), q.size(1), q.size(2), q.size(3)});
   check_tensor(dq, "attention_backward", "dq", q.dtype, q.device, {q.size(0), q.size(1), q.size(2), q.size(3)});

@@ -1,11 +1,13 @@
 #include "ops/cross_entropy.h"
 
+#include "core/profiler.h"
 #include "ops/dispatch.h"
 
 namespace nw {
 
 void softcap_cross_entropy(const Tensor& losses, const Tensor& dlogits, const Tensor& logits, const Tensor& targets,
                            float cap, float grad_per_token) {
+  const profiler::Scope scope("softcap_cross_entropy", losses.device);
   const char* op = "softcap_cross_entropy";
   NW_CHECK(logits.ndim == 2, op, ": logits must be (N, V), got ", logits.describe());
   const int64_t N = logits.size(0), V = logits.size(1);
@@ -20,6 +22,7 @@ void softcap_cross_entropy(const Tensor& losses, const Tensor& dlogits, const Te
 }
 
 void softcap(const Tensor& logits, float cap) {
+  const profiler::Scope scope("softcap", logits.device);
   if (logits.device == Device::CUDA) return cuda::softcap(logits, cap);
   NW_DISPATCH_CPU(logits.dtype, T, cpu::softcap<T>(logits, cap));
 }

@@ -1,5 +1,6 @@
 #include "ops/linear.h"
 
+#include "core/profiler.h"
 #include "ops/dispatch.h"
 
 namespace nw {
@@ -12,12 +13,14 @@ static void check_linear(const Tensor& y, const Tensor& x, const Tensor& w, cons
 }
 
 void linear_forward(const Tensor& y, const Tensor& x, const Tensor& w) {
+  const profiler::Scope scope("linear_forward", y.device);
   check_linear(y, x, w, "linear_forward");
   if (x.device == Device::CUDA) return cuda::linear_forward(y, x, w);
   NW_DISPATCH_CPU(x.dtype, T, cpu::linear_forward<T>(y, x, w));
 }
 
 void linear_backward(const Tensor& dx, const Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w) {
+  const profiler::Scope scope("linear_backward", dy.device);
   check_linear(dy, x, w, "linear_backward");
   if (dx.defined()) check_tensor(dx, "linear_backward", "dx", x.dtype, x.device, {x.size(0), x.size(1)});
   check_tensor(dw, "linear_backward", "dw", x.dtype, x.device, {w.size(0), w.size(1)});

@@ -1,11 +1,13 @@
 #include "ops/moe_dispatch.h"
 
+#include "core/profiler.h"
 #include "ops/dispatch.h"
 
 namespace nw {
 
 void moe_dispatch(const Tensor& counts, const Tensor& offsets, const Tensor& row_of_slot, const Tensor& token_of_row,
                   const Tensor& topk) {
+  const profiler::Scope scope("moe_dispatch", counts.device);
   const char* op = "moe_dispatch";
   NW_CHECK(topk.ndim == 2, op, ": topk must be (N, K), got ", topk.describe());
   const Device dev = topk.device;
@@ -22,6 +24,7 @@ void moe_dispatch(const Tensor& counts, const Tensor& offsets, const Tensor& row
 }
 
 void moe_gather(const Tensor& xe, const Tensor& x, const Tensor& token_of_row) {
+  const profiler::Scope scope("moe_gather", xe.device);
   NW_CHECK(x.ndim == 2, "moe_gather: x must be (N, C), got ", x.describe());
   check_tensor(token_of_row, "moe_gather", "token_of_row", DType::I32, x.device, {xe.size(0)});
   check_tensor(xe, "moe_gather", "xe", x.dtype, x.device, {token_of_row.size(0), x.size(1)});
@@ -30,6 +33,7 @@ void moe_gather(const Tensor& xe, const Tensor& x, const Tensor& token_of_row) {
 }
 
 void moe_gather_backward(const Tensor& dx, const Tensor& dxe, const Tensor& row_of_slot) {
+  const profiler::Scope scope("moe_gather_backward", dx.device);
   NW_CHECK(dx.ndim == 2 && dx.size(0) > 0 && row_of_slot.size(0) % dx.size(0) == 0,
            "moe_gather_backward: dx (N, C) and row_of_slot (N*K) expected, got ", dx.describe(), " and ",
            row_of_slot.describe());
@@ -49,6 +53,7 @@ static void check_combine(const Tensor& y, const Tensor& ye, const Tensor& gates
 }
 
 void moe_combine(const Tensor& y, const Tensor& ye, const Tensor& gates, const Tensor& row_of_slot) {
+  const profiler::Scope scope("moe_combine", y.device);
   check_combine(y, ye, gates, row_of_slot, "moe_combine");
   if (y.device == Device::CUDA) return cuda::moe_combine(y, ye, gates, row_of_slot);
   NW_DISPATCH_CPU(y.dtype, T, cpu::moe_combine<T>(y, ye, gates, row_of_slot));
@@ -56,6 +61,7 @@ void moe_combine(const Tensor& y, const Tensor& ye, const Tensor& gates, const T
 
 void moe_combine_backward(const Tensor& dye, const Tensor& dgates, const Tensor& dy, const Tensor& ye,
                           const Tensor& gates, const Tensor& row_of_slot) {
+  const profiler::Scope scope("moe_combine_backward", dye.device);
   check_combine(dy, ye, gates, row_of_slot, "moe_combine_backward");
   check_tensor(dye, "moe_combine_backward", "dye", ye.dtype, ye.device, {ye.size(0), ye.size(1)});
   check_tensor(dgates, "moe_combine_backward", "dgates", ye.dtype, ye.device, {gates.size(0), gates.size(1)});

@@ -1,5 +1,6 @@
 #include "ops/moe_router.h"
 
+#include "core/profiler.h"
 #include "ops/dispatch.h"
 
 namespace nw {
@@ -16,6 +17,7 @@ static void check_router(const Tensor& scores, const Tensor& topk, const Tensor&
 
 double moe_router_forward(const Tensor& scores, const Tensor& topk, const Tensor& gates, const Tensor& logits,
                           const Tensor& bias, int batch, float route_scale, float balance_alpha) {
+  const profiler::Scope scope("moe_router_forward", scores.device);
   const char* op = "moe_router_forward";
   check_router(scores, topk, gates, batch, op);
   check_tensor(logits, op, "logits", scores.dtype, scores.device, {scores.size(0), scores.size(1)});
@@ -30,6 +32,7 @@ double moe_router_forward(const Tensor& scores, const Tensor& topk, const Tensor
 
 void moe_router_backward(const Tensor& dlogits, const Tensor& dgates, const Tensor& scores, const Tensor& topk,
                          int batch, float route_scale, float balance_alpha, float grad_scale) {
+  const profiler::Scope scope("moe_router_backward", dlogits.device);
   const char* op = "moe_router_backward";
   check_router(scores, topk, dgates, batch, op);
   check_tensor(dlogits, op, "dlogits", scores.dtype, scores.device, {scores.size(0), scores.size(1)});
@@ -40,6 +43,7 @@ void moe_router_backward(const Tensor& dlogits, const Tensor& dgates, const Tens
 }
 
 void moe_update_bias(const Tensor& bias, const Tensor& counts, float gamma) {
+  const profiler::Scope scope("moe_update_bias", bias.device);
   NW_CHECK(bias.ndim == 1, "moe_update_bias: bias must be (E), got ", bias.describe());
   // Counts may come from the host (accumulated there) or from the bias's own device.
   NW_CHECK(counts.device == Device::CPU || counts.device == bias.device,

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "core/profiler.h"
 #include "ops/dispatch.h"
 
 namespace nw {
@@ -14,6 +15,7 @@ int64_t newton_schulz_workspace_numel(int64_t R, int64_t C) {
 int64_t muon_workspace_numel(int64_t R, int64_t C) { return newton_schulz_workspace_numel(R, C) + R * C; }
 
 void adamw_update(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v, const AdamWArgs& a) {
+  const profiler::Scope scope("adamw_update", param.device);
   for (const Tensor* t : {&grad, &m, &v}) {
     check_same(param, *t, "adamw_update");
     NW_CHECK(t->numel() == param.numel(), "adamw_update: ", t->describe(), " does not match ", param.describe());
@@ -25,6 +27,7 @@ void adamw_update(const Tensor& param, const Tensor& grad, const Tensor& m, cons
 
 void muon_update(const Tensor& param, const Tensor& grad, const Tensor& momentum, const Tensor& workspace,
                  const MuonArgs& a) {
+  const profiler::Scope scope("muon_update", param.device);
   NW_CHECK(param.ndim == 3, "muon_update: param must be (M, R, C), got ", param.describe());
   for (const Tensor* t : {&grad, &momentum}) {
     check_same(param, *t, "muon_update");
@@ -37,6 +40,7 @@ void muon_update(const Tensor& param, const Tensor& grad, const Tensor& momentum
 }
 
 void newton_schulz(const Tensor& x, const Tensor& workspace, int steps) {
+  const profiler::Scope scope("newton_schulz", x.device);
   NW_CHECK(x.ndim == 2, "newton_schulz: x must be (R, C), got ", x.describe());
   check_same(x, workspace, "newton_schulz");
   NW_CHECK(workspace.numel() >= newton_schulz_workspace_numel(x.size(0), x.size(1)), "newton_schulz: workspace too small");
@@ -45,6 +49,7 @@ void newton_schulz(const Tensor& x, const Tensor& workspace, int steps) {
 }
 
 double sum_squares(const Tensor& x) {
+  const profiler::Scope scope("sum_squares", x.device);
   if (x.device == Device::CUDA) return cuda::sum_squares(x);
   double s = 0;
   NW_DISPATCH_CPU(x.dtype, T, s = cpu::sum_squares<T>(x));
@@ -52,6 +57,7 @@ double sum_squares(const Tensor& x) {
 }
 
 void scale_inplace(const Tensor& x, float s) {
+  const profiler::Scope scope("scale_inplace", x.device);
   if (x.device == Device::CUDA) return cuda::scale_inplace(x, s);
   NW_DISPATCH_CPU(x.dtype, T, cpu::scale_inplace<T>(x, s));
 }

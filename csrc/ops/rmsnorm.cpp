@@ -1,5 +1,6 @@
 #include "ops/rmsnorm.h"
 
+#include "core/profiler.h"
 #include "ops/dispatch.h"
 
 namespace nw {
@@ -13,6 +14,7 @@ static void check_rmsnorm(const Tensor& y, const Tensor& rstd, const Tensor& x, 
 }
 
 void rmsnorm_forward(const Tensor& y, const Tensor& rstd, const Tensor& x, const Tensor& w, float eps) {
+  const profiler::Scope scope("rmsnorm_forward", y.device);
   check_rmsnorm(y, rstd, x, w, "rmsnorm_forward");
   if (x.device == Device::CUDA) return cuda::rmsnorm_forward(y, rstd, x, w, eps);
   NW_DISPATCH_CPU(x.dtype, T, cpu::rmsnorm_forward<T>(y, rstd, x, w, eps));
@@ -20,6 +22,7 @@ void rmsnorm_forward(const Tensor& y, const Tensor& rstd, const Tensor& x, const
 
 void rmsnorm_backward(const Tensor& dx, const Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w,
                       const Tensor& rstd) {
+  const profiler::Scope scope("rmsnorm_backward", dx.device);
   check_rmsnorm(dx, rstd, x, w, "rmsnorm_backward");
   check_same(dy, x, "rmsnorm_backward");
   NW_CHECK(dy.numel() == x.numel(), "rmsnorm_backward: dy must match x, got ", dy.describe());

@@ -99,3 +99,24 @@ def test_threads_setting():
     nw.set_num_threads(1)
     assert nw.get_num_threads() == 1
     nw.set_num_threads(before)
+
+
+def test_op_profiler():
+    cfg = micro_config()
+    model = nw.Model(cfg, seed=0)
+    tokens, targets = random_batch(cfg, 2, 8)
+    nw.reset_op_times()
+    model.forward_backward(tokens, targets)
+    assert nw.op_times() == {}  # off by default
+    nw.profile_ops(True)
+    try:
+        model.forward_backward(tokens, targets)
+    finally:
+        nw.profile_ops(False)
+    times = nw.op_times()
+    assert times["attention_forward"][1] == cfg.n_layer
+    assert times["moe_router_forward"][1] == cfg.n_layer - cfg.n_dense_layers
+    assert times["softcap_cross_entropy"][1] == 1
+    assert all(seconds >= 0 for seconds, _ in times.values())
+    nw.reset_op_times()
+    assert nw.op_times() == {}

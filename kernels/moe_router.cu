@@ -122,6 +122,9 @@ __global__ void update_bias_kernel(float* bias, const int64_t* counts, int64_t E
     bias[e] += gamma * float((gap > 0) - (gap < 0));
   }
 }
+__global__ void accumulate_counts_kernel(int64_t* total, const int32_t* counts, int64_t E) {
+  for (int64_t e = threadIdx.x; e < E; e += blockDim.x) total[e] += counts[e];
+}
 }  // namespace
 
 double moe_router_forward(const Tensor& scores, const Tensor& topk, const Tensor& gates, const Tensor& logits,
@@ -180,6 +183,13 @@ void moe_update_bias(const Tensor& bias, const Tensor& counts, float gamma) {
     dev_counts = counts.ptr<int64_t>();
   }
   update_bias_kernel<<<1, 256>>>(bias.ptr<float>(), dev_counts, E, gamma);
+  NW_CUDA_LAUNCH_CHECK();
+}
+
+void moe_accumulate_counts(const Tensor& total, const Tensor& counts) {
+  const int64_t E = total.size(0);
+  if (E == 0) return;
+  accumulate_counts_kernel<<<1, 256>>>(total.ptr<int64_t>(), counts.ptr<int32_t>(), E);
   NW_CUDA_LAUNCH_CHECK();
 }
 

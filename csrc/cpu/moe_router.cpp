@@ -116,6 +116,12 @@ void moe_update_bias(const Tensor& bias, const Tensor& counts, float gamma) {
   }
 }
 
+void moe_accumulate_counts(const Tensor& total, const Tensor& counts) {
+  int64_t* t = total.ptr<int64_t>();
+  const int32_t* c = counts.ptr<int32_t>();
+  for (int64_t e = 0; e < total.size(0); ++e) t[e] += c[e];
+}
+
 #define INSTANTIATE(T)                                                                                          \
   template double moe_router_forward<T>(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, \
                                         int, float, float);                                                     \

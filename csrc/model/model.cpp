@@ -130,8 +130,11 @@ Model::Model(const ModelConfig& cfg, uint64_t seed, Device device, DType dtype)
   rope_cos_ = Tensor(rope_.data(), dtype_, device_, {cfg_.seq_len, half});
   rope_sin_ = Tensor(static_cast<char*>(rope_.data()) + rope_numel * dtype_size(dtype_), dtype_, device_, {cfg_.seq_len, half});
   rope_tables(rope_cos_, rope_sin_, cfg_.rope_base);
-  pending_counts_.assign(moe_index, std::vector<int64_t>(cfg_.n_experts, 0));
-  step_counts_ = pending_counts_;
+  const int64_t counts_numel = int64_t(moe_index) * cfg_.n_experts;
+  counts_ = Buffer(2 * counts_numel * sizeof(int64_t), device_);
+  pending_counts_ = Tensor(counts_.data(), DType::I64, device_, {moe_index, cfg_.n_experts});
+  step_counts_ = Tensor(static_cast<int64_t*>(counts_.data()) + counts_numel, DType::I64, device_,
+                        {moe_index, cfg_.n_experts});
   init_weights(seed);
 }
 
@@ -316,11 +319,8 @@ double Model::run_forward(const int32_t* tokens, const int32_t* targets, int B, 
       balance += moe_router_forward(x.scores, x.topk, x.gates, x.router_logits, buffers_.view(p.bias), B,
                                     cfg_.route_scale, cfg_.balance_alpha);
       moe_dispatch(x.counts, x.offsets, x.row_of_slot, x.token_of_row, x.topk);
-      if (train) {
-        std::vector<int32_t> counts(cfg_.n_experts);
-        copy_to_host(counts.data(), x.counts);
-        for (int e = 0; e < cfg_.n_experts; ++e) pending_counts_[p.moe_index][e] += counts[e];
-      }
+      if (train)
+        moe_accumulate_counts(pending_counts_.slice_rows(p.moe_index, p.moe_index + 1).view({cfg_.n_experts}), x.counts);
       moe_gather(x.xe, x.ln2, x.token_of_row);
       grouped_linear_forward(x.pre_e, x.xe, P(p.expert_in), x.offsets);
       activation_forward(act_, x.h_e, x.pre_e);
@@ -541,17 +541,13 @@ int Model::generate(const int32_t* prompt, int B, int Tp, int max_new, const Sam
 
 void Model::update_balance_bias(float gamma) {
   NW_CHECK(gamma >= 0 && std::isfinite(gamma), "balance gamma must be finite and >= 0, got ", gamma);
-  for (const LayerParams& p : acts_->params) {
-    if (p.moe_index < 0) continue;
-    std::vector<int64_t>& pending = pending_counts_[p.moe_index];
-    int64_t total = 0;
-    for (int64_t c : pending) total += c;
-    if (total == 0) continue;  // no training tokens since the last update
-    const Tensor counts(pending.data(), DType::I64, Device::CPU, {int64_t(pending.size())});
-    moe_update_bias(buffers_.view(p.bias), counts, gamma);
-    step_counts_[p.moe_index] = pending;
-    std::fill(pending.begin(), pending.end(), 0);
-  }
+  const int64_t E = cfg_.n_experts;
+  for (const LayerParams& p : acts_->params)
+    if (p.moe_index >= 0)
+      moe_update_bias(buffers_.view(p.bias), pending_counts_.slice_rows(p.moe_index, p.moe_index + 1).view({E}), gamma);
+  if (pending_counts_.numel() == 0) return;
+  copy_tensor(step_counts_, pending_counts_);  // the step's counts stay readable
+  zero_tensor(pending_counts_);
 }
 
 std::vector<RoutingStats> Model::routing_stats() const {
@@ -561,9 +557,13 @@ std::vector<RoutingStats> Model::routing_stats() const {
     if (p.moe_index < 0) continue;
     RoutingStats s;
     s.layer = l;
-    const auto& pending = pending_counts_[p.moe_index];
+    const int64_t E = cfg_.n_experts;
+    std::vector<int64_t> pending(E);
+    copy_to_host(pending.data(), pending_counts_.slice_rows(p.moe_index, p.moe_index + 1).view({E}));
     const bool has_pending = std::any_of(pending.begin(), pending.end(), [](int64_t c) { return c > 0; });
-    s.tokens_per_expert = has_pending ? pending : step_counts_[p.moe_index];
+    s.tokens_per_expert.resize(E);
+    if (has_pending) s.tokens_per_expert = pending;
+    else copy_to_host(s.tokens_per_expert.data(), step_counts_.slice_rows(p.moe_index, p.moe_index + 1).view({E}));
     int64_t total = 0, mx = 0;
     s.dead_experts = 0;
     for (int64_t c : s.tokens_per_expert) {

@@ -95,7 +95,10 @@ class Model {
   Tensor rope_cos_, rope_sin_;
   std::unique_ptr<Acts> acts_;
   LossInfo last_;
-  std::vector<std::vector<int64_t>> pending_counts_, step_counts_;  // per MoE layer, per expert
+  // Tokens per expert, (n_moe_layers, E) int64 on the device: accumulating since the last bias update,
+  // and those of the last update.
+  Buffer counts_;
+  Tensor pending_counts_, step_counts_;
 };
 
 }  // namespace nw

@@ -53,4 +53,13 @@ void moe_update_bias(const Tensor& bias, const Tensor& counts, float gamma) {
   NW_DISPATCH_CPU(bias.dtype, T, cpu::moe_update_bias<T>(bias, counts, gamma));
 }
 
+void moe_accumulate_counts(const Tensor& total, const Tensor& counts) {
+  const profiler::Scope scope("moe_accumulate_counts", total.device);
+  NW_CHECK(total.ndim == 1, "moe_accumulate_counts: total must be (E), got ", total.describe());
+  check_tensor(total, "moe_accumulate_counts", "total", DType::I64, total.device, {total.size(0)});
+  check_tensor(counts, "moe_accumulate_counts", "counts", DType::I32, total.device, {total.size(0)});
+  if (total.device == Device::CUDA) return cuda::moe_accumulate_counts(total, counts);
+  cpu::moe_accumulate_counts(total, counts);
+}
+
 }  // namespace nw

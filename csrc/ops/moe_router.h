@@ -11,8 +11,10 @@ double moe_router_forward(const Tensor& scores, const Tensor& topk, const Tensor
 // dlogits (overwritten) = d(gates)/d(logits)^T dgates + grad_scale * d(balance loss)/d(logits).
 void moe_router_backward(const Tensor& dlogits, const Tensor& dgates, const Tensor& scores, const Tensor& topk,
                          int batch, float route_scale, float balance_alpha, float grad_scale);
-// Aux-loss-free balancing: bias_i += gamma * sign(mean(counts) - counts_i).
+// Aux-loss-free balancing: bias_i += gamma * sign(mean(counts) - counts_i). All-zero counts change nothing.
 void moe_update_bias(const Tensor& bias /*(E)*/, const Tensor& counts /*(E) i64*/, float gamma);
+// total += counts: routing counts summed over the micro-batches of a step, on the device (no host sync).
+void moe_accumulate_counts(const Tensor& total /*(E) i64*/, const Tensor& counts /*(E) i32*/);
 
 // Backends: cpu/ holds the oracle (T = float or double), kernels/ the CUDA version.
 namespace cpu {
@@ -24,6 +26,7 @@ void moe_router_backward(const Tensor& dlogits, const Tensor& dgates, const Tens
     int batch, float route_scale, float balance_alpha, float grad_scale);
 template <typename T>
 void moe_update_bias(const Tensor& bias, const Tensor& counts, float gamma);
+void moe_accumulate_counts(const Tensor& total, const Tensor& counts);
 }  // namespace cpu
 namespace cuda {
 double moe_router_forward(const Tensor& scores, const Tensor& topk, const Tensor& gates, const Tensor& logits,
@@ -31,5 +34,6 @@ double moe_router_forward(const Tensor& scores, const Tensor& topk, const Tensor
 void moe_router_backward(const Tensor& dlogits, const Tensor& dgates, const Tensor& scores, const Tensor& topk,
     int batch, float route_scale, float balance_alpha, float grad_scale);
 void moe_update_bias(const Tensor& bias, const Tensor& counts, float gamma);
+void moe_accumulate_counts(const Tensor& total, const Tensor& counts);
 }  // namespace cuda
 }  // namespace nw

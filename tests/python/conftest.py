@@ -29,3 +29,13 @@ def random_batch(cfg, batch, seq, seed=0, ignore_fraction=0.0):
 @pytest.fixture
 def tiny_cfg():
     return micro_config()
+
+
+@pytest.fixture(scope="session")
+def micro_data(tmp_path_factory):
+    """(data dir, tokenizer vocab size) of a micro corpus prepared once per session (train_fixtures.py)."""
+    from nanowhale.data.tokenizer import Tokenizer
+    from train_fixtures import prepare_micro_data
+
+    d = prepare_micro_data(tmp_path_factory.mktemp("micro"))
+    return d, Tokenizer.load(str(d / "tokenizer.nwtok")).vocab_size

@@ -6,12 +6,7 @@ import pytest
 
 from nanowhale import cli
 from nanowhale.config import to_toml
-from train_fixtures import micro_run_config, shared_micro_data
-
-
-@pytest.fixture(scope="module")
-def micro_data(tmp_path_factory):
-    return shared_micro_data(tmp_path_factory)
+from train_fixtures import micro_run_config
 
 
 def _summary(out: str) -> dict:

@@ -8,12 +8,7 @@ import pytest
 import nanowhale as nw
 from nanowhale.data.shards import read_shard, shard_paths
 from nanowhale.evaluate import evaluate_files, val_bpb
-from train_fixtures import micro_run_config, shared_micro_data
-
-
-@pytest.fixture(scope="module")
-def micro_data(tmp_path_factory):
-    return shared_micro_data(tmp_path_factory)
+from train_fixtures import micro_run_config
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,7 @@ import pytest
 
 import nanowhale as nw
 from nanowhale.generate import encode_prompt, sample
-from train_fixtures import micro_run_config, shared_micro_data
-
-
-@pytest.fixture(scope="module")
-def micro_data(tmp_path_factory):
-    return shared_micro_data(tmp_path_factory)
+from train_fixtures import micro_run_config
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,7 @@ import pytest
 import nanowhale as nw
 from nanowhale import schedule
 from nanowhale.trainer import SUMMARY_KEYS, format_summary
-from train_fixtures import micro_run_config, shared_micro_data
-
-
-@pytest.fixture(scope="module")
-def micro_data(tmp_path_factory):
-    return shared_micro_data(tmp_path_factory)
+from train_fixtures import micro_run_config
 
 
 def test_loss_falls_and_run_directory_is_complete(micro_data, tmp_path):

@@ -5,12 +5,7 @@ import pytest
 
 import nanowhale as nw
 from nanowhale.checkpoint import open_checkpoint
-from train_fixtures import micro_run_config, shared_micro_data
-
-
-@pytest.fixture(scope="module")
-def micro_data(tmp_path_factory):
-    return shared_micro_data(tmp_path_factory)
+from train_fixtures import micro_run_config
 
 
 def _params(run_dir):

@@ -49,14 +49,3 @@ def micro_run_config(data_dir: Path, run_dir: Path, vocab_size: int, **sections)
     return cfg
 
 
-_CACHE: dict = {}
-
-
-def shared_micro_data(tmp_path_factory) -> tuple[Path, int]:
-    """(data dir, tokenizer vocab size), prepared once per test session."""
-    if "data" not in _CACHE:
-        from nanowhale.data.tokenizer import Tokenizer
-
-        d = prepare_micro_data(tmp_path_factory.mktemp("micro"))
-        _CACHE["data"] = (d, Tokenizer.load(str(d / "tokenizer.nwtok")).vocab_size)
-    return _CACHE["data"]

@@ -2,6 +2,7 @@
 #include <pybind11/stl.h>
 
 #include "bindings/domains.h"
+#include "model/generation.h"
 #include "model/model.h"
 
 namespace nw::bindings {
@@ -136,6 +137,30 @@ void register_model(py::module_& m) {
       .def_property_readonly("batch", &KVCache::batch)
       .def("reset", &KVCache::reset);
 
+  py::class_<Generation>(m, "Generation", "A generation in progress (Model.start_generation); step(n) yields tokens.")
+      .def("step",
+           [](Generation& g, int n) {
+             NW_CHECK(n >= 1, "step needs n >= 1, got ", n);
+             std::vector<int32_t> buf(int64_t(g.batch()) * n);
+             int cols = 0;
+             {
+               py::gil_scoped_release release;
+               std::lock_guard<std::mutex> lock(g.model().compute_mutex());
+               cols = g.step(n, buf.data());
+             }
+             py::array_t<int32_t> out({g.batch(), cols});
+             for (int b = 0; b < g.batch(); ++b) std::copy_n(buf.data() + int64_t(b) * n, cols, out.mutable_data() + int64_t(b) * cols);
+             return out;
+           },
+           py::arg("n") = 1, "Up to n more tokens per row, (B, k) int32 with k <= n; k = 0 once done.")
+      .def_property_readonly("done", &Generation::done)
+      .def_property_readonly("produced", &Generation::produced, "Tokens generated so far per row.")
+      .def_property_readonly("prompt_length", &Generation::prompt_length)
+      .def_property_readonly("stopped", [](const Generation& g) {
+             std::vector<bool> s(g.stopped().begin(), g.stopped().end());
+             return s;
+           }, "Per row: whether it has produced a stop token.");
+
   py::class_<Model>(m, "Model", "The nanowhale MoE transformer: parameters, forward and backward.")
       .def(py::init([](const ModelConfig& c, uint64_t seed, const std::string& device, const std::string& dtype) {
              return std::make_unique<Model>(c, seed, parse_device(device), parse_dtype(dtype));
@@ -150,6 +175,7 @@ void register_model(py::module_& m) {
              auto [tok, tgt] = batch_arrays(tokens, targets);
              const int B = int(tok.shape(0)), T = int(tok.shape(1));
              py::gil_scoped_release release;
+             std::lock_guard<std::mutex> lock(m.compute_mutex());
              return m.forward_backward(tok.data(), tgt.data(), B, T, grad_scale).loss;
            },
            py::arg("tokens"), py::arg("targets"), py::arg("grad_scale") = 1.0f,
@@ -159,6 +185,7 @@ void register_model(py::module_& m) {
              auto [tok, tgt] = batch_arrays(tokens, targets);
              const int B = int(tok.shape(0)), T = int(tok.shape(1));
              py::gil_scoped_release release;
+             std::lock_guard<std::mutex> lock(m.compute_mutex());
              return m.forward(tok.data(), tgt.data(), B, T).loss;
            },
            py::arg("tokens"), py::arg("targets"), "Mean cross-entropy without gradients.")
@@ -170,6 +197,7 @@ void register_model(py::module_& m) {
              float* dst = out.mutable_data();
              {
                py::gil_scoped_release release;
+               std::lock_guard<std::mutex> lock(m.compute_mutex());
                m.forward(tok.data(), tgt.data(), B, T, dst);
              }
              return out;
@@ -183,6 +211,7 @@ void register_model(py::module_& m) {
              float* dst = out.mutable_data();
              {
                py::gil_scoped_release release;
+               std::lock_guard<std::mutex> lock(m.compute_mutex());
                m.logits(tok.data(), B, T, dst);
              }
              return out;
@@ -197,6 +226,7 @@ void register_model(py::module_& m) {
              float* dst = out.mutable_data();
              {
                py::gil_scoped_release release;
+               std::lock_guard<std::mutex> lock(m.compute_mutex());
                m.decode(tok.data(), B, T, cache, dst);
              }
              return out;
@@ -215,6 +245,7 @@ void register_model(py::module_& m) {
              int length = 0;
              {
                py::gil_scoped_release release;
+               std::lock_guard<std::mutex> lock(m.compute_mutex());
                length = m.generate(p.data(), B, Tp, max_new_tokens, sp, stop, dst);
              }
              return out[py::make_tuple(py::slice(0, B, 1), py::slice(0, length, 1))].cast<py::array>();
@@ -223,6 +254,19 @@ void register_model(py::module_& m) {
            py::arg("top_p") = 1.0f, py::arg("seed") = 0, py::arg("stop_token") = py::none(),
            "Prompt (B, Tp) -> (B, Tp + n) int32 with a KV cache. temperature 0 is greedy; stops early once every row "
            "has produced stop_token.")
+      .def("start_generation",
+           [](Model& m, const py::object& prompt, int max_new_tokens, float temperature, int top_k, float top_p,
+              uint64_t seed, const std::vector<int32_t>& stop_tokens) {
+             auto p = as_int32(prompt, "prompt", 2);
+             SamplingParams sp{temperature, top_k, top_p, seed};
+             return std::make_unique<Generation>(m, p.data(), int(p.shape(0)), int(p.shape(1)), max_new_tokens, sp,
+                                                 stop_tokens);
+           },
+           py::arg("prompt"), py::arg("max_new_tokens"), py::arg("temperature") = 1.0f, py::arg("top_k") = 0,
+           py::arg("top_p") = 1.0f, py::arg("seed") = 0, py::arg("stop_tokens") = std::vector<int32_t>{},
+           py::keep_alive<0, 1>(),
+           "A Generation of prompt (B, Tp) to advance with step(n): the same tokens as generate() with the same "
+           "arguments, delivered as they come (streaming). A row stops at its first stop token.")
       .def_property_readonly("last_loss", [](const Model& m) { return m.last_loss().loss; })
       .def_property_readonly("last_balance_loss", [](const Model& m) { return m.last_loss().balance_loss; },
                              "Sum over MoE layers of the balance loss of the latest forward (not in the returned loss).")

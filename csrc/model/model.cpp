@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "core/rng.h"
+#include "model/generation.h"
 #include "ops/attention.h"
 #include "ops/cross_entropy.h"
 #include "ops/embedding.h"
@@ -505,36 +506,13 @@ void Model::decode(const int32_t* tokens, int B, int T, KVCache& cache, float* o
 
 int Model::generate(const int32_t* prompt, int B, int Tp, int max_new, const SamplingParams& p, int stop_token,
                     int32_t* out) {
-  p.validate();
-  NW_CHECK(Tp >= 1, "generate needs a prompt of at least one token");
-  NW_CHECK(max_new >= 0, "max_new_tokens must be >= 0, got ", max_new);
-  NW_CHECK(Tp + max_new <= cfg_.seq_len, "prompt (", Tp, ") + max_new_tokens (", max_new, ") exceed seq_len ",
-           cfg_.seq_len);
-  const int64_t V = cfg_.vocab_size, width = Tp + max_new;
-  KVCache cache = new_kv_cache(B);
-  std::vector<float> logits(int64_t(B) * Tp * V);
-  std::vector<int32_t> next(B), step_tokens(B);
-  std::vector<char> stopped(B, 0);
-  for (int b = 0; b < B; ++b) std::copy_n(prompt + int64_t(b) * Tp, Tp, out + b * width);
-  decode(prompt, B, Tp, cache, logits.data());
-  std::vector<float> last(int64_t(B) * V);
-  auto take_last = [&](int T) {
-    for (int b = 0; b < B; ++b) std::copy_n(logits.data() + (int64_t(b) * T + T - 1) * V, V, last.data() + b * V);
-  };
-  take_last(Tp);
-  int produced = 0;
-  while (produced < max_new) {
-    sample_tokens(last.data(), B, int(V), p, uint64_t(Tp + produced), next.data());
-    bool all_stopped = true;
-    for (int b = 0; b < B; ++b) {
-      out[b * width + Tp + produced] = next[b];
-      stopped[b] = stopped[b] || next[b] == stop_token;
-      all_stopped = all_stopped && stopped[b];
-    }
-    ++produced;
-    if (all_stopped || produced == max_new) break;
-    decode(next.data(), B, 1, cache, logits.data());
-    take_last(1);
+  Generation gen(*this, prompt, B, Tp, max_new, p, stop_token >= 0 ? std::vector<int32_t>{stop_token} : std::vector<int32_t>{});
+  const int64_t width = Tp + max_new;
+  std::vector<int32_t> fresh(int64_t(B) * std::max(max_new, 1));
+  const int produced = max_new > 0 ? gen.step(max_new, fresh.data()) : 0;
+  for (int b = 0; b < B; ++b) {
+    std::copy_n(prompt + int64_t(b) * Tp, Tp, out + b * width);
+    std::copy_n(fresh.data() + int64_t(b) * max_new, produced, out + b * width + Tp);
   }
   return Tp + produced;
 }

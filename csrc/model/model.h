@@ -2,6 +2,7 @@
 // shape, forward/backward composed from ops (device-agnostic: this file never calls a kernel).
 #pragma once
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -69,6 +70,9 @@ class Model {
   const Arena& buffers() const { return buffers_; }  // non-trained state: the balance biases
   ParamKind kind(int i) const { return kinds_[i]; }
   const LossInfo& last_loss() const { return last_; }  // of the latest forward or forward_backward
+  // Activations are shared by every call: callers that may run on several threads (the bindings) hold
+  // this around each compute call, so concurrent generations interleave step by step instead of racing.
+  std::mutex& compute_mutex() const { return compute_mutex_; }
 
  private:
   struct Acts;
@@ -99,6 +103,7 @@ class Model {
   // and those of the last update.
   Buffer counts_;
   Tensor pending_counts_, step_counts_;
+  mutable std::mutex compute_mutex_;
 };
 
 }  // namespace nw

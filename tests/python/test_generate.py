@@ -100,3 +100,58 @@ def test_generation_errors():
     model.decode(np.zeros((2, cfg.seq_len), dtype=np.int64), full)
     with pytest.raises(ValueError, match="exceed seq_len"):
         model.decode(prompt[:, :1], full)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 16])
+def test_streamed_generation_equals_generate(chunk):
+    cfg = micro_config()
+    model = trained_like(cfg)
+    prompt, _ = random_batch(cfg, batch=2, seq=4, seed=8)
+    whole = model.generate(prompt, 9, temperature=1.0, top_k=5, seed=3)
+    gen = model.start_generation(prompt, 9, temperature=1.0, top_k=5, seed=3)
+    pieces = []
+    while not gen.done:
+        piece = gen.step(chunk)
+        assert 1 <= piece.shape[1] <= chunk and piece.shape[0] == 2
+        pieces.append(piece)
+    assert gen.step(chunk).shape == (2, 0) and gen.produced == 9
+    np.testing.assert_array_equal(np.concatenate([prompt] + pieces, axis=1), whole)
+
+
+def test_streamed_generation_stops_per_row_on_any_stop_token():
+    cfg = micro_config()
+    model = trained_like(cfg)
+    prompt, _ = random_batch(cfg, batch=1, seq=3, seed=7)
+    greedy = model.generate(prompt, 8, temperature=0.0)[0, 3:]
+    stops = [int(greedy[4]), int(greedy[2])]  # the earlier one (index 2) ends it
+    first = min(int(np.argmax(greedy == s)) for s in stops)
+    gen = model.start_generation(prompt, 8, temperature=0.0, stop_tokens=stops)
+    out = np.concatenate([gen.step(1) for _ in range(8)], axis=1)[0]
+    assert gen.done and gen.stopped == [True]
+    np.testing.assert_array_equal(out, greedy[:first + 1])
+    with pytest.raises(ValueError, match="stop token"):
+        model.start_generation(prompt, 8, stop_tokens=[cfg.vocab_size])
+    with pytest.raises(ValueError, match="seq_len"):
+        model.start_generation(prompt, cfg.seq_len)
+
+
+def test_concurrent_generations_on_one_model_match_sequential():
+    import threading
+
+    cfg = micro_config()
+    model = trained_like(cfg)
+    prompts = [random_batch(cfg, batch=1, seq=3, seed=s)[0] for s in range(4)]
+    want = [model.generate(p, 10, temperature=1.0, seed=i) for i, p in enumerate(prompts)]
+    got = [None] * 4
+
+    def run(i):
+        gen = model.start_generation(prompts[i], 10, temperature=1.0, seed=i)
+        got[i] = np.concatenate([prompts[i]] + [gen.step(1) for _ in range(10)], axis=1)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for w, g in zip(want, got):
+        np.testing.assert_array_equal(g, w)

@@ -99,6 +99,11 @@ def _train(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from nanowhale.loaded import load
 
+    if args.task:
+        from nanowhale.tasks.command import eval_tasks
+
+        eval_tasks(args.ckpt, args.task, limit=args.limit, shots=args.shots, device=args.device)
+        return 0
     run = load(args.ckpt, device=args.device)
     ev = run.val_bpb(args.inputs, tokens=args.tokens, batch_size=args.batch_size)
     print(f"val_bpb: {ev['val_bpb']:.6f}")
@@ -144,11 +149,15 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="val_bpb of a checkpoint on token shards or text files")
+    p = sub.add_parser("eval", help="val_bpb of a checkpoint on token shards or text files, or --task benchmarks")
     p.add_argument("--ckpt", required=True, help="a checkpoint directory or a run directory (its latest)")
     p.add_argument("inputs", nargs="*", help="token shards (.bin) or text files; default: the run's val shards")
     p.add_argument("--tokens", type=int, help="validation tokens (default: the run's eval.tokens)")
     p.add_argument("--batch-size", type=int, help="rows per forward (does not change the result)")
+    p.add_argument("--task", help="benchmarks instead of val_bpb: hellaswag,arc-easy,arc-challenge,mmlu,piqa,gsm8k "
+                   "(or all), or jsonl:FILE[?context=..&choices=..&gold=..] (nanowhale/tasks/)")
+    p.add_argument("--limit", type=int, help="--task: the first N items of each task")
+    p.add_argument("--shots", type=int, default=0, help="--task: solved examples before each item")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_eval)
 

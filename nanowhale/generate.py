@@ -1,6 +1,7 @@
-"""Text in, text out around the engine's generation (C++ KV cache: Model.generate / new_kv_cache / decode).
+"""Text in, text out around the engine's generation (C++ KV cache: Model.generate / start_generation).
 
     texts = sample(model, tokenizer, ["def "], n=2, max_new_tokens=40, temperature=0.8, top_k=50, seed=0)
+    for delta in stream_text(model, tokenizer, prompt_ids, max_new_tokens=64, stop=["\n\n"]): print(delta.text)
 
 Prompts are prefixed with <|bos|> (every training document starts with it). The engine needs rows of equal
 length, so each prompt is generated in its own call with n rows; generation stops at the first <|bos|>
@@ -8,6 +9,8 @@ length, so each prompt is generated in its own call with n rows; generation stop
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -45,4 +48,60 @@ def sample(model, tokenizer, prompts: list[str], n: int = 1, max_new_tokens: int
     return out
 
 
-__all__ = ["encode_prompt", "generate_ids", "sample"]
+@dataclass
+class TextDelta:
+    text: str                     # new text since the previous delta (may be empty on the last one)
+    tokens: int                   # tokens generated so far
+    finish_reason: str | None = None  # on the last delta: "stop" (stop token or string) or "length"
+
+
+def _valid_utf8_prefix(data: bytes) -> int:
+    """Length of the longest prefix of `data` that does not end inside a UTF-8 character (a token may hold
+    half a character; its rest comes with the next token)."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte & 0xC0 != 0x80:  # a lead byte (or ASCII) `back` bytes from the end
+            need = 1 if byte < 0x80 else 2 if byte >> 5 == 0b110 else 3 if byte >> 4 == 0b1110 else 4
+            return len(data) if back >= need else len(data) - back
+    return len(data)
+
+
+def stream_text(model, tokenizer, prompt_ids, max_new_tokens: int, temperature: float = 0.0, top_k: int = 0,
+                top_p: float = 1.0, seed: int = 0, stop_tokens: list[int] | tuple[int, ...] = (),
+                stop: list[str] | tuple[str, ...] = (), chunk: int = 1):
+    """Yields TextDelta as the C++ Generation produces tokens, `chunk` at a time: decoded text (never half a
+    UTF-8 character), cut before the first stop string (text that might begin one is held back until it
+    cannot), ending at a stop token (not in the text) or max_new_tokens (capped by seq_len)."""
+    T = model.config.seq_len
+    if len(prompt_ids) >= T:
+        raise ValueError(f"the prompt has {len(prompt_ids)} tokens; the model's seq_len is {T}")
+    new = min(max_new_tokens, T - len(prompt_ids))
+    prompt = np.asarray(prompt_ids, dtype=np.int32)[None, :]
+    gen = model.start_generation(prompt, new, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+                                 stop_tokens=list(stop_tokens))
+    stop = [s for s in stop if s]
+    hold = max((len(s) for s in stop), default=1) - 1
+    ids: list[int] = []
+    sent = 0  # characters of `text` already yielded
+    while not gen.done:
+        ids.extend(gen.step(chunk)[0].tolist())
+        ended = gen.done
+        if gen.stopped[0]:
+            ids = ids[: next(i for i, t in enumerate(ids) if t in stop_tokens)]
+        data = tokenizer.decode_bytes(ids)
+        text = data[: len(data) if ended else _valid_utf8_prefix(data)].decode("utf-8", errors="replace")
+        cut = min((i for i in (text.find(s, max(sent - hold, 0)) for s in stop) if i >= 0), default=-1)
+        if cut >= 0:
+            yield TextDelta(text[sent:cut], gen.produced, "stop")
+            return
+        if ended:
+            yield TextDelta(text[sent:], gen.produced, "stop" if gen.stopped[0] else "length")
+            return
+        upto = max(sent, len(text) - hold)
+        if upto > sent:
+            yield TextDelta(text[sent:upto], gen.produced)
+            sent = upto
+    yield TextDelta("", gen.produced, "length")  # max_new_tokens == 0
+
+
+__all__ = ["TextDelta", "encode_prompt", "generate_ids", "sample", "stream_text"]

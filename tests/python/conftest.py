@@ -39,3 +39,16 @@ def micro_data(tmp_path_factory):
 
     d = prepare_micro_data(tmp_path_factory.mktemp("micro"))
     return d, Tokenizer.load(str(d / "tokenizer.nwtok")).vocab_size
+
+
+@pytest.fixture(scope="session")
+def micro_run(micro_data, tmp_path_factory):
+    """A run directory with a micro model trained a few steps (seq_len 128: room for prompts and answers)."""
+    from train_fixtures import micro_run_config
+
+    data, vocab = micro_data
+    d = tmp_path_factory.mktemp("micro_run") / "run"
+    cfg = micro_run_config(data, d, vocab, model={"seq_len": 128}, eval={"tokens": 512},
+                           train={"steps": 4, "batch_tokens": 512, "micro_batch": 4})
+    nw.train(cfg, progress=False)
+    return d

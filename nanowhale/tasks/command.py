@@ -1,0 +1,35 @@
+"""`nanowhale eval --ckpt RUN --task hellaswag,piqa [--limit N] [--shots K]`: the task suite on a checkpoint,
+printed and merged into RUN/eval_tasks.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def run_dir_of(checkpoint_dir: Path) -> Path:
+    """RUN for RUN/checkpoints/step_N; the directory itself for a loose checkpoint."""
+    return checkpoint_dir.parent.parent if checkpoint_dir.parent.name == "checkpoints" else checkpoint_dir
+
+
+def eval_tasks(ckpt: str, tasks: str, limit: int | None = None, shots: int = 0, device: str = "auto",
+               batch_rows: int = 16, out=print) -> dict:
+    from nanowhale.loaded import load
+    from nanowhale.tasks import ModelScorer, format_results, make_tasks, run_tasks, save_results
+
+    if limit is not None and limit < 1:
+        raise ValueError(f"--limit must be >= 1, got {limit}")
+    if shots < 0:
+        raise ValueError(f"--shots must be >= 0, got {shots}")
+    task_list = make_tasks(tasks)  # unknown names fail before the model loads
+    run = load(ckpt, device=device)
+    scorer = ModelScorer(run.model, run.tokenizer, batch_rows=batch_rows)
+    results = run_tasks(scorer, task_list, limit, shots,
+                        log=lambda name, r: out(format_results({"tasks": {name: r}})))
+    if len(task_list) > 1:
+        out(f"aggregate (chance-centred): {results['aggregate']:.4f}")
+    path = save_results(run_dir_of(run.checkpoint.dir), str(run.checkpoint.dir), run.step, results)
+    out(f"results: {path}")
+    return results
+
+
+__all__ = ["eval_tasks", "run_dir_of"]

@@ -1,0 +1,233 @@
+"""Evaluation tasks: scorers on hand-made items (a stub preferring gold scores 100%, its opposite 0%), the
+continuation log-likelihood against token_losses at the context/continuation boundary, statistics, the
+generic JSONL task, the real data files, and `nanowhale eval --task`."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+import nanowhale as nw
+from conftest import micro_config
+from nanowhale.cli import main
+from nanowhale.tasks import (JsonlMultipleChoice, ModelScorer, continuation_logprobs, make_task, make_tasks,
+                             run_task, run_tasks)
+from nanowhale.tasks.base import shared_data_dir
+from nanowhale.tasks.gsm8k import final_number
+from nanowhale.tasks.runner import stderr
+
+HAND_MADE = {
+    "hellaswag": [{"activity_label": "Cooking", "ctx": "A man cracks an egg. he", "label": 2,
+                   "endings": ["flies away.", "sings.", "fries it in a pan.", "reads a book."]},
+                  {"activity_label": "Roofing", "ctx": "A woman climbs a ladder. she", "label": 0,
+                   "endings": ["removes old shingles.", "swims.", "bakes bread.", "sleeps."]}],
+    "arc-easy": [{"query": "Question: What do plants need to make food?", "choices": ["sunlight", "sand", "noise"], "gold": 0},
+                 {"query": "Question: Which is a liquid?", "choices": ["ice", "steam", "water", "rock"], "gold": 2}],
+    "arc-challenge": [{"query": "Question: What causes tides?", "choices": ["wind", "the moon", "fish", "ships"], "gold": 1}],
+    "mmlu": [{"subject": "high_school_mathematics", "question": "2 + 2 =", "choices": ["3", "4", "5", "22"], "answer": "B"},
+             {"subject": "astronomy", "question": "The Sun is a", "choices": ["planet", "moon", "comet", "star"], "answer": "D"}],
+    "piqa": [{"goal": "Open a jar.", "sol1": "Twist the lid.", "sol2": "Eat the lid.", "label": 0},
+             {"goal": "Dry wet hands.", "sol1": "Use water.", "sol2": "Use a towel.", "label": 1}],
+}
+
+
+class PreferenceStub:
+    """A 'model' whose log-likelihood is 0 for the continuation it prefers after each context, -10 otherwise."""
+
+    def __init__(self, task, items, prefer_gold: bool):
+        self.preferred = {}
+        for item in items:
+            r = task.render(item)
+            pick = r.gold if prefer_gold else (r.gold + 1) % len(r.choices)
+            self.preferred[r.context] = r.choices[pick]
+
+    def loglikelihoods(self, requests):
+        return [0.0 if self.preferred[c] == x else -10.0 for c, x in requests]
+
+
+def with_items(task, items):
+    task.load = lambda: items
+    return task
+
+
+@pytest.mark.parametrize("name", sorted(HAND_MADE))
+@pytest.mark.parametrize("prefer_gold, expected", [(True, 1.0), (False, 0.0)])
+def test_multiple_choice_scorer_follows_the_preferred_continuation(name, prefer_gold, expected):
+    items = HAND_MADE[name]
+    task = with_items(make_task(name), items)
+    r = run_task(PreferenceStub(task, items, prefer_gold), task)
+    assert r["acc"] == expected and r["acc_norm"] == expected and r["n"] == len(items)
+    assert r["chance"] == pytest.approx(np.mean([1 / len(task.render(i).choices) for i in items]))
+
+
+class AnswerStub:
+    def __init__(self, right: bool):
+        self.right = right
+
+    def complete(self, prompt, stop, max_new_tokens):
+        assert "\n\n" in stop
+        return " She has 3 + 4 = 7 apples.\n#### 7" if self.right else " The answer is 8."
+
+
+@pytest.mark.parametrize("right, expected", [(True, 1.0), (False, 0.0)])
+def test_gsm8k_exact_match(right, expected):
+    item = {"question": "Ann has 3 apples and gets 4 more. How many?", "answer": "3 + 4 = <<3+4=7>>7\n#### 7"}
+    task = with_items(make_task("gsm8k"), [item, item])
+    r = run_task(AnswerStub(right), task)
+    assert r["acc"] == expected and r["chance"] == 0.0 and r["kind"] == "generative"
+    assert r["examples"][0]["target"] == "7"
+
+
+def test_final_number():
+    assert final_number("so 1,000 in all\n#### 1,000") == "1000"
+    assert final_number("#### -3") == "-3"
+    assert final_number("it costs 12.0 dollars, then 18.") == "18"
+    assert final_number("12.0") == "12"
+    assert final_number("no numbers here") is None
+
+
+def trained_like(cfg, seed=3):
+    model = nw.Model(cfg, seed=0)
+    rng = np.random.default_rng(seed)
+    for name in model.parameter_names():
+        shape = model.get_param(name).shape
+        model.set_param(name, rng.normal(1.0 if model.parameter_kind(name) == "scalar" else 0.0, 0.3, size=shape))
+    return model
+
+
+def reference_logprob(model, ctx, cont):
+    """log p(cont | ctx) from the full logits: position t predicts token t + 1."""
+    seq = np.asarray(ctx + cont)
+    logits = model.logits(seq[None, :-1])[0].astype(np.float64)          # (L - 1, V)
+    logp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) - logits.max(-1, keepdims=True)
+    return sum(logp[len(ctx) - 1 + j, tok] for j, tok in enumerate(cont))
+
+
+def test_continuation_logprob_is_the_sum_over_exactly_its_tokens():
+    cfg = micro_config()
+    model = trained_like(cfg)
+    rng = np.random.default_rng(0)
+    requests = [(rng.integers(0, cfg.vocab_size, n).tolist(), rng.integers(0, cfg.vocab_size, m).tolist())
+                for n, m in [(1, 1), (3, 2), (5, 4), (2, 7), (9, 1), (4, 4)]]
+    got = continuation_logprobs(model, requests, batch_rows=4)  # mixed lengths: padding inside batches
+    want = [reference_logprob(model, c, x) for c, x in requests]
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    np.testing.assert_allclose(continuation_logprobs(model, requests, batch_rows=1), got, rtol=1e-6)
+    # One position off at the boundary (the last context token counted, or the first continuation token
+    # dropped) gives a different number: the test can see that bug.
+    c, x = requests[2]
+    assert not np.isclose(got[2], reference_logprob(model, c[:-1], [c[-1]] + x))
+    assert not np.isclose(got[2], reference_logprob(model, c + x[:1], x[1:]))
+
+
+def test_long_contexts_are_cut_from_the_left():
+    cfg = micro_config()  # seq_len 16
+    model = trained_like(cfg)
+    ctx, cont = list(range(1, 30)), [5, 6, 7]
+    got = continuation_logprobs(model, [(ctx, cont)])
+    keep = (ctx + cont)[-(cfg.seq_len + 1):]
+    np.testing.assert_allclose(got, [reference_logprob(model, keep[:-3], cont)], rtol=1e-5)
+    with pytest.raises(ValueError, match="seq_len"):
+        continuation_logprobs(model, [([1], list(range(20)))])
+
+
+def test_stderr_and_aggregate():
+    x = np.array([1, 0, 1, 1, 0, 1, 0, 1], dtype=float)
+    assert stderr(x) == pytest.approx(x.std(ddof=1) / math.sqrt(len(x)))
+    items = HAND_MADE["piqa"]
+    tasks = [with_items(make_task("piqa"), items), with_items(make_task("mmlu"), HAND_MADE["mmlu"])]
+
+    class Mixed:  # right on piqa, wrong on mmlu
+        def loglikelihoods(self, requests):
+            out = []
+            for c, x in requests:
+                good = ("Twist" in x or "towel" in x) if "Question:" in c else False
+                out.append(0.0 if good else -1.0)
+            return out
+
+    res = run_tasks(Mixed(), tasks)
+    # piqa: (1 - 0.5) / 0.5 = 1; mmlu picks the first choice (ties): acc 0 -> (0 - 0.25) / 0.75
+    assert res["aggregate"] == pytest.approx((1.0 + (-1 / 3)) / 2)
+
+
+def test_fewshot_examples_are_seeded_and_never_the_item(tmp_path):
+    items = [{"context": f"Q{i}:", "choices": ["a", "b"], "gold": i % 2} for i in range(6)]
+    path = tmp_path / "set.jsonl"
+    path.write_text("\n".join(json.dumps(x) for x in items))
+    task = JsonlMultipleChoice(path)
+    seen = []
+
+    class Recorder:
+        def loglikelihoods(self, requests):
+            seen.extend(c for c, _ in requests[::2])
+            return [0.0] * len(requests)
+
+    run_task(Recorder(), task, shots=3)
+    first = list(seen)
+    seen.clear()
+    run_task(Recorder(), task, shots=3)
+    assert seen == first
+    for i, ctx in enumerate(first):
+        shots = ctx.split("\n\n")[:-1]
+        assert len(shots) == 3 and ctx.endswith(f"Q{i}:") and not any(s.startswith(f"Q{i}:") for s in shots)
+    with pytest.raises(ValueError, match="shots"):
+        run_task(Recorder(), task, shots=6)
+
+
+def test_generic_jsonl_task_with_field_names(tmp_path):
+    path = tmp_path / "mine.jsonl"
+    rows = [{"question": "Sky colour?", "options": ["blue", "green"], "answer": "blue"},
+            {"question": "Grass colour?", "options": ["blue", "green"], "answer": 1}]
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    task = make_task(f"jsonl:{path}?context=question&choices=options&gold=answer&sep=%20%3D%20")
+    assert [task.render(r).gold for r in rows] == [0, 1]
+    assert task.render(rows[0]).choices == [" = blue", " = green"]
+    r = run_task(PreferenceStub(task, rows, True), task)
+    assert r["acc"] == 1.0
+    with pytest.raises(ValueError, match="lacks field"):
+        run_task(PreferenceStub(task, rows, True), make_task(f"jsonl:{path}"))
+    with pytest.raises(ValueError, match="unknown option"):
+        make_task(f"jsonl:{path}?answer=x")
+    with pytest.raises(ValueError, match="unknown task"):
+        make_tasks("hellaswag,nope")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"context": "x", "choices": ["a", "b"], "gold": 0}\nnot json\n')
+    with pytest.raises(ValueError, match="bad.jsonl:2"):
+        make_task(f"jsonl:{bad}").load()
+
+
+# What each folder's README says it holds.
+REAL_COUNTS = {"hellaswag": 10042, "arc-easy": 2376, "arc-challenge": 1172, "mmlu": 14079, "piqa": 1838, "gsm8k": 1319}
+
+
+def test_real_task_files_load_and_render():
+    if not (shared_data_dir() / "hellaswag").is_dir():
+        pytest.skip(f"no task data at {shared_data_dir()} (set NANOWHALE_SHARED_DATA)")
+    for task in make_tasks("all"):
+        items = task.load()
+        assert len(items) == REAL_COUNTS[task.name], task.name
+        if task.kind == "multiple_choice":
+            rendered = [task.render(x) for x in items]
+            assert all(len(r.choices) >= 2 for r in rendered)
+        else:
+            assert all(task.target(x) is not None for x in items)
+
+
+def test_eval_task_cli_writes_results(micro_run, tmp_path, capsys):
+    path = tmp_path / "set.jsonl"
+    path.write_text("\n".join(json.dumps({"context": f"The whale number {i} swims", "choices": ["deep.", "the cold"],
+                                          "gold": i % 2}) for i in range(5)))
+    assert main(["eval", "--ckpt", str(micro_run), "--task", f"jsonl:{path}", "--limit", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "jsonl:set.jsonl: acc" in out and "n=4" in out
+    data = json.loads((micro_run / "eval_tasks.json").read_text())
+    entry = next(iter(data["checkpoints"].values()))
+    r = entry["tasks"]["jsonl:set.jsonl"]
+    assert r["n"] == 4 and 0 <= r["acc"] <= 1 and entry["aggregate"] is not None
+    # the same numbers as scoring directly
+    run = nw.load(micro_run)
+    direct = run_task(ModelScorer(run.model, run.tokenizer), make_task(f"jsonl:{path}"), limit=4)
+    assert direct["acc"] == r["acc"] and direct["acc_norm"] == r["acc_norm"]
+    assert main(["eval", "--ckpt", str(micro_run), "--task", "nope"]) == 2
+    assert "unknown task" in capsys.readouterr().err

@@ -176,6 +176,21 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_sample)
 
 
+def _report(args: argparse.Namespace) -> int:
+    from nanowhale.report import report
+
+    print(report(args.runs))
+    return 0
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="a markdown table across a lineage: val_bpb, tasks, reward",
+                       description="With one run, follows its post-training parents back to the base; with several, "
+                       "one row each in the order given.")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run (or checkpoint) directories")
+    p.set_defaults(func=_report)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nanowhale", description="Train small Mixture-of-Experts language models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -184,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_eval(sub)
     _add_sample(sub)
+    _add_report(sub)
     return parser
 
 

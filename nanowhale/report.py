@@ -1,0 +1,100 @@
+"""`nanowhale report RUN [RUN ...]`: one markdown table across a lineage (base -> SFT -> DPO -> RL).
+
+Given one run, the lineage is found by following each post-training run's parent (RUN/posttrain.json:
+{"stage", "parent": {"checkpoint", ...}}) back to the pretrained base; given several, they are the rows, in
+that order. Per run: its stage, step, val_bpb (the checkpoint's, else the last eval in metrics.jsonl), each
+task's primary accuracy ± standard error from RUN/eval_tasks.json (`nanowhale eval --task`, the entry of the
+latest evaluated step), the chance-centred aggregate, and the RL validation reward (last `val_reward`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from nanowhale.checkpoint import open_checkpoint
+from nanowhale.tasks.command import run_dir_of
+from nanowhale.tasks.runner import RESULTS_FILE, aggregate
+
+POSTTRAIN_FILE = "posttrain.json"
+
+
+def _read_json(path: Path) -> dict | None:
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not JSON ({e.msg})") from None
+
+
+def lineage(run: str | Path) -> list[Path]:
+    """Run directories from the base to `run`, following posttrain.json parents."""
+    chain: list[Path] = []
+    current = run_dir_of(open_checkpoint(run).dir)
+    while True:
+        if current.resolve() in [c.resolve() for c in chain]:
+            raise ValueError(f"{current}: its {POSTTRAIN_FILE} parents form a cycle")
+        chain.append(current)
+        pt = _read_json(current / POSTTRAIN_FILE)
+        if not pt or not (pt.get("parent") or {}).get("checkpoint"):
+            return chain[::-1]
+        parent = Path(pt["parent"]["checkpoint"])
+        if not parent.exists():
+            raise ValueError(f"{current / POSTTRAIN_FILE}: parent checkpoint {parent} does not exist")
+        current = run_dir_of(open_checkpoint(parent).dir)
+
+
+def _last_metric(run_dir: Path, key: str) -> float | None:
+    path = run_dir / "metrics.jsonl"
+    value = None
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a crash
+            if isinstance(rec, dict) and rec.get(key) is not None:
+                value = rec[key]
+    return value
+
+
+def run_row(run_dir: Path) -> dict:
+    ck = open_checkpoint(run_dir)
+    pt = _read_json(run_dir / POSTTRAIN_FILE) or {}
+    evals = (_read_json(run_dir / RESULTS_FILE) or {}).get("checkpoints", {})
+    entry = evals[max(evals, key=int)] if evals else {"tasks": {}}
+    return {"run": run_dir.name, "stage": pt.get("stage", "base"), "step": ck.meta["step"],
+            "val_bpb": ck.meta.get("val_bpb") if ck.meta.get("val_bpb") is not None else _last_metric(run_dir, "val_bpb"),
+            "tasks": entry["tasks"], "eval_step": entry.get("step"), "reward": _last_metric(run_dir, "val_reward")}
+
+
+def _cell(value, fmt="{:.4f}") -> str:
+    return "—" if value is None else fmt.format(value)
+
+
+def markdown_table(rows: list[dict]) -> str:
+    names = []
+    for r in rows:
+        names += [n for n in r["tasks"] if n not in names]
+    head = ["run", "stage", "step", "val_bpb"] + names + ["aggregate", "reward"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * (len(head) - 3)) + "|"]
+    for r in rows:
+        cells = [r["run"], r["stage"], str(r["step"]), _cell(r["val_bpb"])]
+        for n in names:
+            t = r["tasks"].get(n)
+            cells.append("—" if t is None else f"{t[t['primary']]:.3f} ± {t[t['primary'] + '_stderr']:.3f}")
+        cells += [_cell(aggregate(r["tasks"])), _cell(r["reward"], "{:.3f}")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def report(runs: list[str | Path]) -> str:
+    dirs = lineage(runs[0]) if len(runs) == 1 else [run_dir_of(open_checkpoint(r).dir) for r in runs]
+    rows = [run_row(d) for d in dirs]
+    note = ("Tasks: primary accuracy ± standard error (acc_norm for hellaswag, arc-challenge and piqa; acc "
+            "otherwise); aggregate: mean chance-centred accuracy; reward: the RL run's last validation reward.")
+    return markdown_table(rows) + "\n\n" + note
+
+
+__all__ = ["lineage", "markdown_table", "report", "run_row"]

@@ -6,6 +6,22 @@ import argparse
 import sys
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows each option's default, except where there is none to show."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """The command's parser; subcommands inherit its class, hence the help formatter."""
+
+    def __init__(self, *args, formatter_class=_Help, **kwargs):
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
+
+
 def _data_prepare(args: argparse.Namespace) -> int:
     from nanowhale.data.prepare import prepare
 
@@ -20,6 +36,7 @@ def _data_prepare(args: argparse.Namespace) -> int:
         val_every=args.val_every,
         num_threads=args.threads,
         max_docs=args.max_docs,
+        val_sources=args.val,
         progress=not args.no_progress and sys.stderr.isatty(),
     )
     print(f"{args.out}: train {state['tokens']['train']:,} tokens in {state['shards']['train']} shards, "
@@ -61,10 +78,14 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="data", help="output directory (default: data)")
     p.add_argument("--url", action="append", help="download a parquet/JSONL file first; append #sha256=HEX to check it")
     p.add_argument("--tokenizer", help="reuse this tokenizer file instead of training one")
-    p.add_argument("--vocab-size", type=int, default=32768)
+    p.add_argument("--vocab-size", type=int, default=32768,
+                   help="BPE vocabulary; match the model's model.vocab_size (tiny preset: 8192)")
     p.add_argument("--tokenizer-train-mb", type=float, default=200, help="text used to train the tokenizer")
     p.add_argument("--shard-tokens", type=int, default=100_000_000, help="tokens per shard (about)")
-    p.add_argument("--val-every", type=int, default=100, help="every N-th document goes to the val split")
+    p.add_argument("--val", nargs="+", metavar="SOURCE",
+                   help="the validation split's own documents (files, directories, JSONL); the inputs then all "
+                   "go to train")
+    p.add_argument("--val-every", type=int, default=100, help="without --val: every N-th document goes to val")
     p.add_argument("--threads", type=int, default=0, help="0: all cores")
     p.add_argument("--max-docs", type=int, help="stop after this many documents")
     p.add_argument("--no-progress", action="store_true")
@@ -104,12 +125,27 @@ def _eval(args: argparse.Namespace) -> int:
 
         eval_tasks(args.ckpt, args.task, limit=args.limit, shots=args.shots, device=args.device)
         return 0
+    shards = [p for p in args.inputs if p.endswith(".bin")]
+    texts = [p for p in args.inputs if not p.endswith(".bin")]
+    if shards and texts:
+        raise ValueError("give either token shards (.bin) or text files, not both")
     run = load(args.ckpt, device=args.device)
-    ev = run.val_bpb(args.inputs, tokens=args.tokens, batch_size=args.batch_size)
-    print(f"val_bpb: {ev['val_bpb']:.6f}")
-    print(f"val_loss: {ev['val_loss']:.6f}")
-    print(f"val_tokens: {ev['tokens']}")
-    print(f"val_bytes: {ev['bytes']}")
+    if texts:  # each file whole, one line each, then the total over all of them
+        r = run.score_files(texts, batch_size=args.batch_size)
+        width = max(len(f["file"]) for f in r["files"])
+        for f in r["files"]:
+            print(f"{f['file']:<{width}}  bpb {f['bpb']:.6f}  loss {f['loss']:.6f}  tokens {f['tokens']}  "
+                  f"bytes {f['bytes']}")
+        for k in ("bpb", "loss", "tokens", "bytes"):
+            v = r["total"][k]
+            print(f"total_{k}: {v:.6f}" if isinstance(v, float) else f"total_{k}: {v}")
+        return 0
+    ev = run.val_bpb(shards or None, tokens=args.tokens, batch_size=args.batch_size)
+    name = "shards" if shards else "val"  # given shards, or the run's own validation split
+    print(f"{name}_bpb: {ev['val_bpb']:.6f}")
+    print(f"{name}_loss: {ev['val_loss']:.6f}")
+    print(f"{name}_tokens: {ev['tokens']}")
+    print(f"{name}_bytes: {ev['bytes']}")
     return 0
 
 
@@ -135,24 +171,30 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", action="append", help="a TOML config file (repeatable; later files win)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override one key, e.g. --set model.n_experts=16 --set optim.muon_lr=0.03")
-    p.add_argument("--time-budget", type=float, help="train for this many seconds (schedules keyed on time)")
-    p.add_argument("--steps", type=int, help="optimizer steps (train.steps)")
+    p.add_argument("--time-budget", type=float,
+                   help="train for this many seconds, schedules keyed on time (train.time_budget; default: off)")
+    p.add_argument("--steps", type=int, help="optimizer steps (train.steps; default: the preset's, tiny: 120)")
     p.add_argument("--data", help="a prepared data directory (data.dir); default: the offline default corpus")
     p.add_argument("--name", help="run name: the run goes to runs/NAME (run.name)")
     p.add_argument("--run-dir", help="run directory (run.dir)")
     p.add_argument("--device", help="auto, cpu or cuda (train.device)")
     p.add_argument("--seed", type=int, help="train.seed")
-    p.add_argument("--threads", type=int, help="CPU threads (train.threads)")
+    p.add_argument("--threads", type=int, help="CPU threads (train.threads; default: all cores)")
     p.add_argument("--resume", metavar="RUN", help="continue the run in this directory from its latest checkpoint")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="a plain progress line every ~10%% instead of a bar")
     p.set_defaults(func=_train)
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="val_bpb of a checkpoint on token shards or text files, or --task benchmarks")
+    p = sub.add_parser("eval", help="bits per byte of a checkpoint on its val split, token shards or text files, "
+                       "or --task benchmarks",
+                       description="No inputs: val_bpb on the run's validation shards over eval.tokens (as "
+                       "training measured it). Shards (.bin): shards_bpb over all their tokens (or --tokens). "
+                       "Text files: each scored whole, one line per file, then the total. --task: benchmark accuracy.")
     p.add_argument("--ckpt", required=True, help="a checkpoint directory or a run directory (its latest)")
     p.add_argument("inputs", nargs="*", help="token shards (.bin) or text files; default: the run's val shards")
-    p.add_argument("--tokens", type=int, help="validation tokens (default: the run's eval.tokens)")
+    p.add_argument("--tokens", type=int, help="tokens of shards to score (default: the run's eval.tokens for its "
+                   "val split, all tokens of given shards)")
     p.add_argument("--batch-size", type=int, help="rows per forward (does not change the result)")
     p.add_argument("--task", help="benchmarks instead of val_bpb: hellaswag,arc-easy,arc-challenge,mmlu,piqa,gsm8k "
                    "(or all), or jsonl:FILE[?context=..&choices=..&gold=..] (nanowhale/tasks/)")
@@ -192,7 +234,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nanowhale", description="Train small Mixture-of-Experts language models.")
+    parser = _Parser(prog="nanowhale", description="Train small Mixture-of-Experts language models.")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_info(sub)
     _add_data(sub)

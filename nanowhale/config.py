@@ -74,7 +74,7 @@ class SampleSection:
     top_k: int = 50
     top_p: float = 0.95
     seed: int = 0
-    prompts: list = field(default_factory=lambda: ["def ", "The ", "import "])
+    prompts: list = field(default_factory=list)  # empty: the first words of the first n validation documents
 
 
 @dataclass
@@ -275,7 +275,6 @@ def validate(cfg: RunConfig) -> None:
     _check(s.temperature >= 0, "sample.temperature", "must be >= 0", s.temperature)
     _check(s.top_k >= 0, "sample.top_k", "must be >= 0", s.top_k)
     _check(0.0 < s.top_p <= 1.0, "sample.top_p", "must be in (0, 1]", s.top_p)
-    _check(s.n == 0 or len(s.prompts) > 0, "sample.prompts", "must not be empty when sample.n > 0", s.prompts)
     r = cfg.run
     _check(r.keep >= 1, "run.keep", "must be >= 1", r.keep)
     _check(r.checkpoint_every >= 0, "run.checkpoint_every", "must be >= 0", r.checkpoint_every)

@@ -5,18 +5,17 @@
 over the first `tokens // T` rows of the sequential validation stream (row g = tokens [g*T, g*T + T + 1)),
 so the evaluated positions depend neither on the batch size nor on anything else but T and the shards.
 Targets that are special tokens (byte length 0: <|bos|>, chat tokens) are excluded from both sums. Sums
-are float64. The research harness records a checksum of this file: change it only on purpose.
+are float64. Text files (`nanowhale eval --ckpt RUN a.txt b.txt`) are scored whole, each as one document. The research harness records a checksum of this file: change it only on purpose.
 """
 
 from __future__ import annotations
 
 import math
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from nanowhale.data.shards import Loader, write_shard
+from nanowhale.data.shards import Loader
 
 
 def _loader(paths: list[str], B: int, T: int, bos_id: int, vocab_size: int) -> Loader:
@@ -65,27 +64,57 @@ def val_bpb(model, tokenizer, shard_paths: list[str], tokens: int, batch_size: i
             "bytes": n_bytes, "rows": n_rows}
 
 
-def shards_from_texts(paths: list[str | Path], tokenizer, out_dir: str | Path) -> list[str]:
-    """Tokenizes text files (each one document, <|bos|> first) into one shard in out_dir; returns its path."""
+def score_tokens(model, tokenizer, ids: np.ndarray, batch_size: int = 16) -> dict:
+    """Bits per byte of one whole token stream (a document: <|bos|> first): rows of T + 1 tokens at stride T,
+    as val_bpb reads shards, then one shorter row for the targets left over, so every target is scored once.
+    {'bpb', 'loss' (nats per counted token), 'tokens' (counted targets), 'bytes'}."""
+    T = model.config.seq_len
+    ids = np.asarray(ids, dtype=np.int32)
+    byte_len = tokenizer.token_byte_lengths().astype(np.int64)
+    nats, n_bytes, n_tok = 0.0, 0, 0
+
+    def add(rows: np.ndarray) -> None:
+        nonlocal nats, n_bytes, n_tok
+        x, y = rows[:, :-1], rows[:, 1:].copy()
+        b = byte_len[y]
+        y[b == 0] = -1  # special tokens: no loss, no bytes
+        nats += float(model.token_losses(x, y).sum(dtype=np.float64))
+        n_bytes += int(b.sum())
+        n_tok += int((b > 0).sum())
+
+    n_rows = (len(ids) - 1) // T
+    starts = np.arange(n_rows) * T
+    for i in range(0, n_rows, batch_size):
+        add(ids[starts[i:i + batch_size, None] + np.arange(T + 1)])
+    if n_rows * T + 1 < len(ids):
+        add(ids[None, n_rows * T:])
+    return {"bpb": nats / (math.log(2) * n_bytes) if n_bytes else float("nan"), "loss": nats / max(n_tok, 1),
+            "tokens": n_tok, "bytes": n_bytes}
+
+
+def score_text_files(model, tokenizer, paths: list[str | Path], batch_size: int = 16) -> dict:
+    """Each text file scored whole, as one document: {'files': [{'file', 'bpb', 'loss', 'tokens', 'bytes'}],
+    'total': the same over all files (bytes-weighted, as if one stream)}."""
     bos = tokenizer.special_id("<|bos|>")
-    docs = [Path(p).read_bytes().decode("utf-8", errors="replace") for p in paths]
-    ids = tokenizer.encode_batch(docs)
-    tokens = np.concatenate([np.asarray([bos] + d, dtype=np.int32) for d in ids])
-    path = str(Path(out_dir) / "val_000000.bin")
-    write_shard(path, tokens, tokenizer.vocab_size)
-    return [path]
+    texts = [Path(p).read_bytes().decode("utf-8", errors="replace") for p in paths]
+    files = []
+    for path, ids in zip(paths, tokenizer.encode_batch(texts)):
+        r = score_tokens(model, tokenizer, np.asarray([bos] + ids, dtype=np.int32), batch_size)
+        if r["bytes"] == 0:
+            raise ValueError(f"{path} holds no text to score")
+        files.append({"file": str(path), **r})
+    nats = sum(f["loss"] * f["tokens"] for f in files)
+    n_bytes, n_tok = sum(f["bytes"] for f in files), sum(f["tokens"] for f in files)
+    return {"files": files, "total": {"bpb": nats / (math.log(2) * n_bytes), "loss": nats / n_tok, "tokens": n_tok,
+                                      "bytes": n_bytes}}
 
 
-def evaluate_files(model, tokenizer, inputs: list[str], tokens: int, batch_size: int = 16) -> dict:
-    """val_bpb on shards (.bin) or text files (anything else), in the order given."""
-    shards = [p for p in inputs if str(p).endswith(".bin")]
-    texts = [p for p in inputs if not str(p).endswith(".bin")]
-    if shards and texts:
-        raise ValueError("give either token shards (.bin) or text files, not both")
-    if shards:
-        return val_bpb(model, tokenizer, [str(p) for p in shards], tokens, batch_size)
-    with tempfile.TemporaryDirectory() as tmp:
-        return val_bpb(model, tokenizer, shards_from_texts(texts, tokenizer, tmp), tokens, batch_size)
+def evaluate_shards(model, tokenizer, shards: list[str], tokens: int | None, batch_size: int = 16) -> dict:
+    """val_bpb over token shards (.bin), the first `tokens` tokens (None: all of them)."""
+    if tokens is None:
+        bos = tokenizer.special_id("<|bos|>")
+        tokens = _loader([str(p) for p in shards], 1, model.config.seq_len, bos, tokenizer.vocab_size).total_tokens
+    return val_bpb(model, tokenizer, [str(p) for p in shards], tokens, batch_size)
 
 
-__all__ = ["evaluate_files", "shards_from_texts", "val_bpb"]
+__all__ = ["evaluate_shards", "score_text_files", "score_tokens", "val_bpb"]

@@ -10,6 +10,7 @@ length, so each prompt is generated in its own call with n rows; generation stop
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +30,27 @@ def generate_ids(model, prompt_ids: np.ndarray, n: int, max_new_tokens: int, tem
     prompt = np.tile(np.asarray(prompt_ids, dtype=np.int32)[None, :], (n, 1))
     return model.generate(prompt, new, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
                           stop_token=stop_token)
+
+
+def prompts_from_documents(tokenizer, shard_paths: list[str], n: int, words: int = 4) -> list[str]:
+    """The first `words` words of the first n documents of the shards (fewer if the shards hold fewer):
+    prompts that look like the data, whatever it is (code, books, chat)."""
+    from nanowhale.data.shards import read_shard
+
+    bos = tokenizer.special_id("<|bos|>")
+    prompts = []
+    for path in shard_paths:
+        tokens = read_shard(path)
+        for start in np.flatnonzero(tokens == bos)[: n - len(prompts)]:
+            head = tokens[start + 1: start + 1 + 4 * words]
+            head = head[: np.argmax(head == bos)] if (head == bos).any() else head
+            text = tokenizer.decode(head.tolist())
+            cut = [m.end() for m in re.finditer(r"\S+", text)]
+            if cut:
+                prompts.append(text[: cut[min(words, len(cut)) - 1]])
+        if len(prompts) >= n:
+            break
+    return prompts
 
 
 def sample(model, tokenizer, prompts: list[str], n: int = 1, max_new_tokens: int = 64, temperature: float = 0.8,

@@ -36,18 +36,25 @@ class LoadedModel:
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         return sample(self.model, self.tokenizer, prompts, n, max_new_tokens, temperature, top_k, top_p, seed)
 
-    def val_bpb(self, inputs: list[str] | None = None, tokens: int | None = None, batch_size: int | None = None) -> dict:
-        """val_bpb on shards or text files (default: the val shards of the data the run trained on)."""
-        from nanowhale.evaluate import evaluate_files
+    def val_bpb(self, shards: list[str] | None = None, tokens: int | None = None,
+                batch_size: int | None = None) -> dict:
+        """val_bpb on token shards: by default the val shards of the data the run trained on, over the run's
+        eval.tokens (as training measured it); given shards, over all their tokens unless `tokens` is set."""
+        from nanowhale.evaluate import evaluate_shards
 
-        tokens = tokens or self.config.eval.tokens
         batch_size = batch_size or self.config.eval.batch_size
-        if not inputs:
+        if not shards:
             data_dir = self.checkpoint.meta.get("data_dir")
             if not data_dir or not Path(data_dir).exists():
                 raise ValueError(f"the run's data directory {data_dir} is not here; give shards or text files")
-            inputs = shard_paths(data_dir, "val")
-        return evaluate_files(self.model, self.tokenizer, list(inputs), tokens, batch_size)
+            shards, tokens = shard_paths(data_dir, "val"), tokens or self.config.eval.tokens
+        return evaluate_shards(self.model, self.tokenizer, list(shards), tokens, batch_size)
+
+    def score_files(self, paths: list[str], batch_size: int | None = None) -> dict:
+        """Bits per byte of each text file, scored whole: {'files': [...], 'total': {...}}."""
+        from nanowhale.evaluate import score_text_files
+
+        return score_text_files(self.model, self.tokenizer, list(paths), batch_size or self.config.eval.batch_size)
 
 
 def load(path: str | Path, device: str = "auto") -> LoadedModel:

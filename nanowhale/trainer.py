@@ -106,7 +106,7 @@ class Clock:
 
 @dataclass
 class Progress:
-    """mode "bar": a tqdm bar; "lines": a plain line every ~10% (logs stay short); "off": nothing."""
+    """mode "bar": a tqdm bar; "lines": a plain line every ~10% (logs stay short)."""
 
     total: float
     mode: str
@@ -183,7 +183,7 @@ def train(config=None, *, resume: str | Path | None = None, overrides: list[str]
 
     config: RunConfig, dict, TOML path or None (the tiny preset). resume: a run directory to continue from
     its latest checkpoint; its saved config is used, with `overrides` (KEY=VALUE strings) applied on top.
-    progress: True a tqdm bar, None a bar on a terminal else a line every ~10%, False nothing.
+    progress: True a tqdm bar; None a bar on a terminal, else a plain line every ~10%; False those plain lines.
     """
     t_start = time.perf_counter()
     ck = None
@@ -225,6 +225,14 @@ def train(config=None, *, resume: str | Path | None = None, overrides: list[str]
     T, B, accum = mcfg.seq_len, tc.micro_batch, cfg.accumulation()
     loader = make_loader(data_dir, "train", B, T, tok, packed=True, seed=tc.seed)
     val_paths = shard_paths(data_dir, "val")
+    split_tokens = loader.total_tokens
+    step_tokens = accum * B * (T + 1)  # what a step takes from the split: rows of T + 1 tokens
+    time_based = tc.time_budget > 0
+    if time_based:
+        plan = f"a {tc.time_budget:g} s budget; one epoch is {split_tokens / step_tokens:,.0f} steps"
+    else:
+        plan = f"{tc.steps} steps x {step_tokens:,} tokens = {tc.steps * step_tokens / split_tokens:.2f} epochs"
+    log(f"data: {data_dir}: train split {split_tokens:,} tokens; this run: {plan}")
 
     step, tokens_seen = 0, 0
     clock = Clock(tc.clock_skip_steps)
@@ -241,7 +249,7 @@ def train(config=None, *, resume: str | Path | None = None, overrides: list[str]
         log(f"resuming {run_dir} at step {step}")
     last_ckpt = ck.dir if ck is not None else None
 
-    time_based = tc.time_budget > 0
+    warned_repeat = loader.epoch > 1.0
     budget = tc.time_budget if time_based else float(tc.steps)
     threads = _C.get_num_threads()
     peak = peak_flops(device, threads)
@@ -279,7 +287,7 @@ def train(config=None, *, resume: str | Path | None = None, overrides: list[str]
           "accumulation": accum, "batch_tokens": tc.batch_tokens})
     result: dict = {"status": "done", "run_dir": str(run_dir), "val_bpb": None}
     losses: list[float] = []
-    bar = Progress(budget, "bar" if progress else ("off" if progress is False else "lines"), time_based)
+    bar = Progress(budget, "bar" if progress else "lines", time_based)
     compute_s = step_s = 0.0
     t_train0 = time.perf_counter()
     steps_this_session = 0
@@ -292,6 +300,13 @@ def train(config=None, *, resume: str | Path | None = None, overrides: list[str]
             loss_sum = bal_sum = 0.0
             for _ in range(accum):
                 batch = loader.next()
+                if not warned_repeat and loader.epoch > 1.0:
+                    warned_repeat = True
+                    log(f"nanowhale: warning: at step {step + 1} the run starts a second pass over its "
+                        f"{split_tokens:,} training tokens; from here it trains on text it has already seen, so "
+                        "the training loss will fall faster than val_bpb. Give it more data (data.dir) or fewer "
+                        "steps.")
+                    emit({"event": "data_repeat", "step": step + 1, "epoch": loader.epoch})
                 tc0 = time.perf_counter()
                 loss_sum += model.forward_backward(batch[:, :-1], batch[:, 1:], grad_scale=1.0 / accum)
                 c += time.perf_counter() - tc0
@@ -326,7 +341,8 @@ def train(config=None, *, resume: str | Path | None = None, overrides: list[str]
                        "balance_gamma": gamma, "grad_norm": gnorm, "tok_per_s": tok_s,
                        "gflops": tok_s * flops_tok / 1e9, "mfu": tok_s * flops_tok / peak,
                        "step_seconds": dt, "compute_seconds": c, "progress": progress_of(step),
-                       "train_seconds": clock.seconds}
+                       "train_seconds": clock.seconds, "epoch": loader.epoch,
+                       "data_seen": min(1.0, loader.epoch)}
                 rec["experts"] = [{"layer": s["layer"], "load": list(s["tokens_per_expert"]),
                                    "max_violation": s["max_violation"], "dead": s["dead_experts"]}
                                   for s in model.routing_stats()]
@@ -358,7 +374,10 @@ def train(config=None, *, resume: str | Path | None = None, overrides: list[str]
         from nanowhale.generate import sample
 
         s = cfg.sample
-        prompts = [s.prompts[i % len(s.prompts)] for i in range(s.n)]
+        from nanowhale.generate import prompts_from_documents
+
+        pool = s.prompts or prompts_from_documents(tok, val_paths, s.n) or [""]
+        prompts = [pool[i % len(pool)] for i in range(s.n)]
         samples = sample(model, tok, prompts, 1, s.max_new_tokens, s.temperature, s.top_k, s.top_p, s.seed)
         emit({"event": "samples", "step": step, "samples": samples})
     toks_session = steps_this_session * tc.batch_tokens
@@ -367,6 +386,9 @@ def train(config=None, *, resume: str | Path | None = None, overrides: list[str]
         "total_seconds": time.perf_counter() - t_start,
         "steps": step,
         "tokens": tokens_seen,
+        "epochs": loader.epoch,
+        "data_seen": min(1.0, loader.epoch),
+        "split_tokens": split_tokens,
         "tokens_per_second": toks_session / train_wall if train_wall > 0 else 0.0,
         "mfu": (toks_session / train_wall) * flops_tok / peak if train_wall > 0 else 0.0,
         "outside_compute_fraction": (1 - compute_s / step_s) if step_s > 0 else 0.0,
@@ -383,7 +405,8 @@ def train(config=None, *, resume: str | Path | None = None, overrides: list[str]
     return result
 
 
-SUMMARY_KEYS = ("status", "val_bpb", "training_seconds", "total_seconds", "steps", "tokens", "tokens_per_second",
+SUMMARY_KEYS = ("status", "val_bpb", "training_seconds", "total_seconds", "steps", "tokens", "epochs", "data_seen",
+                "split_tokens", "tokens_per_second",
                 "mfu", "outside_compute_fraction", "peak_memory_mb", "params_total", "params_active", "device",
                 "run_dir", "checkpoint")
 
@@ -394,7 +417,8 @@ def format_summary(result: dict) -> str:
     for k in SUMMARY_KEYS:
         v = result.get(k)
         if isinstance(v, float):
-            v = f"{v:.6f}" if k in ("val_bpb", "mfu", "outside_compute_fraction") else f"{v:.2f}"
+            v = f"{v:.6f}" if k in ("val_bpb", "mfu", "outside_compute_fraction") else f"{v:.4f}" if k in (
+                "epochs", "data_seen") else f"{v:.2f}"
         lines.append(f"{k}: {v}")
     return "\n".join(lines)
 

@@ -234,8 +234,9 @@ void register_data(py::module_& m) {
       "All tokens of a shard as int32; vocab_size > 0 rejects ids outside the vocabulary.");
 
   py::class_<data::Loader>(m, "Loader",
-                           "Memory-mapped shards -> (B, T+1) int32 batches: BOS-aligned best-fit packing "
-                           "(packed=True) or plain sequential rows; seeded, resumable, prefetching.")
+                           "Memory-mapped shards -> (B, T+1) int32 batches: best-fit packing of every token, long "
+                           "documents split across rows (packed=True), or plain sequential rows; seeded, "
+                           "resumable, prefetching.")
       .def(py::init([](std::vector<std::string> paths, int64_t B, int64_t T, int32_t bos_id, int64_t vocab_size,
                        bool packed, uint64_t seed, int64_t rank, int64_t world_size, int64_t buffer_docs,
                        int64_t prefetch) {
@@ -287,6 +288,10 @@ void register_data(py::module_& m) {
           py::arg("state"))
       .def_property_readonly("total_tokens", &data::Loader::total_tokens)
       .def_property_readonly("n_documents", &data::Loader::n_documents)
+      .def_property_readonly("tokens_consumed", &data::Loader::tokens_consumed,
+                             "tokens handed out so far, over all ranks (this rank's count times world_size)")
+      .def_property_readonly("epoch", &data::Loader::epoch,
+                             "tokens_consumed / total_tokens: passes over the split so far (packed mode)")
       .def_property_readonly("B", [](const data::Loader& l) { return l.options().B; })
       .def_property_readonly("T", [](const data::Loader& l) { return l.options().T; });
 

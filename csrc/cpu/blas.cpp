@@ -22,22 +22,23 @@ void gemm_call(bool ta, bool tb, int M, int N, int K, double alpha, const double
 
 // OpenBLAS runs single-threaded (see blas_set_num_threads); large products are split into row
 // blocks of C across the OpenMP team instead. One thread pool on the machine means no two pools
-// spin against each other on the cores, and each element of C is still one BLAS dot product over
-// all of K, whatever the thread count.
+// spin against each other on the cores. The blocks depend only on the shape, never on the thread
+// count: OpenBLAS's kernels may round differently for a different number of rows (seen with the
+// Haswell kernels on AMD Zen), so a thread-dependent split would make the bits depend on threads.
 template <typename T>
 void gemm(bool ta, bool tb, int M, int N, int K, T alpha, const T* A, int lda, const T* B, int ldb, T beta, T* C,
           int ldc) {
   if (M == 0 || N == 0) return;
-  const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+  constexpr int kMaxBlocks = 8, kMinRows = 64;
   const double work = double(M) * N * K;
-  if (threads == 1 || work < (1 << 20) || M < 2 * threads) {
+  if (work < (1 << 20) || M < 2 * kMinRows) {
     gemm_call(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     return;
   }
   // Row blocks of C, a multiple of 16 rows so the BLAS kernels see the same tiling.
-  const int block = std::max(16, (M / threads + 15) / 16 * 16);
+  const int block = std::max(kMinRows, (M / kMaxBlocks + 15) / 16 * 16);
   const int blocks = (M + block - 1) / block;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (!omp_in_parallel())
   for (int b = 0; b < blocks; ++b) {
     const int m0 = b * block, rows = std::min(block, M - m0);
     const T* a = ta ? A + m0 : A + int64_t(m0) * lda;  // op(A) rows m0.. are A's columns m0.. when transposed

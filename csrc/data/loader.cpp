@@ -1,7 +1,9 @@
-// The loader: shard indexing, seeded document order, best-fit packing, sequential rows, prefetching.
+// The loader: shard indexing, seeded document order, best-fit packing with split documents, sequential rows,
+// prefetching.
 #include "data/loader.h"
 
 #include <algorithm>
+#include <climits>
 #include <numeric>
 
 #include "core/error.h"
@@ -10,7 +12,9 @@
 namespace nw::data {
 namespace {
 
-constexpr int64_t kStateVersion = 1;
+// Version 2: the candidates are pieces (possibly the rest of a document) with their arrival numbers.
+constexpr int64_t kStateVersion = 2;
+constexpr int64_t kStateFields = 15;
 
 // A seeded Fisher-Yates shuffle of 0..n-1 from the counter-based RNG (identical on every platform).
 std::vector<int64_t> permutation(int64_t n, uint64_t seed, uint64_t stream) {
@@ -79,14 +83,10 @@ const std::vector<int64_t>& Loader::doc_order(int64_t epoch, int64_t shard) {
   return perm_;
 }
 
-bool Loader::next_doc(Gen& g, DocRef& d) {
+// The next document of the current epoch for this rank; false once the epoch has none left.
+bool Loader::next_doc(Gen& g, Piece& d) {
   const int64_t S = static_cast<int64_t>(shards_.size());
-  for (int64_t visited = 0; visited <= 2 * S + 1; ++visited) {
-    if (g.shard_cursor >= S) {
-      ++g.epoch;
-      g.shard_cursor = 0;
-      g.doc_cursor = opt_.rank;
-    }
+  while (g.shard_cursor < S) {
     const int64_t shard = shard_order(g.epoch)[g.shard_cursor];
     const auto& starts = doc_starts_[shard];
     if (g.doc_cursor >= static_cast<int64_t>(starts.size())) {
@@ -101,33 +101,50 @@ bool Loader::next_doc(Gen& g, DocRef& d) {
     d = {shard, starts[k], end - starts[k]};
     return true;
   }
-  NW_CHECK(false, "rank ", opt_.rank, " of ", opt_.world_size, " receives no documents from these shards");
   return false;
+}
+
+void Loader::add_piece(Gen& g, const Piece& p) {
+  const int64_t seq = g.next_seq++;
+  g.pieces.emplace(seq, p);
+  g.by_len.emplace(p.len, seq);
 }
 
 void Loader::fill_row_packed(Gen& g, int32_t* row) {
   const int64_t L = opt_.T + 1;
   int64_t pos = 0;
+  bool epoch_started_here = false;
   while (pos < L) {
-    while (static_cast<int64_t>(g.buffer.size()) < opt_.buffer_docs) {
-      DocRef d;
-      next_doc(g, d);
-      g.buffer.emplace(d.len, d);
+    Piece d;
+    while (static_cast<int64_t>(g.pieces.size()) < opt_.buffer_docs && next_doc(g, d)) add_piece(g, d);
+    if (g.pieces.empty()) {  // this epoch is used up: start the next one
+      NW_CHECK(!epoch_started_here, "rank ", opt_.rank, " of ", opt_.world_size,
+               " receives no documents from these shards");
+      ++g.epoch;
+      g.shard_cursor = 0;
+      g.doc_cursor = opt_.rank;
+      epoch_started_here = true;
+      continue;
     }
     const int64_t room = L - pos;
-    auto it = g.buffer.upper_bound(room);
-    if (it != g.buffer.begin()) {  // the longest document that fits (the latest inserted among equals)
-      --it;
-      const DocRef d = it->second;
+    auto fit = g.by_len.upper_bound({room, INT64_MAX});
+    if (fit != g.by_len.begin()) {  // best fit: the longest piece that fits (the latest among equals)
+      --fit;
+      const int64_t seq = fit->second;
+      d = g.pieces.at(seq);
+      g.by_len.erase(fit);
+      g.pieces.erase(seq);
       shards_[d.shard]->copy(d.start, d.len, row + pos);
       pos += d.len;
-    } else {  // nothing fits: crop the shortest to fill the row
-      it = g.buffer.begin();
-      const DocRef d = it->second;
+    } else {  // nothing fits: split the oldest piece; its remainder waits for a later row
+      const auto oldest = g.pieces.begin();
+      d = oldest->second;
+      g.by_len.erase({d.len, oldest->first});
+      g.pieces.erase(oldest);
       shards_[d.shard]->copy(d.start, room, row + pos);
       pos = L;
+      add_piece(g, {d.shard, d.start + room, d.len - room});
     }
-    g.buffer.erase(it);
   }
 }
 
@@ -231,17 +248,21 @@ bool Loader::next(int32_t* out) {
 }
 
 // State layout: [version, packed, B, T, seed, rank, world, n_shards, epoch, shard_cursor, doc_cursor, row,
-//                batches, n_buffer, (shard, start, len) * n_buffer]
+//                batches, next_seq, n_pieces, (shard, start, len, seq) * n_pieces]
 std::vector<int64_t> Loader::encode(const Gen& g) const {
   std::vector<int64_t> s = {kStateVersion, opt_.packed, opt_.B, opt_.T, static_cast<int64_t>(opt_.seed), opt_.rank,
                             opt_.world_size, static_cast<int64_t>(shards_.size()), g.epoch, g.shard_cursor,
-                            g.doc_cursor, g.row, g.batches, static_cast<int64_t>(g.buffer.size())};
-  for (const auto& [len, d] : g.buffer) s.insert(s.end(), {d.shard, d.start, d.len});
+                            g.doc_cursor, g.row, g.batches, g.next_seq, static_cast<int64_t>(g.pieces.size())};
+  for (const auto& [seq, p] : g.pieces) s.insert(s.end(), {p.shard, p.start, p.len, seq});
   return s;
 }
 
 Loader::Gen Loader::decode(const std::vector<int64_t>& s) const {
-  NW_CHECK(s.size() >= 14 && s[0] == kStateVersion, "not a loader state (version ", kStateVersion, ")");
+  NW_CHECK(!s.empty(), "not a loader state (empty)");
+  NW_CHECK(s[0] == kStateVersion, "loader state version ", s[0], " cannot be resumed by this nanowhale (it writes "
+           "version ", kStateVersion, ": version 1 loaders cropped long documents, so their position has no "
+           "equivalent); start the run afresh or load only the weights");
+  NW_CHECK(s.size() >= kStateFields, "not a loader state (", s.size(), " fields)");
   const std::vector<int64_t> want = encode(Gen{});
   const char* names[] = {"version", "packed", "B", "T", "seed", "rank", "world_size", "number of shards"};
   for (int i = 1; i < 8; ++i)
@@ -252,19 +273,32 @@ Loader::Gen Loader::decode(const std::vector<int64_t>& s) const {
   g.doc_cursor = s[10];
   g.row = s[11];
   g.batches = s[12];
-  const int64_t n = s[13];
-  NW_CHECK(n >= 0 && static_cast<int64_t>(s.size()) == 14 + 3 * n, "loader state has a bad length");
+  g.next_seq = s[13];
+  const int64_t n = s[14];
+  NW_CHECK(n >= 0 && n <= (static_cast<int64_t>(s.size()) - kStateFields) / 4 &&
+               static_cast<int64_t>(s.size()) == kStateFields + 4 * n,
+           "loader state has a bad length");
   NW_CHECK(g.epoch >= 0 && g.shard_cursor >= 0 && g.shard_cursor <= static_cast<int64_t>(shards_.size()) &&
-               g.doc_cursor >= 0 && g.row >= 0,
+               g.doc_cursor >= 0 && g.row >= 0 && g.batches >= 0 && g.next_seq >= 0,
            "loader state is out of range");
   for (int64_t i = 0; i < n; ++i) {
-    const DocRef d{s[14 + 3 * i], s[15 + 3 * i], s[16 + 3 * i]};
-    NW_CHECK(d.shard >= 0 && d.shard < static_cast<int64_t>(shards_.size()) && d.start >= 0 && d.len > 0 &&
-                 d.start + d.len <= static_cast<int64_t>(shards_[d.shard]->size()),
-             "loader state refers to a document outside the shards");
-    g.buffer.emplace(d.len, d);
+    const int64_t* f = s.data() + kStateFields + 4 * i;
+    const Piece p{f[0], f[1], f[2]};
+    const int64_t seq = f[3];
+    NW_CHECK(p.shard >= 0 && p.shard < static_cast<int64_t>(shards_.size()) && p.start >= 0 && p.len > 0 &&
+                 p.len <= static_cast<int64_t>(shards_[p.shard]->size()) - p.start,
+             "loader state refers to tokens outside the shards");
+    NW_CHECK(seq >= 0 && seq < g.next_seq && g.pieces.emplace(seq, p).second,
+             "loader state has a bad or repeated piece number");
+    g.by_len.emplace(p.len, seq);
   }
   return g;
+}
+
+int64_t Loader::tokens_consumed() const { return consumed_.batches * opt_.B * (opt_.T + 1) * opt_.world_size; }
+
+double Loader::epoch() const {
+  return total_tokens_ > 0 ? static_cast<double>(tokens_consumed()) / static_cast<double>(total_tokens_) : 0.0;
 }
 
 std::vector<int64_t> Loader::state() const { return encode(consumed_); }

@@ -1,10 +1,14 @@
 // The training/eval data loader: memory-mapped shards -> (B, T+1) int32 rows.
 //
-// Packed mode (training): documents (each starting with <|bos|>) are drawn in a seeded order (shard order
-// shuffled per epoch, documents shuffled within a shard), rank r of W taking every W-th document. Each
-// row is filled by best fit from a buffer of candidates: the longest document that fits the space left;
-// when none fits, the shortest one is cropped to fill the row. Rows therefore start with <|bos|> and
-// have no padding; documents longer than the row are cropped. The stream never ends (epochs repeat).
+// Packed mode (training): every token of the split is trained on once per epoch. Documents (each starting
+// with <|bos|>) are drawn in a seeded order (shard order shuffled per epoch, documents shuffled within a
+// shard), rank r of W taking every W-th document, into a buffer of candidate pieces. Each row is filled by
+// best fit: the longest piece that fits the space left; when none fits, the piece that has waited longest
+// is split — the row takes what fits and the remainder goes back to the candidates as a new piece, packed
+// later. A continuation piece starts mid-document, so <|bos|> appears only at real document starts. Rows
+// have no padding. The buffer is refilled only from the current epoch and drained before the next one
+// starts, so an epoch's rows hold each of its tokens exactly once (only the row that crosses the boundary
+// mixes two epochs). The stream never ends (epochs repeat).
 //
 // Sequential mode (evaluation): the shards concatenated in the given order; global row g holds tokens
 // [g*T, g*T + T + 1); rank r takes rows r, r+W, ...; the last partial batch is dropped and the stream
@@ -19,10 +23,12 @@
 #include <deque>
 #include <exception>
 #include <map>
+#include <set>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "data/shard.h"
@@ -56,14 +62,20 @@ class Loader {
   const LoaderOptions& options() const { return opt_; }
   int64_t total_tokens() const { return total_tokens_; }
   int64_t n_documents() const { return n_docs_; }
+  // Tokens handed out by next() so far, over all ranks (each rank's count times the world size).
+  int64_t tokens_consumed() const;
+  // tokens_consumed() / total_tokens(): 1.0 means one pass over the split (packed mode).
+  double epoch() const;
 
  private:
-  struct DocRef {
+  struct Piece {  // tokens [start, start + len) of one shard: a whole document or the rest of one
     int64_t shard, start, len;
   };
   struct Gen {  // the generator's position; everything a batch depends on
     int64_t epoch = 0, shard_cursor = 0, doc_cursor = 0, row = 0, batches = 0;
-    std::multimap<int64_t, DocRef> buffer;  // by length; insertion order among equal lengths
+    int64_t next_seq = 0;                         // arrival number of the next piece
+    std::map<int64_t, Piece> pieces;              // candidates by arrival: the oldest is split first
+    std::set<std::pair<int64_t, int64_t>> by_len;  // (len, seq) of the same pieces, for best fit
   };
   struct Batch {
     std::vector<int32_t> tokens;
@@ -73,7 +85,8 @@ class Loader {
 
   bool produce(Gen& g, std::vector<int32_t>& out);  // one batch; false at the end of a sequential stream
   void fill_row_packed(Gen& g, int32_t* row);
-  bool next_doc(Gen& g, DocRef& d);
+  bool next_doc(Gen& g, Piece& d);
+  static void add_piece(Gen& g, const Piece& p);
   const std::vector<int64_t>& shard_order(int64_t epoch);
   const std::vector<int64_t>& doc_order(int64_t epoch, int64_t shard);
   std::vector<int64_t> encode(const Gen& g) const;

@@ -8,7 +8,8 @@ Output directory:
     downloads/               files fetched from URLs
 
 Document i (in the deterministic order of iter_documents) goes to val when i % val_every == 0, else to
-train. A shard is written once its buffer holds >= shard_tokens tokens, and the state file is rewritten
+train; with `val_sources` (`--val`), the inputs are all train and the validation split is those sources
+(e.g. a corpus's own val.jsonl.gz). A shard is written once its buffer holds >= shard_tokens tokens, and the state file is rewritten
 (atomically) after every shard. An interrupted run restarts from the state: documents already in shards
 are skipped, and a shard file written after the last state update is simply rewritten, identically.
 """
@@ -45,6 +46,18 @@ def _progress(enabled: bool, desc: str):
     return tqdm(desc=desc, unit="B", unit_scale=True, disable=not enabled, mininterval=0.5)
 
 
+def _documents(sources: list[str], val_sources: list[str] | None, val_every: int, max_docs: int | None):
+    """(split, index, text) of every document to prepare, in a fixed order. Without val_sources, document i
+    of the inputs goes to val when i % val_every == 0 (one numbering for both splits); with them, every input
+    document is train (the first max_docs) and every val_sources document is val, each split numbered from 0."""
+    for i, text in enumerate(iter_documents(sources)):
+        if max_docs is not None and i >= max_docs:
+            break
+        yield ("train" if val_sources or i % val_every else "val"), i, text
+    for i, text in enumerate(iter_documents(val_sources) if val_sources else ()):
+        yield "val", i, text
+
+
 def prepare(
     inputs: list[str] | None = None,
     out_dir: str | Path = "data",
@@ -56,6 +69,7 @@ def prepare(
     val_every: int = 100,
     num_threads: int = 0,
     max_docs: int | None = None,
+    val_sources: list[str] | None = None,
     progress: bool = True,
     _stop_after_shards: int | None = None,  # tests: simulate an interruption after this many shards
 ) -> dict:
@@ -70,6 +84,8 @@ def prepare(
     if val_every < 2:
         raise ValueError(f"val_every must be >= 2, got {val_every}")
     config = {"sources": sources, "shard_tokens": shard_tokens, "val_every": val_every, "max_docs": max_docs}
+    if val_sources:  # only when given, so directories prepared before --val existed still resume
+        config["val_sources"] = [str(s) for s in val_sources]
 
     state_path = out / STATE
     state = json.loads(state_path.read_text()) if state_path.exists() else None
@@ -86,7 +102,7 @@ def prepare(
         shutil.copyfile(tokenizer, tok_path)
         tok = Tokenizer.load(str(tok_path))
     else:
-        docs = (d for i, d in enumerate(iter_documents(sources)) if i % val_every and (max_docs is None or i < max_docs))
+        docs = (t for split, _, t in _documents(sources, val_sources, val_every, max_docs) if split == "train")
         tok = train_tokenizer(docs, vocab_size=vocab_size, num_threads=num_threads, max_bytes=tokenizer_train_bytes)
         tok.save(str(tok_path))
     if state is None:
@@ -114,7 +130,6 @@ def prepare(
         _write_json(state_path, state)
         written += 1
 
-    start = min(state["next_doc"].values())
     bar = _progress(progress, f"tokenizing into {out}")
     batch: list[tuple[int, str, str]] = []
     batch_bytes = 0
@@ -132,14 +147,9 @@ def prepare(
             bar.update(sum(len(t) for _, _, t in batch))
         return True
 
-    n_docs = 0
-    for i, text in enumerate(iter_documents(sources)):
-        if max_docs is not None and i >= max_docs:
-            break
-        n_docs = i + 1
-        if i < start:
-            continue
-        split = "val" if i % val_every == 0 else "train"
+    seen = dict.fromkeys(SPLITS, 0)  # per split: documents met so far (its numbering)
+    for split, i, text in _documents(sources, val_sources, val_every, max_docs):
+        seen[split] = i + 1
         if i < state["next_doc"][split]:
             continue
         batch.append((i, split, text))
@@ -151,7 +161,7 @@ def prepare(
     if batch and not process(batch):
         return state
     for split in SPLITS:
-        flush(split, max(n_docs, state["next_doc"][split]))
+        flush(split, max(seen[split], state["next_doc"][split]))
     if bar is not None:
         bar.close()
     state["done"] = True

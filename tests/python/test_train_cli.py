@@ -36,10 +36,14 @@ def test_train_eval_sample_and_resume(micro_data, tmp_path, capsys):
     assert cli.main(["eval", "--ckpt", str(run)]) == 0
     ev = dict(line.split(": ") for line in capsys.readouterr().out.strip().splitlines())
     assert float(ev["val_bpb"]) == pytest.approx(float(s["val_bpb"]), abs=1e-6)
-    text = tmp_path / "t.txt"
-    text.write_text("the whale swims deep under cold grey water " * 10)
-    assert cli.main(["eval", "--ckpt", str(run), str(text), "--batch-size", "3"]) == 0
-    assert "val_bpb:" in capsys.readouterr().out
+    texts = [tmp_path / "a.txt", tmp_path / "b.txt"]
+    texts[0].write_text("the whale swims deep under cold grey water " * 10)
+    texts[1].write_text("a reef of stone")
+    assert cli.main(["eval", "--ckpt", str(run), *map(str, texts), "--batch-size", "3"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith(str(texts[0])) and lines[1].startswith(str(texts[1])) and " bpb " in lines[0]
+    total = dict(line.split(": ") for line in lines[2:])
+    assert int(total["total_bytes"]) == sum(len(t.read_bytes()) for t in texts) and "val_bpb" not in total
 
     assert cli.main(["sample", "--ckpt", str(run), "--prompt", "the whale", "-n", "2", "--max-new-tokens", "5",
                      "--temperature", "0"]) == 0

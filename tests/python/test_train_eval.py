@@ -7,7 +7,7 @@ import pytest
 
 import nanowhale as nw
 from nanowhale.data.shards import read_shard, shard_paths
-from nanowhale.evaluate import evaluate_files, val_bpb
+from nanowhale.evaluate import evaluate_shards, score_text_files, val_bpb
 from train_fixtures import micro_run_config
 
 
@@ -68,24 +68,39 @@ def test_special_tokens_are_excluded(run, tmp_path):
     assert r["val_bpb"] == pytest.approx(reference_bpb(run.model, tok, [path], 10_000), rel=1e-7)
 
 
-def test_text_files_and_shards_agree(run, tmp_path):
+def test_text_files_are_scored_whole_and_match_a_shard(run, tmp_path):
     tok = run.tokenizer
-    texts = ["Deep under cold grey water, the whale swims. " * 6, "def return class import value index " * 7]
+    T = run.model.config.seq_len
+    whole_rows = "Deep under cold grey water, the whale swims. " * 40  # 35 rows of the micro model, exactly
+    texts = [whole_rows + "The end.", "def return class import value index " * 3]
     files = []
     for i, t in enumerate(texts):
         p = tmp_path / f"t{i}.txt"
         p.write_text(t)
         files.append(str(p))
     bos = tok.special_id("<|bos|>")
-    stream = np.concatenate([np.asarray([bos] + tok.encode(t), np.int32) for t in texts])
+    ids = [np.asarray([bos] + tok.encode(t), np.int32) for t in texts]
+    assert len(ids[0]) > 3 * T and (len(ids[0]) - 1) % T, "the long file must end in a partial row"
+    r = score_text_files(run.model, tok, files, batch_size=4)
+    byte_len = tok.token_byte_lengths()
+    for f, doc, text in zip(r["files"], ids, texts):
+        assert f["bytes"] == len(text.encode()) and f["tokens"] == len(doc) - 1  # every target, once
+        # Reference: each row of T + 1 at stride T through token_losses, the leftover targets in a shorter row.
+        nats = 0.0
+        for a in range(0, len(doc) - 1, T):
+            row = doc[a:a + T + 1][None]
+            nats += float(run.model.token_losses(row[:, :-1], row[:, 1:]).sum(dtype=np.float64))
+        assert f["bpb"] == pytest.approx(nats / (np.log(2) * byte_len[doc[1:]].sum()), rel=1e-6)
+    # A text of whole rows scores as its tokens do in a shard.
+    (tmp_path / "rows.txt").write_text(whole_rows)
+    doc = np.asarray([bos] + tok.encode(whole_rows), np.int32)
+    assert (len(doc) - 1) % T == 0
     shard = tmp_path / "val_000000.bin"
-    nw.data.shards.write_shard(str(shard), stream, tok.vocab_size)
-    from_text = evaluate_files(run.model, tok, files, 10_000, 4)
-    from_shard = evaluate_files(run.model, tok, [str(shard)], 10_000, 4)
-    assert from_text == from_shard
-    with pytest.raises(ValueError, match="either"):
-        evaluate_files(run.model, tok, files + [str(shard)], 10_000)
-    tiny = tmp_path / "tiny.txt"
-    tiny.write_text("hi")
-    with pytest.raises(ValueError, match="one row"):
-        evaluate_files(run.model, tok, [str(tiny)], 10_000)
+    nw.data.shards.write_shard(str(shard), doc, tok.vocab_size)
+    as_text = score_text_files(run.model, tok, [str(tmp_path / "rows.txt")])["files"][0]["bpb"]
+    assert as_text == pytest.approx(evaluate_shards(run.model, tok, [str(shard)], None)["val_bpb"], rel=1e-9)
+    assert r["total"]["bytes"] == sum(len(t.encode()) for t in texts)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    with pytest.raises(ValueError, match="empty.txt holds no text"):
+        score_text_files(run.model, tok, [str(empty)])

@@ -22,6 +22,25 @@ def _loader(paths: list[str], B: int, T: int, bos_id: int, vocab_size: int) -> L
     return Loader(paths, B, T, bos_id=bos_id, vocab_size=vocab_size, packed=False, seed=0)
 
 
+class _Sums:
+    """Float64 sums of nats, target bytes and counted targets over rows of T' + 1 tokens."""
+
+    def __init__(self, model, byte_len: np.ndarray):
+        self.model, self.byte_len = model, byte_len
+        self.nats, self.bytes, self.tokens = 0.0, 0, 0
+
+    def add(self, rows: np.ndarray) -> None:
+        x, y = rows[:, :-1], rows[:, 1:].copy()
+        b = self.byte_len[y]
+        y[b == 0] = -1  # special tokens: no loss, no bytes
+        self.nats += float(self.model.token_losses(x, y).sum(dtype=np.float64))
+        self.bytes += int(b.sum())
+        self.tokens += int((b > 0).sum())
+
+    def bpb(self) -> float:
+        return self.nats / (math.log(2) * self.bytes)
+
+
 def val_bpb(model, tokenizer, shard_paths: list[str], tokens: int, batch_size: int = 16) -> dict:
     """{'val_bpb', 'val_loss' (nats per counted token), 'tokens' (counted targets), 'bytes', 'rows'}."""
     T = model.config.seq_len
@@ -32,16 +51,8 @@ def val_bpb(model, tokenizer, shard_paths: list[str], tokens: int, batch_size: i
     if n_rows < 1:
         raise ValueError(f"validation data has {total} tokens, fewer than one row of {T + 1}")
     B = min(batch_size, n_rows)
-    nats, n_bytes, n_tok = 0.0, 0, 0
-
-    def add(batch: np.ndarray) -> None:
-        nonlocal nats, n_bytes, n_tok
-        x, y = batch[:, :-1], batch[:, 1:].copy()
-        b = byte_len[y]
-        y[b == 0] = -1  # special tokens: no loss, no bytes
-        nats += float(model.token_losses(x, y).sum(dtype=np.float64))
-        n_bytes += int(b.sum())
-        n_tok += int((b > 0).sum())
+    sums = _Sums(model, byte_len)
+    add = sums.add
 
     loader = _loader(shard_paths, B, T, bos, tokenizer.vocab_size)
     done = 0
@@ -58,10 +69,10 @@ def val_bpb(model, tokenizer, shard_paths: list[str], tokens: int, batch_size: i
             tail.next()
         rows = [tail.next() for _ in range(n_rows - done)]
         add(np.concatenate(rows))
-    if n_bytes == 0:
+    if sums.bytes == 0:
         raise ValueError("validation targets contain no ordinary tokens")
-    return {"val_bpb": nats / (math.log(2) * n_bytes), "val_loss": nats / n_tok, "tokens": n_tok,
-            "bytes": n_bytes, "rows": n_rows}
+    return {"val_bpb": sums.bpb(), "val_loss": sums.nats / sums.tokens, "tokens": sums.tokens, "bytes": sums.bytes,
+            "rows": n_rows}
 
 
 def score_tokens(model, tokenizer, ids: np.ndarray, batch_size: int = 16) -> dict:
@@ -70,26 +81,16 @@ def score_tokens(model, tokenizer, ids: np.ndarray, batch_size: int = 16) -> dic
     {'bpb', 'loss' (nats per counted token), 'tokens' (counted targets), 'bytes'}."""
     T = model.config.seq_len
     ids = np.asarray(ids, dtype=np.int32)
-    byte_len = tokenizer.token_byte_lengths().astype(np.int64)
-    nats, n_bytes, n_tok = 0.0, 0, 0
-
-    def add(rows: np.ndarray) -> None:
-        nonlocal nats, n_bytes, n_tok
-        x, y = rows[:, :-1], rows[:, 1:].copy()
-        b = byte_len[y]
-        y[b == 0] = -1  # special tokens: no loss, no bytes
-        nats += float(model.token_losses(x, y).sum(dtype=np.float64))
-        n_bytes += int(b.sum())
-        n_tok += int((b > 0).sum())
-
+    sums = _Sums(model, tokenizer.token_byte_lengths().astype(np.int64))
+    add = sums.add
     n_rows = (len(ids) - 1) // T
     starts = np.arange(n_rows) * T
     for i in range(0, n_rows, batch_size):
         add(ids[starts[i:i + batch_size, None] + np.arange(T + 1)])
     if n_rows * T + 1 < len(ids):
         add(ids[None, n_rows * T:])
-    return {"bpb": nats / (math.log(2) * n_bytes) if n_bytes else float("nan"), "loss": nats / max(n_tok, 1),
-            "tokens": n_tok, "bytes": n_bytes}
+    return {"bpb": sums.bpb() if sums.bytes else float("nan"), "loss": sums.nats / max(sums.tokens, 1),
+            "tokens": sums.tokens, "bytes": sums.bytes}
 
 
 def score_text_files(model, tokenizer, paths: list[str | Path], batch_size: int = 16) -> dict:

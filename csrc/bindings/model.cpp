@@ -217,6 +217,26 @@ void register_model(py::module_& m) {
              return out;
            },
            py::arg("tokens"), "Soft-capped logits, (B, T, V) float32.")
+      .def("route",
+           [](Model& m, const py::object& tokens) {
+             auto tok = as_int32(tokens, "tokens", 2);
+             const ModelConfig& c = m.config();
+             const int B = int(tok.shape(0)), T = int(tok.shape(1));
+             int M = 0;
+             for (int l = 0; l < c.n_layer; ++l) M += c.is_moe_layer(l);
+             py::array_t<int32_t> experts({M, B, T, c.top_k});
+             py::array_t<float> scores({M, B, T, c.n_experts});
+             int32_t* e = experts.mutable_data();
+             float* s = scores.mutable_data();
+             {
+               py::gil_scoped_release release;
+               m.route(tok.data(), B, T, e, s);
+             }
+             return py::make_tuple(experts, scores);
+           },
+           py::arg("tokens"),
+           "How tokens (B, T) are routed, without routing counts: (experts (M, B, T, top_k) int32 in selection "
+           "order, router scores sigmoid(x W_r) (M, B, T, n_experts) float32), M = number of MoE layers.")
       .def("new_kv_cache", &Model::new_kv_cache, py::arg("batch") = 1)
       .def("decode",
            [](Model& m, const py::object& tokens, KVCache& cache) {

@@ -481,6 +481,27 @@ void Model::logits(const int32_t* tokens, int B, int T, float* out) {
   copy_logits(out);
 }
 
+void Model::route(const int32_t* tokens, int B, int T, int32_t* experts, float* scores) {
+  check_batch(tokens, nullptr, B, T);
+  prepare(B, T);
+  run_forward(tokens, nullptr, B, T, /*train=*/false);
+  const int64_t N = int64_t(B) * T, K = cfg_.top_k, E = cfg_.n_experts;
+  for (int l = 0; l < cfg_.n_layer; ++l) {
+    const int m = acts_->params[l].moe_index;
+    if (m < 0) continue;
+    const LayerActs& x = acts_->layers[l];
+    copy_to_host(experts + m * N * K, x.topk);
+    float* dst = scores + m * N * E;
+    if (dtype_ == DType::F64) {
+      std::vector<double> d(N * E);
+      copy_to_host(d.data(), x.scores);
+      std::transform(d.begin(), d.end(), dst, [](double v) { return static_cast<float>(v); });
+    } else {
+      copy_to_host(dst, x.scores);
+    }
+  }
+}
+
 void Model::copy_logits(float* out) {
   softcap(acts_->logits, cfg_.softcap);
   if (dtype_ == DType::F64) {

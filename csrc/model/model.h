@@ -47,6 +47,10 @@ class Model {
   LossInfo forward(const int32_t* tokens, const int32_t* targets, int B, int T, float* token_losses = nullptr);
   // Soft-capped logits (B*T, V) into out (host memory).
   void logits(const int32_t* tokens, int B, int T, float* out);
+  // How tokens are routed (evaluation: no routing counts), for each MoE layer in order: the selected
+  // experts into experts (M, B*T, K) in selection order, the router scores s = sigmoid(x·W_r) into
+  // scores (M, B*T, E); M = number of MoE layers. Host memory.
+  void route(const int32_t* tokens, int B, int T, int32_t* experts, float* scores);
 
   // Incremental decoding: runs tokens (B, T) as the next T positions of the cached sequences, appends
   // their keys/values to the cache and writes soft-capped logits (B*T, V) to out (host memory).

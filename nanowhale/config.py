@@ -84,6 +84,7 @@ class RunSection:
     keep: int = 2                    # checkpoints kept (the newest)
     checkpoint_every: int = 0        # steps; 0: only at the end
     log_every: int = 1               # metrics lines (with per-layer expert load) every N steps
+    profile_step: int = 2            # time this step's ops (op profiler) into metrics.jsonl; 0: never
 
 
 # Per-preset defaults of the non-model sections (the model section comes from ModelConfig.preset).
@@ -279,6 +280,7 @@ def validate(cfg: RunConfig) -> None:
     _check(r.keep >= 1, "run.keep", "must be >= 1", r.keep)
     _check(r.checkpoint_every >= 0, "run.checkpoint_every", "must be >= 0", r.checkpoint_every)
     _check(r.log_every >= 1, "run.log_every", "must be >= 1", r.log_every)
+    _check(r.profile_step >= 0, "run.profile_step", "must be >= 0", r.profile_step)
 
 
 def parse_override(text: str) -> dict:

@@ -295,6 +295,10 @@ def train(config=None, *, resume: str | Path | None = None, overrides: list[str]
     try:
         while progress_of(step) < 1.0:
             p = progress_of(step)
+            profiled = step + 1 == cfg.run.profile_step
+            if profiled:  # on a GPU the profiler syncs around each op, so this one step runs slower
+                _C.reset_op_times()
+                _C.profile_ops(True)
             t0 = time.perf_counter()
             c = 0.0
             loss_sum = bal_sum = 0.0
@@ -320,6 +324,10 @@ def train(config=None, *, resume: str | Path | None = None, overrides: list[str]
             model.zero_grad()
             c += time.perf_counter() - tc0
             dt = time.perf_counter() - t0
+            if profiled:
+                _C.profile_ops(False)
+                emit({"event": "op_profile", "step": step + 1, "step_seconds": dt,
+                      "ops": {name: {"seconds": sec, "calls": calls} for name, (sec, calls) in _C.op_times().items()}})
             loss = loss_sum / accum
             if not (math.isfinite(loss) and math.isfinite(gnorm)):
                 where = f"the last good checkpoint is {last_ckpt}" if last_ckpt else "no checkpoint was written"
@@ -344,7 +352,8 @@ def train(config=None, *, resume: str | Path | None = None, overrides: list[str]
                        "train_seconds": clock.seconds, "epoch": loader.epoch,
                        "data_seen": min(1.0, loader.epoch)}
                 rec["experts"] = [{"layer": s["layer"], "load": list(s["tokens_per_expert"]),
-                                   "max_violation": s["max_violation"], "dead": s["dead_experts"]}
+                                   "max_violation": s["max_violation"], "dead": s["dead_experts"],
+                                   "bias": list(s["bias"])}
                                   for s in model.routing_stats()]
                 emit(rec)
             bar.update(clock.seconds if time_based else step, step, loss, tok_s)

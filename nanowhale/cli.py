@@ -160,6 +160,34 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plot(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from nanowhale.analysis.runs import load_runs
+
+    try:
+        from nanowhale.plots import run_figures
+    except ImportError as e:
+        raise ValueError(f"nanowhale plot needs matplotlib ({e}); install it with: pip install 'nanowhale[plot]'")
+    runs = load_runs(args.runs or None)
+    out = Path(args.out) if args.out else (runs[0].dir / "plots" if len(runs) == 1 else Path("plots"))
+    out.mkdir(parents=True, exist_ok=True)
+    for name, fig in run_figures(runs).items():
+        path = out / f"{name}.png"
+        fig.savefig(path, dpi=args.dpi)
+        print(path)
+    return 0
+
+
+def _add_plot(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plot", help="PNG figures of runs: loss, val_bpb, throughput, schedules, op profile, "
+                       "expert load and balance (the figures of notebooks/runs.ipynb and routing.ipynb)")
+    p.add_argument("runs", nargs="*", metavar="RUN", help="run directories (default: the newest under ./runs)")
+    p.add_argument("--out", help="output directory (default: RUN/plots for one run, ./plots for several)")
+    p.add_argument("--dpi", type=int, default=100)
+    p.set_defaults(func=_plot)
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train", help="train a model (default: the tiny preset on the offline default corpus, on CPU in minutes)",
@@ -242,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(sub)
     _add_sample(sub)
     _add_report(sub)
+    _add_plot(sub)
     return parser
 
 

@@ -52,3 +52,19 @@ def micro_run(micro_data, tmp_path_factory):
                            train={"steps": 4, "batch_tokens": 512, "micro_batch": 4})
     nw.train(cfg, progress=False)
     return d
+
+
+@pytest.fixture(scope="session")
+def micro_runs(tmp_path_factory, micro_data):
+    """Two finished micro runs under ROOT/runs (seconds): 'a' (8 steps, evals every 4) and 'b' (6 steps,
+    another learning rate), trained on the micro corpus. Returns ROOT (notebooks execute there)."""
+    from train_fixtures import micro_run_config
+
+    data, vocab = micro_data
+    root = tmp_path_factory.mktemp("analysis")
+    model = dict(n_layer=3, n_dense_layers=1)  # two MoE layers
+    nw.train(micro_run_config(data, root / "runs" / "a", vocab, model=model, eval=dict(every=4)), progress=False,
+             log=lambda *a: None)
+    nw.train(micro_run_config(data, root / "runs" / "b", vocab, model=model, train=dict(steps=6),
+                              optim=dict(muon_lr=0.01)), progress=False, log=lambda *a: None)
+    return root

@@ -1,0 +1,26 @@
+"""Run directories, routing, research ledgers and post-training lineages as tables for notebooks and
+`nanowhale plot`; nanowhale.plots draws them. Loading needs only NumPy; drawing needs matplotlib.
+"""
+
+from nanowhale.analysis.routing import (
+    TOKEN_CLASSES,
+    Routing,
+    classify_tokens,
+    coselection,
+    expert_counts,
+    route_ids,
+    route_text,
+    route_validation,
+    router_entropy,
+    routing_table,
+    specialisation,
+    token_html,
+)
+from nanowhale.analysis.runs import Run, list_runs, load_model, load_run, load_runs, newest_run, runs_table
+from nanowhale.analysis.table import Table
+
+__all__ = [
+    "TOKEN_CLASSES", "Routing", "Run", "Table", "classify_tokens", "coselection", "expert_counts", "list_runs",
+    "load_model", "load_run", "load_runs", "newest_run", "route_ids", "route_text", "route_validation",
+    "router_entropy", "routing_table", "runs_table", "specialisation", "token_html",
+]

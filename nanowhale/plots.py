@@ -1,0 +1,278 @@
+"""Figures (matplotlib) of runs, MoE routing, research ledgers and post-training, from the tables of
+nanowhale.analysis. Each function returns a matplotlib Figure (Jupyter shows it; save it with
+fig.savefig). Figures are made without pyplot, so nothing global accumulates in scripts or the CLI.
+A panel without data says so in the panel instead of failing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from nanowhale.analysis.routing import TOKEN_CLASSES, Routing, coselection, router_entropy, specialisation
+from nanowhale.analysis.runs import Run
+
+
+def _figure(rows: int, cols: int, width: float = 4.2, height: float = 3.2) -> tuple[Figure, np.ndarray]:
+    fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(rows, cols, squeeze=False))
+    return fig, axes
+
+
+def _no_data(ax, message: str) -> None:
+    ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True, transform=ax.transAxes, color="0.4")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _lines(ax, runs: list[Run], table: str, x: str, y: str, scale: float = 1.0, marker=None) -> bool:
+    """One line per run of column y against x of run.<table>; False if no run has data."""
+    drawn = False
+    for run in runs:
+        t = getattr(run, table)
+        if not (t.has_data(x) and t.has_data(y)):
+            continue
+        ok = ~np.isnan(t[x]) & ~np.isnan(t[y])
+        ax.plot(t[x][ok], t[y][ok] * scale, marker=marker, label=run.name)
+        drawn = True
+    if drawn and len(runs) > 1:
+        ax.legend(fontsize="small")
+    return drawn
+
+
+def _no_run() -> Figure:
+    fig, axes = _figure(1, 1)
+    _no_data(axes[0, 0], "no run yet: train one with `nanowhale train`")
+    return fig
+
+
+# ---- runs -------------------------------------------------------------------------------------------
+
+LOSS_X = (("tokens", "tokens"), ("flops", "FLOPs (6·N_active·tokens + attention)"),
+          ("wall_seconds", "seconds of training steps"))
+
+
+def loss_figure(runs: list[Run]) -> Figure:
+    """Training loss (top) and val_bpb (bottom) against tokens, FLOPs and training seconds."""
+    fig, axes = _figure(2, 3)
+    for col, (x, xlabel) in enumerate(LOSS_X):
+        for row, (table, y, ylabel) in enumerate((("steps", "loss", "train loss (nats)"),
+                                                  ("evals", "val_bpb", "val_bpb"))):
+            ax = axes[row, col]
+            if _lines(ax, runs, table, x, y, marker="o" if table == "evals" else None):
+                ax.set_xlabel(xlabel)
+                ax.set_ylabel(ylabel)
+            else:
+                _no_data(ax, f"no {y} yet")
+    return fig
+
+
+def throughput_figure(runs: list[Run]) -> Figure:
+    """Tokens per second and MFU (%) of every logged step."""
+    fig, axes = _figure(1, 2)
+    for ax, (y, label, scale) in zip(axes[0], (("tok_per_s", "tokens / s", 1.0), ("mfu", "MFU (%)", 100.0))):
+        if _lines(ax, runs, "steps", "step", y, scale):
+            ax.set_xlabel("step")
+            ax.set_ylabel(label)
+        else:
+            _no_data(ax, f"no {y} logged")
+    return fig
+
+
+SCHEDULES = (("lr_mult", "learning-rate multiplier"), ("muon_momentum", "Muon momentum"),
+             ("balance_gamma", "balance-bias speed γ"), ("epoch", "epoch (tokens / split)"))
+
+
+def schedules_figure(runs: list[Run]) -> Figure:
+    """The schedules the trainer applied (and the data epoch, where the run logs it) against step."""
+    fig, axes = _figure(1, len(SCHEDULES), width=3.6)
+    for ax, (y, label) in zip(axes[0], SCHEDULES):
+        if _lines(ax, runs, "steps", "step", y):
+            ax.set_xlabel("step")
+            ax.set_ylabel(label)
+        else:
+            _no_data(ax, f"{y}: not logged by this run")
+    return fig
+
+
+def grad_norm_figure(runs: list[Run]) -> Figure:
+    fig, axes = _figure(1, 1, width=6)
+    ax = axes[0, 0]
+    if _lines(ax, runs, "steps", "step", "grad_norm"):
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel("gradient norm (before clipping)")
+    else:
+        _no_data(ax, "no grad_norm logged")
+    return fig
+
+
+def op_profile_figure(run: Run | None, top: int = 14) -> Figure:
+    """Where the profiled step's time goes: milliseconds per op, slowest first (the rest summed as 'other')."""
+    if run is None:
+        return _no_run()
+    fig, axes = _figure(1, 1, width=7, height=4.5)
+    ax = axes[0, 0]
+    prof = run.op_profile()
+    if prof is None or not len(prof):
+        _no_data(ax, f"{run.name}: no op profile (run.profile_step was 0, or the run has not reached it)")
+        return fig
+    names, ms = list(prof["op"][:top]), list(prof["seconds"][:top] * 1e3)
+    if len(prof) > top:
+        names.append("other")
+        ms.append(float(prof["seconds"][top:].sum() * 1e3))
+    total = float(prof["seconds"].sum() * 1e3)
+    y = np.arange(len(names))[::-1]
+    ax.barh(y, ms)
+    ax.set_yticks(y, names)
+    for yi, v in zip(y, ms):
+        ax.text(v, yi, f" {100 * v / total:.0f}%", va="center", fontsize="small")
+    ev = run.event("op_profile")
+    ax.set_xlabel("milliseconds in the profiled step")
+    ax.set_title(f"{run.name}: step {ev['step']}, ops {total:.0f} ms of {ev['step_seconds'] * 1e3:.0f} ms")
+    return fig
+
+
+# ---- routing over training ----------------------------------------------------------------------------
+
+
+def expert_load_figure(run: Run | None) -> Figure:
+    """Per MoE layer: each expert's load in each logged step, relative to the mean (1 = balanced)."""
+    if run is None:
+        return _no_run()
+    S, M, E = run.expert_load.shape
+    fig, axes = _figure(1, max(M, 1), width=4.5, height=3.4)
+    if M == 0 or S == 0:
+        _no_data(axes[0, 0], f"{run.name}: no expert load logged")
+        return fig
+    rel = run.expert_load / np.maximum(run.expert_load.mean(axis=2, keepdims=True), 1e-12)
+    steps = run.steps["step"]
+    for m in range(M):
+        ax = axes[0, m]
+        im = ax.imshow(rel[:, m, :].T, aspect="auto", origin="lower", cmap="viridis", interpolation="nearest",
+                       extent=(steps[0] - 0.5, steps[-1] + 0.5, -0.5, E - 0.5), vmin=0, vmax=max(2.0, rel.max()))
+        ax.set_title(f"layer {run.moe_layers[m]}")
+        ax.set_xlabel("step")
+        ax.set_ylabel("expert")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.colorbar(im, ax=axes[0, :].tolist(), label="load / mean load")
+    return fig
+
+
+def balance_figure(run: Run | None) -> Figure:
+    """Max-violation ((max - mean) / mean load) and dead experts per MoE layer against step."""
+    if run is None:
+        return _no_run()
+    fig, axes = _figure(1, 2)
+    S, M, _ = run.expert_load.shape
+    if M == 0 or S == 0:
+        for ax in axes[0]:
+            _no_data(ax, f"{run.name}: no expert load logged")
+        return fig
+    steps = run.steps["step"]
+    for m in range(M):
+        axes[0, 0].plot(steps, run.max_violation[:, m], label=f"layer {run.moe_layers[m]}")
+        axes[0, 1].plot(steps, run.dead_experts[:, m], label=f"layer {run.moe_layers[m]}")
+    for ax, label in zip(axes[0], ("max-violation", "dead experts")):
+        ax.set_xlabel("step")
+        ax.set_ylabel(label)
+        ax.legend(fontsize="small")
+    return fig
+
+
+def bias_figure(run: Run | None) -> Figure:
+    """The balance biases b_i of every expert (one line each) per MoE layer against step."""
+    if run is None:
+        return _no_run()
+    S, M, E = run.expert_bias.shape
+    fig, axes = _figure(1, max(M, 1))
+    if M == 0 or S == 0 or np.all(np.isnan(run.expert_bias)):
+        _no_data(axes[0, 0], f"{run.name}: no balance biases logged (older runs log only the load)")
+        return fig
+    steps = run.steps["step"]
+    for m in range(M):
+        ax = axes[0, m]
+        for e in range(E):
+            ax.plot(steps, run.expert_bias[:, m, e], lw=1)
+        ax.set_title(f"layer {run.moe_layers[m]}")
+        ax.set_xlabel("step")
+        ax.set_ylabel("balance bias")
+    return fig
+
+
+# ---- routing of a checkpoint --------------------------------------------------------------------------
+
+
+def _no_checkpoint() -> Figure:
+    fig, axes = _figure(1, 1)
+    _no_data(axes[0, 0], "no checkpoint yet: nothing to route")
+    return fig
+
+
+def coselection_figure(r: Routing | None) -> Figure:
+    """Per MoE layer: the fraction of tokens sent to both experts i and j (diagonal blanked)."""
+    if r is None:
+        return _no_checkpoint()
+    co = coselection(r).astype(float) / len(r.ids)
+    M, E, _ = co.shape
+    fig, axes = _figure(1, M, width=4, height=3.6)
+    for m in range(M):
+        off = co[m].copy()
+        np.fill_diagonal(off, np.nan)
+        im = axes[0, m].imshow(off, cmap="magma", interpolation="nearest")
+        axes[0, m].set_title(f"layer {r.moe_layers[m]}")
+        axes[0, m].set_xlabel("expert j")
+        axes[0, m].set_ylabel("expert i")
+        fig.colorbar(im, ax=axes[0, m], label="fraction of tokens")
+    return fig
+
+
+def entropy_figure(r: Routing | None) -> Figure:
+    """Per MoE layer: the distribution of router entropy over tokens, as a fraction of log E (1 = uniform)."""
+    if r is None:
+        return _no_checkpoint()
+    h = router_entropy(r) / np.log(r.n_experts)
+    M = h.shape[0]
+    fig, axes = _figure(1, M, width=3.6)
+    for m in range(M):
+        ax = axes[0, m]
+        ax.hist(h[m], bins=30, range=(0, 1))
+        ax.axvline(h[m].mean(), color="k", ls="--", label=f"mean {h[m].mean():.3f}")
+        ax.set_title(f"layer {r.moe_layers[m]}")
+        ax.set_xlabel("router entropy / log E")
+        ax.set_ylabel("tokens")
+        ax.legend(fontsize="small")
+    return fig
+
+
+def specialisation_figure(r: Routing | None, classes: np.ndarray | None) -> Figure:
+    """Per MoE layer: where each token class's routing slots go (rows sum to 1; flat rows: no specialisation).
+    classes: the (V,) class index of each token id (analysis.classify_tokens)."""
+    if r is None or classes is None:
+        return _no_checkpoint()
+    spec = specialisation(r, classes)
+    present = [c for c in range(len(TOKEN_CLASSES)) if np.any(classes[r.ids] == c)]
+    M, _, E = spec.shape
+    fig, axes = _figure(1, M, width=4.2, height=0.5 * len(present) + 1.6)
+    for m in range(M):
+        ax = axes[0, m]
+        im = ax.imshow(spec[m, present], aspect="auto", cmap="Blues", vmin=0, interpolation="nearest")
+        ax.set_yticks(range(len(present)), [TOKEN_CLASSES[c] for c in present])
+        ax.set_xlabel("expert")
+        ax.set_title(f"layer {r.moe_layers[m]} (uniform: {1 / E:.2f})")
+        fig.colorbar(im, ax=ax, label="fraction of the class's slots")
+    return fig
+
+
+def run_figures(runs: list[Run]) -> dict[str, Figure]:
+    """Every training-time figure by file stem: the comparisons of all runs, then each run's own."""
+    figs = {"loss": loss_figure(runs), "throughput": throughput_figure(runs), "schedules": schedules_figure(runs),
+            "grad_norm": grad_norm_figure(runs)}
+    for run in runs:
+        prefix = f"{run.name}-" if len(runs) > 1 else ""
+        figs[prefix + "op_profile"] = op_profile_figure(run)
+        figs[prefix + "expert_load"] = expert_load_figure(run)
+        figs[prefix + "balance"] = balance_figure(run)
+        figs[prefix + "bias"] = bias_figure(run)
+    return figs

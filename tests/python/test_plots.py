@@ -1,0 +1,119 @@
+"""nanowhale.plots: each figure draws the numbers of the analysis tables, with its labels; panels without
+data say so."""
+
+import numpy as np
+import pytest
+
+from nanowhale import analysis, cli, plots
+
+
+@pytest.fixture(scope="module")
+def runs(micro_runs):
+    return analysis.load_runs([micro_runs / "runs" / "a", micro_runs / "runs" / "b"])
+
+
+def _texts(ax):
+    return [t.get_text() for t in ax.texts]
+
+
+def test_loss_figure_draws_each_run_against_tokens_flops_and_seconds(runs):
+    a, b = runs
+    axes = np.array(plots.loss_figure(runs).axes).reshape(2, 3)
+    assert [ax.get_xlabel() for ax in axes[0]] == ["tokens", "FLOPs (6·N_active·tokens + attention)",
+                                                   "seconds of training steps"]
+    assert axes[0, 0].get_ylabel() == "train loss (nats)" and axes[1, 0].get_ylabel() == "val_bpb"
+    for col, x in enumerate(("tokens", "flops", "wall_seconds")):
+        loss_a, loss_b = axes[0, col].lines
+        assert loss_a.get_label() == "a" and loss_b.get_label() == "b"
+        np.testing.assert_array_equal(loss_a.get_xdata(), a.steps[x])
+        np.testing.assert_array_equal(loss_b.get_ydata(), b.steps["loss"])
+        val_a, val_b = axes[1, col].lines
+        np.testing.assert_array_equal(val_a.get_ydata(), a.evals["val_bpb"])
+        assert len(val_a.get_ydata()) == 2 and len(val_b.get_ydata()) == 1  # b evaluates only at its end
+    assert [t.get_text() for t in axes[0, 0].get_legend().get_texts()] == ["a", "b"]
+
+
+def test_throughput_schedules_grad_norm(runs):
+    a = runs[0]
+    tput, mfu = plots.throughput_figure(runs).axes
+    np.testing.assert_array_equal(tput.lines[0].get_ydata(), a.steps["tok_per_s"])
+    np.testing.assert_allclose(mfu.lines[0].get_ydata(), 100 * a.steps["mfu"])
+    assert mfu.get_ylabel() == "MFU (%)"
+    lr, mom, gamma, epoch = plots.schedules_figure(runs).axes
+    np.testing.assert_array_equal(lr.lines[0].get_ydata(), a.steps["lr_mult"])
+    np.testing.assert_array_equal(gamma.lines[1].get_ydata(), runs[1].steps["balance_gamma"])
+    if not a.steps.has_data("epoch"):  # runs from trainers that do not log the epoch say so
+        assert _texts(epoch) == ["epoch: not logged by this run"]
+    (g,) = plots.grad_norm_figure(runs).axes
+    assert g.get_yscale() == "log"
+    np.testing.assert_array_equal(g.lines[0].get_ydata(), a.steps["grad_norm"])
+
+
+def test_op_profile_figure_bars_are_the_profile(runs):
+    a = runs[0]
+    prof = a.op_profile()
+    (ax,) = plots.op_profile_figure(a, top=5).axes
+    widths = [p.get_width() for p in ax.patches]
+    np.testing.assert_allclose(widths[:5], prof["seconds"][:5] * 1e3)
+    assert widths[5] == pytest.approx(prof["seconds"][5:].sum() * 1e3)
+    assert [t.get_text() for t in ax.get_yticklabels()] == [*prof["op"][:5], "other"]
+    assert list(ax.get_yticks()) == [5, 4, 3, 2, 1, 0]  # the slowest op at the top
+    assert ax.get_title().startswith("a: step 2")
+    empty = analysis.Run(a.dir, {}, a.steps, a.evals, [], [], a.expert_load[:0], a.expert_bias[:0],
+                         a.max_violation[:0], a.dead_experts[:0])
+    assert "no op profile" in _texts(plots.op_profile_figure(empty).axes[0])[0]
+    assert "no expert load" in _texts(plots.expert_load_figure(empty).axes[0])[0]
+    assert "no run yet" in _texts(plots.bias_figure(None).axes[0])[0]
+
+
+def test_expert_load_balance_and_bias_figures(runs):
+    a = runs[0]
+    fig = plots.expert_load_figure(a)
+    heat = [ax for ax in fig.axes if ax.images]
+    assert [ax.get_title() for ax in heat] == ["layer 1", "layer 2"]
+    rel = a.expert_load[:, 1, :] / a.expert_load[:, 1, :].mean(axis=1, keepdims=True)
+    np.testing.assert_allclose(heat[1].images[0].get_array(), rel.T)  # experts by steps
+    assert fig.axes[-1].get_ylabel() == "load / mean load"  # the colour bar
+    viol, dead = plots.balance_figure(a).axes
+    np.testing.assert_array_equal(viol.lines[1].get_ydata(), a.max_violation[:, 1])
+    np.testing.assert_array_equal(dead.lines[0].get_ydata(), a.dead_experts[:, 0])
+    bias_axes = plots.bias_figure(a).axes
+    assert len(bias_axes[0].lines) == 4  # one line per expert
+    np.testing.assert_array_equal(bias_axes[1].lines[3].get_ydata(), a.expert_bias[:, 1, 3])
+
+
+def test_checkpoint_routing_figures(runs):
+    model = analysis.load_model(runs[0])
+    r = analysis.route_validation(model, rows=2)
+    co = analysis.coselection(r) / len(r.ids)
+    cos_axes = [ax for ax in plots.coselection_figure(r).axes if ax.images]
+    img = cos_axes[0].images[0].get_array()
+    off = ~np.eye(4, dtype=bool)
+    np.testing.assert_array_equal(np.ma.getmaskarray(img), ~off)  # the diagonal is blank
+    np.testing.assert_allclose(img.data[off], co[0][off])
+    ent = plots.entropy_figure(r).axes
+    h = analysis.router_entropy(r) / np.log(4)
+    assert sum(p.get_height() for p in ent[1].patches) == len(r.ids)  # a histogram over every token
+    assert ent[1].get_legend().get_texts()[0].get_text() == f"mean {h[1].mean():.3f}"
+    classes = analysis.classify_tokens(model.tokenizer)
+    spec_axes = [ax for ax in plots.specialisation_figure(r, classes).axes if ax.images]
+    rows = spec_axes[0].images[0].get_array()
+    np.testing.assert_allclose(rows.sum(axis=1), 1.0)  # only classes that occur are shown
+    shown = [t.get_text() for t in spec_axes[0].get_yticklabels()]
+    assert set(shown) == {analysis.TOKEN_CLASSES[c] for c in np.unique(classes[r.ids])}
+    assert "no checkpoint yet" in _texts(plots.coselection_figure(None).axes[0])[0]
+
+
+def test_plot_command_writes_pngs(micro_runs, tmp_path, capsys):
+    a, b = micro_runs / "runs" / "a", micro_runs / "runs" / "b"
+    assert cli.main(["plot", str(a), str(b), "--out", str(tmp_path / "figs"), "--dpi", "40"]) == 0
+    written = capsys.readouterr().out.split()
+    names = {p.rsplit("/", 1)[1] for p in written}
+    assert {"loss.png", "throughput.png", "schedules.png", "grad_norm.png", "a-op_profile.png",
+            "b-expert_load.png", "b-balance.png", "a-bias.png"} <= names
+    for p in written:
+        assert open(p, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert cli.main(["plot", str(a), "--dpi", "40"]) == 0  # one run: into RUN/plots
+    assert (a / "plots" / "expert_load.png").exists()
+    assert cli.main(["plot", str(tmp_path / "nothing")]) == 2
+    assert "no metrics.jsonl" in capsys.readouterr().err

@@ -10,6 +10,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from nanowhale.analysis.research import ResearchLedger, baseline_mean, kept_table, progress_table, promotions_table, verdict_table
 from nanowhale.analysis.routing import TOKEN_CLASSES, Routing, coselection, router_entropy, specialisation
 from nanowhale.analysis.runs import Run
 
@@ -276,3 +277,139 @@ def run_figures(runs: list[Run]) -> dict[str, Figure]:
         figs[prefix + "balance"] = balance_figure(run)
         figs[prefix + "bias"] = bias_figure(run)
     return figs
+
+
+# ---- research ledger -------------------------------------------------------------------------------------
+
+VERDICT_STYLE = {"keep": ("tab:green", "o"), "discard": ("0.6", "o"), "inconclusive": ("tab:orange", "o"),
+                 "crash": ("tab:red", "x"), "running": ("tab:blue", "^")}
+
+
+def _no_ledger() -> Figure:
+    fig, axes = _figure(1, 1)
+    _no_data(axes[0, 0], "no ledger yet: start one with `nanowhale research init TAG`")
+    return fig
+
+
+def research_progress_figure(led: ResearchLedger | None) -> Figure:
+    """Every experiment in order with the running best (autoresearch's progress plot). Crashes and running
+    experiments sit on the top edge; with several agents each agent's experiments get their own marker edge."""
+    if led is None:
+        return _no_ledger()
+    p = progress_table(led)
+    fig, axes = _figure(1, 1, width=10, height=4.2)
+    ax = axes[0, 0]
+    if not len(p):
+        _no_data(ax, "no experiment in the ledger yet")
+        return fig
+    x, y = np.arange(1, len(p) + 1), p["metric"]
+    finite = y[~np.isnan(y)]
+    top = finite.max() if finite.size else 1.0
+    agents = sorted(set(p["agent"]))
+    for verdict, (colour, marker) in VERDICT_STYLE.items():
+        sel = p["verdict"] == verdict
+        if sel.any():
+            ys = np.where(np.isnan(y[sel]), top, y[sel])
+            ax.scatter(x[sel], ys, c=colour, marker=marker, label=f"{verdict} ({sel.sum()})", zorder=3)
+    if len(agents) > 1:  # per-agent view: a ring in the agent's colour around each point
+        for i, agent in enumerate(agents):
+            sel = p["agent"] == agent
+            ax.scatter(x[sel], np.where(np.isnan(y[sel]), top, y[sel]), s=120, facecolors="none",
+                       edgecolors=f"C{i}", label=f"agent {agent}", zorder=2)
+    base = baseline_mean(led)
+    if np.isnan(base):
+        ax.step(x, p["running_best"], where="post", color="k", lw=1.5, label="running best")
+    else:  # the best starts at the baseline repeats' mean, drawn at experiment 0
+        ax.scatter([0], [base], marker="*", s=150, c="k", label="baseline mean", zorder=3)
+        ax.step(np.r_[0, x], np.r_[base, p["running_best"]], where="post", color="k", lw=1.5, label="running best")
+    ax.set_xlabel("experiment")
+    ax.set_ylabel(f"{led.metric_name} (mean over seeds)")
+    ax.set_title(f"{len(p)} experiments, best {p['running_best'][-1]:.4f}")
+    ax.legend(fontsize="small", ncol=2)
+    return fig
+
+
+def verdict_figure(led: ResearchLedger | None) -> Figure:
+    """Experiments per verdict, stacked, one bar per agent (and 'all')."""
+    if led is None:
+        return _no_ledger()
+    t = verdict_table(led)
+    fig, axes = _figure(1, 1, width=6)
+    ax = axes[0, 0]
+    if not t["experiments"].sum():
+        _no_data(ax, "no experiment in the ledger yet")
+        return fig
+    bottom = np.zeros(len(t))
+    for verdict, (colour, _) in VERDICT_STYLE.items():
+        ax.bar(t["agent"].astype(str), t[verdict], bottom=bottom, color=colour, label=verdict)
+        bottom += t[verdict]
+    ax.set_ylabel("experiments")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def kept_figure(led: ResearchLedger | None) -> Figure:
+    """The kept changes ranked by gain (bars) against the noise margin each had to beat (black ticks)."""
+    if led is None:
+        return _no_ledger()
+    k = kept_table(led)
+    fig, axes = _figure(1, 1, width=8, height=max(2.5, 0.35 * len(k) + 1.2))
+    ax = axes[0, 0]
+    if not len(k):
+        _no_data(ax, "no kept change yet")
+        return fig
+    y = np.arange(len(k))[::-1]
+    ax.barh(y, k["gain"], color="tab:green", label="gain")
+    ax.scatter(k["margin"], y, marker="|", s=300, c="k", label="noise margin", zorder=3)
+    ax.set_yticks(y, [f"#{int(i)} {str(d)[:48]}" for i, d in zip(k["id"], k["description"])])
+    ax.set_xlabel(f"{led.metric_name} gain over the best it was compared to")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def time_control_figure(led: ResearchLedger | None) -> Figure:
+    """Throughput against the metric for every finished experiment: a keep must not buy its metric with speed."""
+    if led is None:
+        return _no_ledger()
+    p = progress_table(led)
+    fig, axes = _figure(1, 1, width=6.5, height=4.2)
+    ax = axes[0, 0]
+    ok = ~np.isnan(p["metric"]) & ~np.isnan(p["throughput"]) if len(p) else np.zeros(0, dtype=bool)
+    if not ok.any():
+        _no_data(ax, "no finished experiment with a throughput yet")
+        return fig
+    for verdict, (colour, marker) in VERDICT_STYLE.items():
+        sel = ok & (p["verdict"] == verdict)
+        if sel.any():
+            ax.scatter(p["throughput"][sel], p["metric"][sel], c=colour, marker=marker, label=verdict)
+    ax.set_xlabel("training tokens / s (mean over seeds)")
+    ax.set_ylabel(led.metric_name)
+    ax.legend(fontsize="small")
+    return fig
+
+
+def transfer_figure(led: ResearchLedger | None) -> Figure:
+    """Each promotion: the start and best commits' means at the larger scale, ± the noise margin."""
+    if led is None:
+        return _no_ledger()
+    t = promotions_table(led)
+    fig, axes = _figure(1, 1, width=6.5)
+    ax = axes[0, 0]
+    if not len(t):
+        _no_data(ax, "no promotion yet (`nanowhale research promote`)")
+        return fig
+    x = np.arange(len(t))
+    ax.bar(x - 0.2, t["start_mean"], 0.4, label="start commit")
+    ax.bar(x + 0.2, t["best_mean"], 0.4, yerr=t["margin"], capsize=4, label="best commit ± margin")
+    ax.set_xticks(x, [f"{a}→{b}\n{v}" for a, b, v in zip(t["from_scale"], t["to_scale"], t["verdict"])])
+    lo = np.nanmin(np.concatenate([t["start_mean"], t["best_mean"]]))
+    hi = np.nanmax(np.concatenate([t["start_mean"], t["best_mean"]]))
+    ax.set_ylim(lo - 0.1 * (hi - lo + 1e-3) - np.nanmax(t["margin"]), hi + 0.1 * (hi - lo + 1e-3) + np.nanmax(t["margin"]))
+    ax.set_ylabel(f"{led.metric_name} at the larger scale")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def research_figures(led: ResearchLedger | None) -> dict[str, Figure]:
+    return {"progress": research_progress_figure(led), "verdicts": verdict_figure(led), "kept": kept_figure(led),
+            "time_control": time_control_figure(led), "transfer": transfer_figure(led)}

@@ -2,6 +2,16 @@
 `nanowhale plot`; nanowhale.plots draws them. Loading needs only NumPy; drawing needs matplotlib.
 """
 
+from nanowhale.analysis.research import (
+    ResearchLedger,
+    baseline_mean,
+    kept_table,
+    load_ledger,
+    newest_ledger,
+    progress_table,
+    promotions_table,
+    verdict_table,
+)
 from nanowhale.analysis.routing import (
     TOKEN_CLASSES,
     Routing,
@@ -20,6 +30,8 @@ from nanowhale.analysis.runs import Run, list_runs, load_model, load_run, load_r
 from nanowhale.analysis.table import Table
 
 __all__ = [
+    "ResearchLedger", "baseline_mean", "kept_table", "load_ledger", "newest_ledger", "progress_table",
+    "promotions_table", "verdict_table",
     "TOKEN_CLASSES", "Routing", "Run", "Table", "classify_tokens", "coselection", "expert_counts", "list_runs",
     "load_model", "load_run", "load_runs", "newest_run", "route_ids", "route_text", "route_validation",
     "router_entropy", "routing_table", "runs_table", "specialisation", "token_html",

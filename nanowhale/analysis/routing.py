@@ -100,10 +100,12 @@ def router_entropy(r: Routing) -> np.ndarray:
     return -(p * np.log(np.clip(p, 1e-30, None))).sum(axis=2)
 
 
-def routing_table(r: Routing):
+def routing_table(r: Routing | None):
     """One row per MoE layer: tokens, dead experts, max load / mean load, mean router entropy / log E."""
     from nanowhale.analysis.table import Table
 
+    if r is None:
+        return "no checkpoint yet: nothing to route"
     counts = expert_counts(r)
     h = router_entropy(r) / np.log(r.n_experts)
     return Table({"layer": np.array(r.moe_layers), "tokens": np.full(len(r.moe_layers), len(r.ids)),

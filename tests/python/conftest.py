@@ -68,3 +68,12 @@ def micro_runs(tmp_path_factory, micro_data):
     nw.train(micro_run_config(data, root / "runs" / "b", vocab, model=model, train=dict(steps=6),
                               optim=dict(muon_lr=0.01)), progress=False, log=lambda *a: None)
     return root
+
+
+@pytest.fixture(scope="session")
+def micro_ledger(micro_runs):
+    """ROOT/research/ledger.sqlite beside the micro runs: research_fixtures.py's ledger with known numbers."""
+    from research_fixtures import write_ledger
+
+    (micro_runs / "research").mkdir(exist_ok=True)
+    return write_ledger(micro_runs / "research" / "ledger.sqlite")

@@ -165,3 +165,47 @@ def test_table_rendering_and_errors():
         t["y"]
     with pytest.raises(ValueError, match="differ in length"):
         analysis.Table({"a": [1], "b": [1, 2]})
+
+
+def test_research_ledger_tables(micro_ledger):
+    led = analysis.load_ledger(micro_ledger)
+    assert led.lower_is_better and led.metric_name == "val_bpb"
+    assert analysis.baseline_mean(led) == pytest.approx(2.01)
+    p = analysis.progress_table(led)
+    np.testing.assert_allclose(p["hours"], np.arange(7.0))
+    np.testing.assert_allclose(p["running_best"], [1.99, 1.99, 1.96, 1.96, 1.96, 1.95, 1.95])
+    assert list(p["verdict"]) == ["keep", "discard", "keep", "crash", "inconclusive", "keep", "discard"]
+    v = {r["agent"]: r for r in analysis.verdict_table(led).rows()}
+    assert (v["a0"]["experiments"], v["a0"]["keep"], v["a0"]["discard"], v["a0"]["inconclusive"]) == (4, 1, 2, 1)
+    assert (v["a1"]["keep"], v["a1"]["crash"]) == (2, 1) and v["all"]["experiments"] == 7
+    assert v["all"]["keep_rate"] == pytest.approx(3 / 7) and v["a1"]["crash_rate"] == pytest.approx(1 / 3)
+    k = analysis.kept_table(led)
+    assert list(k["id"]) == [3, 1, 6]  # largest gain first
+    np.testing.assert_allclose(k["gain"], [0.03, 0.02, 0.01], atol=1e-12)
+    np.testing.assert_allclose(k["gain_over_margin"], [2.5, 2.0, 2.0])
+    np.testing.assert_allclose(k["throughput_change_pct"], [100 * (8050 / 8000 - 1), 100 * (8000 / 8100 - 1),
+                                                            100 * (8100 / 8050 - 1)])
+    t = analysis.promotions_table(led).rows()[0]
+    assert (t["from_scale"], t["to_scale"], t["best_mean"], t["verdict"]) == ("tiny", "small", 1.76, "transferred")
+
+
+def test_ledger_of_a_research_night_in_progress_and_absent(tmp_path, monkeypatch, capsys):
+    from nanowhale.research.ledger import Ledger
+
+    monkeypatch.delenv("NANOWHALE_LEDGER", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert analysis.load_ledger() is None and "no ledger yet" in capsys.readouterr().out
+    assert analysis.kept_table(None).startswith("no ledger yet")
+    led = Ledger.open(tmp_path / "research" / "night.sqlite")  # just initialised: no rows, no settings
+    led.set(direction="higher", metric="reward")
+    view = analysis.load_ledger()
+    assert view.path.name == "night.sqlite" and not view.lower_is_better and view.metric_name == "reward"
+    assert len(analysis.progress_table(view)) == 0 and len(analysis.kept_table(view)) == 0
+    led.insert("experiments", {"agent": "a", "tag": "t", "started_at": 0.0, "base_commit": "b", "description": "x",
+                               "scale": "tiny", "budget": "steps:1", "seeds": [0], "metric_name": "reward",
+                               "direction": "higher", "metric_mean": 0.5, "best_metric": 0.4, "status": "done",
+                               "verdict": "keep"})  # higher is better: gain = mean - best
+    view = analysis.load_ledger(tmp_path / "research")
+    assert analysis.kept_table(view)["gain"][0] == pytest.approx(0.1)
+    np.testing.assert_allclose(analysis.progress_table(view)["running_best"], [0.5])
+    assert analysis.progress_table(view)["verdict"][0] == "running"  # no finished_at yet

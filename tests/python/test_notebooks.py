@@ -40,7 +40,7 @@ def outputs(nb) -> list[str]:
 
 
 def test_the_notebooks_are_stored_clean():
-    assert {"runs", "routing"} <= set(NAMES)
+    assert {"runs", "routing", "research"} <= set(NAMES)
     for name in NAMES:
         raw = json.loads((NOTEBOOKS / f"{name}.ipynb").read_text())
         nb = nbformat.reads(json.dumps(raw), as_version=4)
@@ -56,8 +56,9 @@ def test_the_notebooks_are_stored_clean():
 
 
 @pytest.fixture(autouse=True)
-def _no_runs_env(monkeypatch):
+def _no_location_env(monkeypatch):
     monkeypatch.delenv("NANOWHALE_RUNS", raising=False)  # the kernel inherits the environment
+    monkeypatch.delenv("NANOWHALE_LEDGER", raising=False)
 
 
 def test_runs_notebook(micro_runs):
@@ -79,6 +80,16 @@ def test_routing_notebook_on_the_newest_run(micro_runs):
     assert joined.count("first-choice expert") == 2  # the token display of each MoE layer
     assert "entropy_over_log_E" in joined
     assert text.count("PNG") == 6  # load, balance, bias, co-selection, entropy, specialisation
+
+
+def test_research_notebook_finds_the_ledger(micro_ledger):
+    nb = execute("research", micro_ledger.parent.parent)  # LEDGER = None: the newest under ./research
+    text = outputs(nb)
+    joined = "".join(text)
+    assert "'tag': 'night1'" in text[0]
+    assert "<td>qk-norm scale</td>" in joined and "<td>transferred</td>" in joined
+    assert "<td>all</td>" in joined  # two agents: a row for each and one for all
+    assert text.count("PNG") == 5  # progress, verdicts, kept, time control, transfer
 
 
 @pytest.mark.parametrize("name", NAMES)

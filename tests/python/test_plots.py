@@ -117,3 +117,28 @@ def test_plot_command_writes_pngs(micro_runs, tmp_path, capsys):
     assert (a / "plots" / "expert_load.png").exists()
     assert cli.main(["plot", str(tmp_path / "nothing")]) == 2
     assert "no metrics.jsonl" in capsys.readouterr().err
+
+
+def test_research_figures(micro_ledger):
+    led = analysis.load_ledger(micro_ledger)
+    p = analysis.progress_table(led)
+    (ax,) = plots.research_progress_figure(led).axes
+    best = ax.lines[-1]
+    np.testing.assert_allclose(best.get_ydata(), [2.01, *p["running_best"]])  # from the baseline's mean
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert {"keep (3)", "discard (2)", "crash (1)", "agent a0", "agent a1", "running best"} <= set(labels)
+    crash = next(c for c in ax.collections if c.get_label() == "crash (1)")
+    assert crash.get_offsets()[0][1] == pytest.approx(1.995)  # a crash sits on the top edge of the metrics
+    (vax,) = plots.verdict_figure(led).axes
+    keep_bars = [b.get_height() for b in vax.containers[0]]
+    assert keep_bars == [1, 2, 3] and [t.get_text() for t in vax.get_xticklabels()] == ["a0", "a1", "all"]
+    (kax,) = plots.kept_figure(led).axes
+    np.testing.assert_allclose([b.get_width() for b in kax.patches], [0.03, 0.02, 0.01], atol=1e-12)
+    np.testing.assert_allclose(kax.collections[0].get_offsets()[:, 0], [0.012, 0.01, 0.005])
+    assert kax.get_yticklabels()[0].get_text() == "#3 qk-norm scale"
+    (tax,) = plots.time_control_figure(led).axes
+    assert sum(len(c.get_offsets()) for c in tax.collections) == 6  # finished experiments with a throughput
+    (trx,) = plots.transfer_figure(led).axes
+    assert [b.get_height() for b in trx.patches] == [1.80, 1.76]
+    assert trx.get_xticklabels()[0].get_text() == "tiny→small\ntransferred"
+    assert "no ledger yet" in _texts(plots.research_progress_figure(None).axes[0])[0]

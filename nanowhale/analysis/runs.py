@@ -17,10 +17,10 @@ import numpy as np
 from nanowhale.analysis.table import Table
 
 # Columns of Run.steps, in this order: the trainer's per-step keys (a key a run lacks is NaN) and the
-# derived ones (flops = tokens * FLOPs per token, wall_seconds). epoch / data_fraction are logged by newer trainers.
+# derived ones (flops = tokens * FLOPs per token, wall_seconds). epoch: tokens consumed / tokens in the split.
 STEP_KEYS = ("step", "tokens", "loss", "balance_loss", "lr_mult", "muon_lr", "muon_momentum", "balance_gamma",
              "grad_norm", "tok_per_s", "gflops", "mfu", "step_seconds", "compute_seconds", "progress",
-             "train_seconds", "epoch", "data_fraction")
+             "train_seconds", "epoch", "data_seen")
 EVAL_KEYS = ("step", "val_bpb", "val_loss", "val_tokens", "seconds")
 
 

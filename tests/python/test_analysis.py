@@ -40,7 +40,7 @@ def test_load_run_tables_from_metrics(tmp_path):
     np.testing.assert_allclose(run.steps["flops"], [200 * 7e3, 400 * 7e3, 500 * 7e3])  # tokens x FLOPs per token
     np.testing.assert_allclose(run.steps["wall_seconds"], [4.0, 8.0, 10.0])  # each logged step stands for the gap
     assert np.isnan(run.steps["epoch"][0]) and run.steps["epoch"][1] == 0.5  # a key not logged is NaN
-    assert run.steps.has_data("epoch") and not run.steps.has_data("data_fraction")
+    assert run.steps.has_data("epoch") and not run.steps.has_data("data_seen")
     np.testing.assert_array_equal(run.evals["val_bpb"], [2.2])
     np.testing.assert_array_equal(run.evals["tokens"], [400])
     np.testing.assert_array_equal(run.evals["wall_seconds"], [8.0])

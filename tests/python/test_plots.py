@@ -42,8 +42,11 @@ def test_throughput_schedules_grad_norm(runs):
     lr, mom, gamma, epoch = plots.schedules_figure(runs).axes
     np.testing.assert_array_equal(lr.lines[0].get_ydata(), a.steps["lr_mult"])
     np.testing.assert_array_equal(gamma.lines[1].get_ydata(), runs[1].steps["balance_gamma"])
-    if not a.steps.has_data("epoch"):  # runs from trainers that do not log the epoch say so
-        assert _texts(epoch) == ["epoch: not logged by this run"]
+    np.testing.assert_array_equal(epoch.lines[0].get_ydata(), a.steps["epoch"])
+    assert a.steps["epoch"][-1] > a.steps["epoch"][0] > 0
+    old_run = analysis.Run(a.dir, {}, a.steps.select(np.zeros(len(a.steps), dtype=bool)), a.evals, [], [],
+                           a.expert_load, a.expert_bias, a.max_violation, a.dead_experts)
+    assert _texts(plots.schedules_figure([old_run]).axes[3]) == ["epoch: not logged by this run"]
     (g,) = plots.grad_norm_figure(runs).axes
     assert g.get_yscale() == "log"
     np.testing.assert_array_equal(g.lines[0].get_ydata(), a.steps["grad_norm"])

@@ -188,6 +188,42 @@ def _add_plot(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_plot)
 
 
+def _research_plot(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from nanowhale.analysis.research import load_ledger, newest_ledger
+
+    try:
+        from nanowhale.plots import research_figures
+    except ImportError as e:
+        raise ValueError(f"nanowhale research plot needs matplotlib ({e}); install it with: pip install 'nanowhale[plot]'")
+    path = newest_ledger(args.ledger)
+    if path is None:
+        raise ValueError(f"no research ledger (*.sqlite) under {args.ledger or './research or ../research'}")
+    led = load_ledger(path)
+    out = Path(args.out) if args.out else path.parent / "plots"
+    out.mkdir(parents=True, exist_ok=True)
+    for name, fig in research_figures(led).items():
+        fig.savefig(out / f"{name}.png", dpi=args.dpi)
+        print(out / f"{name}.png")
+    return 0
+
+
+def _add_research_plot(rsub: argparse._SubParsersAction) -> None:
+    p = rsub.add_parser("plot", help="PNG figures of a research ledger (those of notebooks/research.ipynb)")
+    p.add_argument("ledger", nargs="?", help="a ledger file or a directory of them (default: the newest "
+                   "research/*.sqlite here or in ..)")
+    p.add_argument("--out", help="output directory (default: plots/ beside the ledger)")
+    p.add_argument("--dpi", type=int, default=100)
+    p.set_defaults(func=_research_plot)
+
+
+def _add_research(sub: argparse._SubParsersAction) -> None:
+    research = sub.add_parser("research", help="the autoresearch harness (agent_recipes/)")
+    rsub = research.add_subparsers(dest="research_command", required=True)
+    _add_research_plot(rsub)
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train", help="train a model (default: the tiny preset on the offline default corpus, on CPU in minutes)",
@@ -271,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sample(sub)
     _add_report(sub)
     _add_plot(sub)
+    _add_research(sub)
     return parser
 
 

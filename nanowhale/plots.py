@@ -10,6 +10,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from nanowhale.analysis.posttraining import stage_metrics, stage_of
 from nanowhale.analysis.research import ResearchLedger, baseline_mean, kept_table, progress_table, promotions_table, verdict_table
 from nanowhale.analysis.routing import TOKEN_CLASSES, Routing, coselection, router_entropy, specialisation
 from nanowhale.analysis.runs import Run
@@ -148,7 +149,7 @@ def expert_load_figure(run: Run | None) -> Figure:
         _no_data(axes[0, 0], f"{run.name}: no expert load logged")
         return fig
     rel = run.expert_load / np.maximum(run.expert_load.mean(axis=2, keepdims=True), 1e-12)
-    steps = run.steps["step"]
+    steps = run.expert_steps
     for m in range(M):
         ax = axes[0, m]
         im = ax.imshow(rel[:, m, :].T, aspect="auto", origin="lower", cmap="viridis", interpolation="nearest",
@@ -171,7 +172,7 @@ def balance_figure(run: Run | None) -> Figure:
         for ax in axes[0]:
             _no_data(ax, f"{run.name}: no expert load logged")
         return fig
-    steps = run.steps["step"]
+    steps = run.expert_steps
     for m in range(M):
         axes[0, 0].plot(steps, run.max_violation[:, m], label=f"layer {run.moe_layers[m]}")
         axes[0, 1].plot(steps, run.dead_experts[:, m], label=f"layer {run.moe_layers[m]}")
@@ -191,7 +192,7 @@ def bias_figure(run: Run | None) -> Figure:
     if M == 0 or S == 0 or np.all(np.isnan(run.expert_bias)):
         _no_data(axes[0, 0], f"{run.name}: no balance biases logged (older runs log only the load)")
         return fig
-    steps = run.steps["step"]
+    steps = run.expert_steps
     for m in range(M):
         ax = axes[0, m]
         for e in range(E):
@@ -413,3 +414,33 @@ def transfer_figure(led: ResearchLedger | None) -> Figure:
 def research_figures(led: ResearchLedger | None) -> dict[str, Figure]:
     return {"progress": research_progress_figure(led), "verdicts": verdict_figure(led), "kept": kept_figure(led),
             "time_control": time_control_figure(led), "transfer": transfer_figure(led)}
+
+
+# ---- post-training -------------------------------------------------------------------------------------
+
+
+def posttraining_figure(chain: list[Run], max_panels: int = 8) -> Figure:
+    """For each post-training stage of the lineage, every metric it logged (analysis.stage_metrics) against
+    step: one row per stage, one panel per metric."""
+    stages = [r for r in chain if stage_of(r) != "base"]
+    if not stages:
+        fig, axes = _figure(1, 1)
+        _no_data(axes[0, 0], "no post-training stage yet" if chain else "no lineage yet")
+        return fig
+    tables = [stage_metrics(r) for r in stages]
+    cols = max(1, min(max_panels, max(len(t.names) - 1 for t in tables)))
+    fig, axes = _figure(len(stages), cols, width=3.4, height=2.8)
+    for row, (run, t) in enumerate(zip(stages, tables)):
+        keys = [k for k in t.names if k != "step"][:cols]
+        for col in range(cols):
+            ax = axes[row, col]
+            if col >= len(keys):
+                ax.set_axis_off()
+                continue
+            ok = ~np.isnan(t[keys[col]])
+            ax.plot(t["step"][ok], t[keys[col]][ok], marker="o" if ok.sum() < 12 else None)
+            ax.set_title(f"{stage_of(run)}: {keys[col]}", fontsize="medium")
+            ax.set_xlabel("step")
+        if not keys:
+            _no_data(axes[row, 0], f"{run.name}: no metrics logged yet")
+    return fig

@@ -2,6 +2,15 @@
 `nanowhale plot`; nanowhale.plots draws them. Loading needs only NumPy; drawing needs matplotlib.
 """
 
+from nanowhale.analysis.posttraining import (
+    NO_LINEAGE,
+    compare_samples,
+    lineage_runs,
+    lineage_table,
+    newest_posttrained,
+    stage_metrics,
+    stage_of,
+)
 from nanowhale.analysis.research import (
     ResearchLedger,
     baseline_mean,
@@ -30,6 +39,7 @@ from nanowhale.analysis.runs import Run, list_runs, load_model, load_run, load_r
 from nanowhale.analysis.table import Table
 
 __all__ = [
+    "NO_LINEAGE", "compare_samples", "lineage_runs", "lineage_table", "newest_posttrained", "stage_metrics", "stage_of",
     "ResearchLedger", "baseline_mean", "kept_table", "load_ledger", "newest_ledger", "progress_table",
     "promotions_table", "verdict_table",
     "TOKEN_CLASSES", "Routing", "Run", "Table", "classify_tokens", "coselection", "expert_counts", "list_runs",

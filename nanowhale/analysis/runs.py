@@ -32,10 +32,11 @@ class Run:
     evals: Table                 # one row per eval: step, tokens, flops, wall_seconds, val_bpb, ...
     events: list[dict]           # start, resume, samples, op_profile, diverged, end (as logged)
     moe_layers: list[int]        # model layer index of each MoE layer
-    expert_load: np.ndarray      # (logged steps, MoE layers, experts) tokens per expert in that step
-    expert_bias: np.ndarray      # (logged steps, MoE layers, experts) balance bias after that step (NaN: not logged)
-    max_violation: np.ndarray    # (logged steps, MoE layers) (max load - mean) / mean
-    dead_experts: np.ndarray     # (logged steps, MoE layers) experts that got no token
+    expert_steps: np.ndarray     # (S,) the logged steps with expert records (S of them)
+    expert_load: np.ndarray      # (S, MoE layers, experts) tokens per expert in that step
+    expert_bias: np.ndarray      # (S, MoE layers, experts) balance bias after that step (NaN: not logged)
+    max_violation: np.ndarray    # (S, MoE layers) (max load - mean) / mean
+    dead_experts: np.ndarray     # (S, MoE layers) experts that got no token
     checkpoints: list[Path] = field(default_factory=list)
 
     @property
@@ -83,7 +84,9 @@ def _read_records(path: Path) -> list[dict]:
 
 
 def _expert_arrays(steps: list[dict], path: Path):
-    layers = [e["layer"] for e in steps[0].get("experts", [])] if steps else []
+    """The per-layer expert records of the steps that have them (post-training stages may log none)."""
+    steps = [r for r in steps if r.get("experts")]
+    layers = [e["layer"] for e in steps[0]["experts"]] if steps else []
     S, M = len(steps), len(layers)
     E = len(steps[0]["experts"][0]["load"]) if M else 0
     load = np.zeros((S, M, E), dtype=np.int64)
@@ -91,7 +94,7 @@ def _expert_arrays(steps: list[dict], path: Path):
     viol = np.zeros((S, M))
     dead = np.zeros((S, M), dtype=np.int64)
     for s, rec in enumerate(steps):
-        ex = rec.get("experts", [])
+        ex = rec["experts"]
         if [e["layer"] for e in ex] != layers or any(len(e["load"]) != E for e in ex):
             raise ValueError(f"{path}: step {rec['step']} has expert records of another shape than the first step")
         for m, e in enumerate(ex):
@@ -99,7 +102,7 @@ def _expert_arrays(steps: list[dict], path: Path):
             viol[s, m], dead[s, m] = e["max_violation"], e["dead"]
             if "bias" in e:
                 bias[s, m] = e["bias"]
-    return layers, load, bias, viol, dead
+    return np.array([r["step"] for r in steps], dtype=np.int64), layers, load, bias, viol, dead
 
 
 def load_run(path: str | Path) -> Run:
@@ -128,10 +131,10 @@ def load_run(path: str | Path) -> Run:
     for key in ("tokens", "flops", "wall_seconds"):
         eval_table.columns[key] = np.array([step_table[key][at[int(s)]] if int(s) in at else np.nan
                                             for s in eval_table["step"]], dtype=float)
-    layers, load, bias, viol, dead = _expert_arrays(steps, metrics)
+    expert_steps, layers, load, bias, viol, dead = _expert_arrays(steps, metrics)
     ck_dir = d / "checkpoints"
     checkpoints = sorted(p for p in ck_dir.glob("step_*") if p.is_dir()) if ck_dir.exists() else []
-    return Run(d, config, step_table, eval_table, events, layers, load, bias, viol, dead, checkpoints)
+    return Run(d, config, step_table, eval_table, events, layers, expert_steps, load, bias, viol, dead, checkpoints)
 
 
 def _search_roots(root: str | Path | None) -> list[Path]:

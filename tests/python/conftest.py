@@ -77,3 +77,26 @@ def micro_ledger(micro_runs):
 
     (micro_runs / "research").mkdir(exist_ok=True)
     return write_ledger(micro_runs / "research" / "ledger.sqlite")
+
+
+@pytest.fixture(scope="session")
+def micro_lineage(tmp_path_factory, micro_runs):
+    """ROOT/runs/{base, sft}: base is micro run 'a'; sft continues from its checkpoint (posttrain.json names it)
+    and logs SFT-like metrics with known values after the copied records. Returns ROOT."""
+    import json
+    import shutil
+
+    from nanowhale.checkpoint import open_checkpoint
+
+    root = tmp_path_factory.mktemp("lineage")
+    base, sft = root / "runs" / "base", root / "runs" / "sft"
+    shutil.copytree(micro_runs / "runs" / "a", base)
+    shutil.copytree(micro_runs / "runs" / "a", sft)
+    (sft / "posttrain.json").write_text(json.dumps({"stage": "sft", "parent": {"checkpoint": str(
+        open_checkpoint(base).dir)}}))
+    with open(sft / "metrics.jsonl", "a") as f:
+        for step, (loss, acc) in enumerate([(1.5, 0.25), (1.25, 0.5)], start=9):
+            f.write(json.dumps({"step": step, "tokens": 999, "loss": loss, "reward_accuracy": acc, "lr_mult": 1.0})
+                    + "\n")
+        f.write(json.dumps({"event": "eval", "step": 10, "val_reward": 0.75}) + "\n")
+    return root

@@ -209,3 +209,27 @@ def test_ledger_of_a_research_night_in_progress_and_absent(tmp_path, monkeypatch
     assert analysis.kept_table(view)["gain"][0] == pytest.approx(0.1)
     np.testing.assert_allclose(analysis.progress_table(view)["running_best"], [0.5])
     assert analysis.progress_table(view)["verdict"][0] == "running"  # no finished_at yet
+
+
+def test_posttraining_lineage_tables(micro_lineage, monkeypatch, capsys):
+    monkeypatch.delenv("NANOWHALE_RUNS", raising=False)
+    monkeypatch.chdir(micro_lineage)
+    chain = analysis.lineage_runs()  # the newest post-trained run, and its parents
+    assert [r.name for r in chain] == ["base", "sft"] and [analysis.stage_of(r) for r in chain] == ["base", "sft"]
+    rows = analysis.lineage_table(chain).rows()
+    assert [(r["run"], r["stage"], r["step"]) for r in rows] == [("base", "base", 8), ("sft", "sft", 8)]
+    assert rows[0]["val_bpb"] == chain[0].summary["val_bpb"] and rows[1]["reward"] == 0.75
+    m = analysis.stage_metrics(chain[1])
+    assert "lr_mult" not in m and "tok_per_s" not in m  # bookkeeping is left out
+    np.testing.assert_array_equal(m["step"], np.arange(1, 11))
+    np.testing.assert_array_equal(m["reward_accuracy"][-2:], [0.25, 0.5])
+    assert np.isnan(m["reward_accuracy"][0]) and m["loss"][-1] == 1.25 and m["val_reward"][-1] == 0.75
+    assert m["val_bpb"][3] == chain[1].evals["val_bpb"][0]  # the eval at step 4
+    np.testing.assert_array_equal(chain[1].expert_steps, np.arange(1, 9))  # steps 9, 10 log no expert load
+    assert chain[1].expert_load.shape == (8, 2, 4)
+    samples = analysis.compare_samples(chain, ["hi"], max_new_tokens=4)
+    assert samples.names == ["prompt", "base: base", "sft: sft"]
+    assert samples["base: base"][0] == samples["sft: sft"][0]  # the same weights answer the same (greedy)
+    monkeypatch.chdir(micro_lineage / "runs" / "base")
+    assert analysis.lineage_runs() == [] and "no lineage yet" in capsys.readouterr().out
+    assert analysis.lineage_table([]).startswith("no lineage yet")

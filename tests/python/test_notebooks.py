@@ -40,7 +40,7 @@ def outputs(nb) -> list[str]:
 
 
 def test_the_notebooks_are_stored_clean():
-    assert {"runs", "routing", "research"} <= set(NAMES)
+    assert {"runs", "routing", "research", "posttraining"} <= set(NAMES)
     for name in NAMES:
         raw = json.loads((NOTEBOOKS / f"{name}.ipynb").read_text())
         nb = nbformat.reads(json.dumps(raw), as_version=4)
@@ -90,6 +90,14 @@ def test_research_notebook_finds_the_ledger(micro_ledger):
     assert "<td>qk-norm scale</td>" in joined and "<td>transferred</td>" in joined
     assert "<td>all</td>" in joined  # two agents: a row for each and one for all
     assert text.count("PNG") == 5  # progress, verdicts, kept, time control, transfer
+
+
+def test_posttraining_notebook_on_the_newest_lineage(micro_lineage):
+    nb = execute("posttraining", micro_lineage)
+    text = outputs(nb)
+    assert "<td>sft</td>" in text[0] and "<td>base</td>" in text[0]
+    assert text.count("PNG") == 1
+    assert "<th>sft: sft</th>" in text[-1]  # the answers of every stage
 
 
 @pytest.mark.parametrize("name", NAMES)

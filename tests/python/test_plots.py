@@ -45,7 +45,7 @@ def test_throughput_schedules_grad_norm(runs):
     np.testing.assert_array_equal(epoch.lines[0].get_ydata(), a.steps["epoch"])
     assert a.steps["epoch"][-1] > a.steps["epoch"][0] > 0
     old_run = analysis.Run(a.dir, {}, a.steps.select(np.zeros(len(a.steps), dtype=bool)), a.evals, [], [],
-                           a.expert_load, a.expert_bias, a.max_violation, a.dead_experts)
+                           a.expert_steps, a.expert_load, a.expert_bias, a.max_violation, a.dead_experts)
     assert _texts(plots.schedules_figure([old_run]).axes[3]) == ["epoch: not logged by this run"]
     (g,) = plots.grad_norm_figure(runs).axes
     assert g.get_yscale() == "log"
@@ -62,8 +62,8 @@ def test_op_profile_figure_bars_are_the_profile(runs):
     assert [t.get_text() for t in ax.get_yticklabels()] == [*prof["op"][:5], "other"]
     assert list(ax.get_yticks()) == [5, 4, 3, 2, 1, 0]  # the slowest op at the top
     assert ax.get_title().startswith("a: step 2")
-    empty = analysis.Run(a.dir, {}, a.steps, a.evals, [], [], a.expert_load[:0], a.expert_bias[:0],
-                         a.max_violation[:0], a.dead_experts[:0])
+    empty = analysis.Run(a.dir, {}, a.steps, a.evals, [], [], a.expert_steps[:0], a.expert_load[:0],
+                         a.expert_bias[:0], a.max_violation[:0], a.dead_experts[:0])
     assert "no op profile" in _texts(plots.op_profile_figure(empty).axes[0])[0]
     assert "no expert load" in _texts(plots.expert_load_figure(empty).axes[0])[0]
     assert "no run yet" in _texts(plots.bias_figure(None).axes[0])[0]
@@ -145,3 +145,26 @@ def test_research_figures(micro_ledger):
     assert [b.get_height() for b in trx.patches] == [1.80, 1.76]
     assert trx.get_xticklabels()[0].get_text() == "tiny→small\ntransferred"
     assert "no ledger yet" in _texts(plots.research_progress_figure(None).axes[0])[0]
+
+
+def test_posttraining_figure(micro_lineage):
+    chain = analysis.lineage_runs(micro_lineage / "runs" / "sft")
+    m = analysis.stage_metrics(chain[1])
+    axes = [ax for ax in plots.posttraining_figure(chain).axes if ax.lines]
+    titles = [ax.get_title() for ax in axes]
+    assert titles == [f"sft: {k}" for k in m.names if k != "step"]  # one panel per logged metric
+    acc = axes[titles.index("sft: reward_accuracy")].lines[0]
+    np.testing.assert_array_equal(acc.get_xdata(), [9, 10])
+    np.testing.assert_array_equal(acc.get_ydata(), [0.25, 0.5])
+    assert "no post-training stage yet" in _texts(plots.posttraining_figure(chain[:1]).axes[0])[0]
+    assert "no lineage yet" in _texts(plots.posttraining_figure([]).axes[0])[0]
+
+
+def test_research_plot_command(micro_ledger, tmp_path, capsys):
+    assert cli.main(["research", "plot", str(micro_ledger), "--out", str(tmp_path), "--dpi", "40"]) == 0
+    written = capsys.readouterr().out.split()
+    assert sorted(p.rsplit("/", 1)[1] for p in written) == ["kept.png", "progress.png", "time_control.png",
+                                                            "transfer.png", "verdicts.png"]
+    assert all(open(p, "rb").read(4) == b"\x89PNG" for p in written)
+    assert cli.main(["research", "plot", str(tmp_path / "empty")]) == 2
+    assert "no research ledger" in capsys.readouterr().err

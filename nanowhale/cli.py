@@ -168,7 +168,7 @@ def _plot(args: argparse.Namespace) -> int:
     try:
         from nanowhale.plots import run_figures
     except ImportError as e:
-        raise ValueError(f"nanowhale plot needs matplotlib ({e}); install it with: pip install 'nanowhale[plot]'")
+        raise ValueError(f"nanowhale plot needs matplotlib ({e}); pip install 'nanowhale[plot]'") from None
     runs = load_runs(args.runs or None)
     out = Path(args.out) if args.out else (runs[0].dir / "plots" if len(runs) == 1 else Path("plots"))
     out.mkdir(parents=True, exist_ok=True)
@@ -196,7 +196,7 @@ def _research_plot(args: argparse.Namespace) -> int:
     try:
         from nanowhale.plots import research_figures
     except ImportError as e:
-        raise ValueError(f"nanowhale research plot needs matplotlib ({e}); install it with: pip install 'nanowhale[plot]'")
+        raise ValueError(f"nanowhale research plot needs matplotlib ({e}); pip install 'nanowhale[plot]'") from None
     path = newest_ledger(args.ledger)
     if path is None:
         raise ValueError(f"no research ledger (*.sqlite) under {args.ledger or './research or ../research'}")

@@ -11,7 +11,14 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from nanowhale.analysis.posttraining import stage_metrics, stage_of
-from nanowhale.analysis.research import ResearchLedger, baseline_mean, kept_table, progress_table, promotions_table, verdict_table
+from nanowhale.analysis.research import (
+    ResearchLedger,
+    baseline_mean,
+    kept_table,
+    progress_table,
+    promotions_table,
+    verdict_table,
+)
 from nanowhale.analysis.routing import TOKEN_CLASSES, Routing, coselection, router_entropy, specialisation
 from nanowhale.analysis.runs import Run
 
@@ -405,7 +412,8 @@ def transfer_figure(led: ResearchLedger | None) -> Figure:
     ax.set_xticks(x, [f"{a}→{b}\n{v}" for a, b, v in zip(t["from_scale"], t["to_scale"], t["verdict"])])
     lo = np.nanmin(np.concatenate([t["start_mean"], t["best_mean"]]))
     hi = np.nanmax(np.concatenate([t["start_mean"], t["best_mean"]]))
-    ax.set_ylim(lo - 0.1 * (hi - lo + 1e-3) - np.nanmax(t["margin"]), hi + 0.1 * (hi - lo + 1e-3) + np.nanmax(t["margin"]))
+    pad = 0.1 * (hi - lo + 1e-3) + np.nanmax(t["margin"])  # the bars start near the values, not at 0
+    ax.set_ylim(lo - pad, hi + pad)
     ax.set_ylabel(f"{led.metric_name} at the larger scale")
     ax.legend(fontsize="small")
     return fig

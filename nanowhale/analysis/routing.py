@@ -109,7 +109,8 @@ def routing_table(r: Routing | None):
     counts = expert_counts(r)
     h = router_entropy(r) / np.log(r.n_experts)
     return Table({"layer": np.array(r.moe_layers), "tokens": np.full(len(r.moe_layers), len(r.ids)),
-                  "dead_experts": (counts == 0).sum(axis=1), "max_load_over_mean": counts.max(axis=1) / counts.mean(axis=1),
+                  "dead_experts": (counts == 0).sum(axis=1),
+                  "max_load_over_mean": counts.max(axis=1) / counts.mean(axis=1),
                   "entropy_over_log_E": h.mean(axis=1)})
 
 

@@ -46,7 +46,7 @@ def test_the_notebooks_are_stored_clean():
         nb = nbformat.reads(json.dumps(raw), as_version=4)
         nbformat.validate(nb)
         first = nb.cells[0]
-        assert first.cell_type == "markdown" and "**Set `" in first.source, f"{name}: the first cell names the parameter"
+        assert first.cell_type == "markdown" and "**Set `" in first.source, f"{name}: first cell names the parameter"
         params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
         assert len(params) == 1 and "= None" in params[0].source, f"{name}: one parameters cell defaulting to None"
         for cell in nb.cells:

@@ -268,16 +268,20 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_eval)
 
 
+def _add_sampling_flags(p: argparse.ArgumentParser, top_k: int) -> None:
+    p.add_argument("--temperature", type=float, default=0.8, help="0: greedy")
+    p.add_argument("--top-k", type=int, default=top_k, help="0: off")
+    p.add_argument("--top-p", type=float, default=1.0, help="1: off")
+    p.add_argument("--seed", type=int, default=0)
+
+
 def _add_sample(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="generate text from a checkpoint (C++ KV cache)")
     p.add_argument("--ckpt", required=True, help="a checkpoint directory or a run directory (its latest)")
     p.add_argument("--prompt", action="append", help="prompt text (repeatable); default: empty")
     p.add_argument("-n", type=int, default=1, help="samples per prompt")
     p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--temperature", type=float, default=0.8, help="0: greedy")
-    p.add_argument("--top-k", type=int, default=0, help="0: off")
-    p.add_argument("--top-p", type=float, default=1.0, help="1: off")
-    p.add_argument("--seed", type=int, default=0)
+    _add_sampling_flags(p, top_k=0)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_sample)
 
@@ -297,6 +301,50 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_report)
 
 
+def _chat(args: argparse.Namespace) -> int:
+    from nanowhale.chat import chat
+
+    return chat(args.ckpt, prompt=args.prompt, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                max_tokens=args.max_tokens, seed=args.seed, system=args.system, device=args.device)
+
+
+def _add_chat(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("chat", help="chat with a (post-trained) checkpoint in the terminal, streaming")
+    p.add_argument("--ckpt", required=True, help="a checkpoint directory or a run directory (its latest)")
+    p.add_argument("-p", "--prompt", help="one message: print the answer and exit")
+    p.add_argument("--system", help="a system message")
+    _add_sampling_flags(p, top_k=50)
+    p.add_argument("--max-tokens", type=int, default=256, help="most tokens per answer")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_chat)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from nanowhale.serve import serve
+
+    serve(args.ckpt, host=args.host, port=args.port, api_key=args.api_key, max_tokens=args.max_tokens,
+          max_prompt_tokens=args.max_prompt_tokens, max_concurrent=args.max_concurrent, model_name=args.model_name,
+          temperature=args.temperature, device=args.device)
+    return 0
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="an OpenAI-compatible HTTP server with a web chat page at /",
+                       description="Endpoints: /v1/chat/completions, /v1/completions (streaming with server-sent "
+                       "events), /v1/models; the chat page at /.")
+    p.add_argument("--ckpt", required=True, help="a checkpoint directory or a run directory (its latest)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1 (or set NANOWHALE_API_KEY)")
+    p.add_argument("--model-name", help="the model id clients use (default: nanowhale-RUNNAME)")
+    p.add_argument("--max-tokens", type=int, help="most tokens one request may generate (default: seq_len)")
+    p.add_argument("--max-prompt-tokens", type=int, help="longest prompt accepted (default: seq_len - 1)")
+    p.add_argument("--max-concurrent", type=int, default=4, help="generations at once; more get HTTP 429")
+    p.add_argument("--temperature", type=float, default=0.8, help="when a request gives none")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="nanowhale", description="Train small Mixture-of-Experts language models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -308,6 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_report(sub)
     _add_plot(sub)
     _add_research(sub)
+    _add_chat(sub)
+    _add_serve(sub)
     return parser
 
 

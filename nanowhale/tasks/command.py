@@ -15,6 +15,7 @@ def eval_tasks(ckpt: str, tasks: str, limit: int | None = None, shots: int = 0, 
                batch_rows: int = 16, out=print) -> dict:
     from nanowhale.loaded import load
     from nanowhale.tasks import ModelScorer, format_results, make_tasks, run_tasks, save_results
+    from nanowhale.tasks.runner import RESULTS_FILE
 
     if limit is not None and limit < 1:
         raise ValueError(f"--limit must be >= 1, got {limit}")
@@ -22,13 +23,18 @@ def eval_tasks(ckpt: str, tasks: str, limit: int | None = None, shots: int = 0, 
         raise ValueError(f"--shots must be >= 0, got {shots}")
     task_list = make_tasks(tasks)  # unknown names fail before the model loads
     run = load(ckpt, device=device)
-    scorer = ModelScorer(run.model, run.tokenizer, batch_rows=batch_rows)
-    results = run_tasks(scorer, task_list, limit, shots,
-                        log=lambda name, r: out(format_results({"tasks": {name: r}})))
+    chat = "posttrain" in run.checkpoint.meta  # SFT/DPO/RL checkpoints answer generative tasks as a chat turn
+    scorer = ModelScorer(run.model, run.tokenizer, batch_rows=batch_rows, chat=chat)
+    run_dir = run_dir_of(run.checkpoint.dir)
+
+    def done(name: str, result: dict) -> None:  # saved task by task: a later failure keeps what was measured
+        out(format_results({"tasks": {name: result}}))
+        save_results(run_dir, str(run.checkpoint.dir), run.step, {"tasks": {name: result}})
+
+    results = run_tasks(scorer, task_list, limit, shots, log=done)
     if len(task_list) > 1:
         out(f"aggregate (chance-centred): {results['aggregate']:.4f}")
-    path = save_results(run_dir_of(run.checkpoint.dir), str(run.checkpoint.dir), run.step, results)
-    out(f"results: {path}")
+    out(f"results: {run_dir / RESULTS_FILE}")
     return results
 
 

@@ -5,47 +5,64 @@ For a context c (ids, <|bos|> first) and a continuation x, the sequence s = c + 
 targets s[1:]; the continuation's tokens are the targets at positions len(c) - 1 ... len(s) - 2, and every
 other target is -1. So log p(x | c) = -sum(token_losses) over exactly x's tokens. Sequences are sorted by
 length and padded to the longest in each batch (padding comes after every real position, so causal
-attention never sees it; its targets are -1). A sequence longer than seq_len + 1 loses context from the left.
+attention never sees it; its targets are -1). A sequence longer than seq_len + 1 loses context from the left;
+a continuation longer than seq_len is scored in windows of seq_len tokens, each with the seq_len + 1 - n
+tokens before it as context (as a rolling log-likelihood does).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from nanowhale.conversation import render_for_completion
 from nanowhale.generate import stream_text
+
+
+def _rows(ids: list[int], start: int, T: int) -> list[tuple[np.ndarray, int]]:
+    """Rows of at most T + 1 tokens that together predict ids[start:], each with as much context as fits:
+    (row ids, index in the row of the first token it scores)."""
+    rows = []
+    for a in range(start, len(ids), T):
+        b = min(a + T, len(ids))
+        lo = max(0, b - T - 1)
+        rows.append((np.asarray(ids[lo:b], dtype=np.int32), a - lo))
+    return rows
 
 
 def continuation_logprobs(model, requests: list[tuple[list[int], list[int]]], batch_rows: int = 16) -> np.ndarray:
     """(N,) float64: sum of log-probabilities of each continuation given its context (lists of token ids)."""
     T = model.config.seq_len
-    seqs = []
+    rows, owner = [], []
     for i, (ctx, cont) in enumerate(requests):
         if not ctx or not cont:
             raise ValueError(f"request {i}: the context and the continuation each need at least one token")
-        if len(cont) > T:
-            raise ValueError(f"request {i}: the continuation has {len(cont)} tokens; the model's seq_len is {T}")
-        ids = (list(ctx) + list(cont))[-(T + 1):]
-        seqs.append((np.asarray(ids, dtype=np.int32), len(ids) - len(cont)))
-    out = np.zeros(len(seqs), dtype=np.float64)
-    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i][0]))
+        for row in _rows(list(ctx) + list(cont), len(ctx), T):
+            rows.append(row)
+            owner.append(i)
+    owner = np.asarray(owner)
+    out = np.zeros(len(requests), dtype=np.float64)
+    order = sorted(range(len(rows)), key=lambda r: len(rows[r][0]))
     for lo in range(0, len(order), batch_rows):
-        rows = order[lo: lo + batch_rows]
-        L = max(len(seqs[i][0]) for i in rows) - 1
-        tokens = np.zeros((len(rows), L), dtype=np.int32)   # (B, L)
-        targets = np.full((len(rows), L), -1, dtype=np.int32)
-        for r, i in enumerate(rows):
-            ids, start = seqs[i]
-            tokens[r, : len(ids) - 1] = ids[:-1]
-            targets[r, start - 1: len(ids) - 1] = ids[start:]
-        out[rows] = -model.token_losses(tokens, targets).sum(axis=1, dtype=np.float64)
+        batch = order[lo: lo + batch_rows]
+        L = max(len(rows[r][0]) for r in batch) - 1
+        tokens = np.zeros((len(batch), L), dtype=np.int32)   # (B, L)
+        targets = np.full((len(batch), L), -1, dtype=np.int32)
+        for k, r in enumerate(batch):
+            ids, first = rows[r]
+            tokens[k, : len(ids) - 1] = ids[:-1]
+            targets[k, first - 1: len(ids) - 1] = ids[first:]
+        np.add.at(out, owner[batch], -model.token_losses(tokens, targets).sum(axis=1, dtype=np.float64))
     return out
 
 
 class ModelScorer:
-    """What a task runner needs from a language model; tests substitute a stub with the same two methods."""
+    """What a task runner needs from a language model; tests substitute a stub with the same two methods.
 
-    def __init__(self, model, tokenizer, batch_rows: int = 16):
-        self.model, self.tokenizer, self.batch_rows = model, tokenizer, batch_rows
+    chat: generative prompts go to the model as a user turn (render_for_completion) and the answer ends at
+    <|assistant_end|> — for post-trained checkpoints. Multiple-choice scoring is the same either way."""
+
+    def __init__(self, model, tokenizer, batch_rows: int = 16, chat: bool = False):
+        self.model, self.tokenizer, self.batch_rows, self.chat = model, tokenizer, batch_rows, chat
         self.bos = tokenizer.special_id("<|bos|>")
 
     def loglikelihoods(self, requests: list[tuple[str, str]]) -> np.ndarray:
@@ -54,12 +71,18 @@ class ModelScorer:
         return continuation_logprobs(self.model, pairs, self.batch_rows)
 
     def complete(self, prompt: str, stop: tuple[str, ...], max_new_tokens: int) -> str:
-        """The greedy continuation of <|bos|> prompt, up to the first stop string or <|bos|>."""
-        ids = [self.bos] + self.tokenizer.encode(prompt)
+        """The greedy continuation of <|bos|> prompt (or of the prompt as a chat turn), up to the first stop
+        string or stop token."""
+        stops = [self.bos]
+        if self.chat:
+            ids = render_for_completion(self.tokenizer, [{"role": "user", "content": prompt}]).tolist()
+            stops.append(self.tokenizer.special_id("<|assistant_end|>"))
+        else:
+            ids = [self.bos] + self.tokenizer.encode(prompt)
         if len(ids) >= self.model.config.seq_len:
             ids = ids[-(self.model.config.seq_len // 2):]  # keep the question's end, leave room to answer
         return "".join(d.text for d in stream_text(self.model, self.tokenizer, ids, max_new_tokens, temperature=0.0,
-                                                   stop_tokens=[self.bos], stop=stop, chunk=16))
+                                                   stop_tokens=stops, stop=stop, chunk=16))
 
 
 __all__ = ["ModelScorer", "continuation_logprobs"]

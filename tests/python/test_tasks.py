@@ -128,8 +128,23 @@ def test_long_contexts_are_cut_from_the_left():
     got = continuation_logprobs(model, [(ctx, cont)])
     keep = (ctx + cont)[-(cfg.seq_len + 1):]
     np.testing.assert_allclose(got, [reference_logprob(model, keep[:-3], cont)], rtol=1e-5)
-    with pytest.raises(ValueError, match="seq_len"):
-        continuation_logprobs(model, [([1], list(range(20)))])
+
+
+def test_continuations_longer_than_seq_len_are_scored_in_windows():
+    cfg = micro_config()  # seq_len 16
+    model = trained_like(cfg)
+    rng = np.random.default_rng(1)
+    ctx, cont = rng.integers(0, cfg.vocab_size, 5).tolist(), rng.integers(0, cfg.vocab_size, 40).tolist()
+    seq, T = ctx + cont, cfg.seq_len
+    # token j (j >= 5) is predicted from the window that scores it: windows of T predictions from j = 5 on,
+    # each ending at its last scored token and reaching back T + 1 tokens
+    want = 0.0
+    for a in range(5, len(seq), T):
+        b = min(a + T, len(seq))
+        lo = max(0, b - T - 1)
+        want += reference_logprob(model, seq[lo:a], seq[a:b])
+    got = continuation_logprobs(model, [(ctx, cont), ([1, 2], [3])], batch_rows=2)
+    np.testing.assert_allclose(got, [want, reference_logprob(model, [1, 2], [3])], rtol=1e-5)
 
 
 def test_stderr_and_aggregate():
@@ -231,3 +246,15 @@ def test_eval_task_cli_writes_results(micro_run, tmp_path, capsys):
     assert direct["acc"] == r["acc"] and direct["acc_norm"] == r["acc_norm"]
     assert main(["eval", "--ckpt", str(micro_run), "--task", "nope"]) == 2
     assert "unknown task" in capsys.readouterr().err
+
+
+def test_model_scorer_completes_greedily_as_text_or_as_a_chat_turn(micro_run):
+    from nanowhale.serve import Engine, Sampling
+
+    run = nw.load(micro_run)
+    engine = Engine(run)
+    greedy = Sampling(max_tokens=20, temperature=0.0, stop=["\n\n"])
+    base = "".join(d.text for d in engine.complete("the whale", greedy))
+    chat = "".join(d.text for d in engine.chat([{"role": "user", "content": "the whale"}], greedy))
+    assert ModelScorer(run.model, run.tokenizer).complete("the whale", ("\n\n",), 20) == base
+    assert ModelScorer(run.model, run.tokenizer, chat=True).complete("the whale", ("\n\n",), 20) == chat

@@ -161,16 +161,12 @@ def create_app(engine: Engine, model_name: str, api_key: str | None = None, max_
         if req.n != 1:
             raise RequestError(f"n must be 1 on this server, got {req.n}", param="n")
         stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
-        extra_top_k = (req.model_extra or {}).get("top_k")
-        top_k = req.top_k if req.top_k is not None else extra_top_k
-        if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool)):
-            raise RequestError(f"top_k must be an integer, got {top_k!r}", param="top_k")
         return Sampling(max_tokens=max_tokens,
                         temperature=default_temperature if req.temperature is None else req.temperature,
-                        top_k=top_k or 0, top_p=1.0 if req.top_p is None else req.top_p,
+                        top_k=req.top_k or 0, top_p=1.0 if req.top_p is None else req.top_p,
                         seed=req.seed if req.seed is not None else secrets.randbits(31), stop=stop)
 
-    def run(ids: list[int], s: Sampling, chat: bool, stream: bool, shape, include_usage: bool):
+    async def run(ids: list[int], s: Sampling, chat: bool, stream: bool, shape, include_usage: bool):
         """Checks, takes a slot, and answers: a JSON body, or a stream of SSE chunks."""
         engine.prepare(ids, s)  # 400s before a slot is taken
         release = slots.take()
@@ -183,12 +179,9 @@ def create_app(engine: Engine, model_name: str, api_key: str | None = None, max_
                     release()
                 return "".join(d.text for d in deltas), deltas[-1]
 
-            async def answer():
-                text, last = await run_in_threadpool(collect)
-                usage = {"prompt_tokens": len(ids), "completion_tokens": last.tokens,
-                         "total_tokens": len(ids) + last.tokens}
-                return JSONResponse(shape(rid, text, last.finish_reason, final=True) | {"usage": usage})
-            return answer()
+            text, last = await run_in_threadpool(collect)
+            usage = {"prompt_tokens": len(ids), "completion_tokens": last.tokens, "total_tokens": len(ids) + last.tokens}
+            return JSONResponse(shape(rid, text, last.finish_reason, final=True) | {"usage": usage})
 
         def events():
             try:
@@ -209,12 +202,10 @@ def create_app(engine: Engine, model_name: str, api_key: str | None = None, max_
             finally:
                 release()
 
-        async def respond():
-            body = events()
-            weakref.finalize(body, release)  # a stream dropped before it started never runs its finally
-            return StreamingResponse(body, media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        return respond()
+        body = events()
+        weakref.finalize(body, release)  # a stream dropped before it started never runs its finally
+        return StreamingResponse(body, media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     @app.get("/", response_class=HTMLResponse)
     async def page():

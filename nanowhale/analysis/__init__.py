@@ -35,7 +35,16 @@ from nanowhale.analysis.routing import (
     specialisation,
     token_html,
 )
-from nanowhale.analysis.runs import Run, list_runs, load_model, load_run, load_runs, newest_run, runs_table
+from nanowhale.analysis.runs import (
+    Run,
+    list_runs,
+    load_model,
+    load_run,
+    load_runs,
+    newest_run,
+    runs_table,
+    task_table,
+)
 from nanowhale.analysis.table import Table
 
 __all__ = [
@@ -44,5 +53,5 @@ __all__ = [
     "promotions_table", "verdict_table",
     "TOKEN_CLASSES", "Routing", "Run", "Table", "classify_tokens", "coselection", "expert_counts", "list_runs",
     "load_model", "load_run", "load_runs", "newest_run", "route_ids", "route_text", "route_validation",
-    "router_entropy", "routing_table", "runs_table", "specialisation", "token_html",
+    "router_entropy", "routing_table", "runs_table", "specialisation", "task_table", "token_html",
 ]

@@ -192,6 +192,30 @@ def runs_table(runs: list[Run]) -> Table:
     return Table.from_records(rows, names)
 
 
+def task_table(runs: list[Run]) -> Table | str:
+    """Benchmark results (`nanowhale eval --task`, RUN/eval_tasks.json): a row per run, checkpoint step and
+    task with its primary accuracy, standard error, chance level and size; a message when there are none."""
+    from nanowhale.tasks.runner import RESULTS_FILE
+
+    rows = []
+    for run in runs:
+        path = run.dir / RESULTS_FILE
+        if not path.exists():
+            continue
+        try:
+            entries = json.loads(path.read_text())["checkpoints"]
+        except (json.JSONDecodeError, KeyError) as e:
+            raise ValueError(f"{path}: not an eval_tasks.json file ({e})") from None
+        for step, entry in sorted(entries.items(), key=lambda kv: int(kv[0])):
+            for name, r in entry["tasks"].items():
+                rows.append({"run": run.name, "step": int(step), "task": name, "metric": r["primary"],
+                             "value": r[r["primary"]], "stderr": r.get(r["primary"] + "_stderr"),
+                             "chance": r.get("chance"), "n": r.get("n"), "shots": r.get("shots")})
+    if not rows:
+        return "no task evaluations yet: `nanowhale eval --ckpt RUN --task hellaswag,arc-easy,...` adds them"
+    return Table.from_records(rows, ["run", "step", "task", "metric", "value", "stderr", "chance", "n", "shots"])
+
+
 def load_model(run: Run | None):
     """nw.load of the run's latest checkpoint, or None (with a message) when it has none yet."""
     if run is None:

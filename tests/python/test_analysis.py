@@ -233,3 +233,26 @@ def test_posttraining_lineage_tables(micro_lineage, monkeypatch, capsys):
     monkeypatch.chdir(micro_lineage / "runs" / "base")
     assert analysis.lineage_runs() == [] and "no lineage yet" in capsys.readouterr().out
     assert analysis.lineage_table([]).startswith("no lineage yet")
+
+
+def test_task_table_from_eval_results(micro_runs, tmp_path):
+    import shutil
+
+    from nanowhale.tasks.runner import save_results
+
+    run_dir = tmp_path / "a"
+    shutil.copytree(micro_runs / "runs" / "a", run_dir)
+    run = analysis.load_run(run_dir)
+    assert analysis.task_table([run]).startswith("no task evaluations yet")
+    piqa = {"acc": 0.6, "acc_stderr": 0.02, "acc_norm": 0.55, "acc_norm_stderr": 0.03, "chance": 0.5, "n": 100,
+            "shots": 0, "primary": "acc_norm"}
+    gsm = {"acc": 0.1, "acc_stderr": 0.01, "chance": 0.0, "n": 50, "shots": 4, "primary": "acc"}
+    save_results(run_dir, "ck8", 8, {"tasks": {"piqa": piqa}})
+    save_results(run_dir, "ck4", 4, {"tasks": {"gsm8k": gsm}})
+    rows = analysis.task_table([run]).rows()
+    assert [(r["step"], r["task"], r["metric"], r["value"], r["stderr"]) for r in rows] == [
+        (4, "gsm8k", "acc", 0.1, 0.01), (8, "piqa", "acc_norm", 0.55, 0.03)]
+    assert rows[1]["chance"] == 0.5 and rows[0]["shots"] == 4 and rows[0]["run"] == "a"
+    (run_dir / "eval_tasks.json").write_text("{}")
+    with pytest.raises(ValueError, match="eval_tasks.json: not an eval_tasks.json file"):
+        analysis.task_table([run])

@@ -69,6 +69,7 @@ def test_runs_notebook(micro_runs):
     assert text.count("PNG") == 4 + 2  # loss, throughput, schedules, grad norm; an op profile per run
     assert "softcap_cross_entropy" in "".join(text)  # the op profile tables
     assert "--- a" in "".join(text)
+    assert "no task evaluations yet" in "".join(text)  # a section without data says so
 
 
 def test_routing_notebook_on_the_newest_run(micro_runs):

@@ -267,7 +267,8 @@ def specialisation_figure(r: Routing | None, classes: np.ndarray | None) -> Figu
     for m in range(M):
         ax = axes[0, m]
         im = ax.imshow(spec[m, present], aspect="auto", cmap="Blues", vmin=0, interpolation="nearest")
-        ax.set_yticks(range(len(present)), [TOKEN_CLASSES[c] for c in present])
+        counts = np.bincount(classes[r.ids], minlength=len(TOKEN_CLASSES))
+        ax.set_yticks(range(len(present)), [f"{TOKEN_CLASSES[c]} ({counts[c]})" for c in present])
         ax.set_xlabel("expert")
         ax.set_title(f"layer {r.moe_layers[m]} (uniform: {1 / E:.2f})")
         fig.colorbar(im, ax=ax, label="fraction of the class's slots")

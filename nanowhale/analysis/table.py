@@ -69,7 +69,9 @@ class Table:
         if v is None:
             return ""
         if isinstance(v, (float, np.floating)):
-            return "" if np.isnan(v) else f"{v:.6g}"
+            if np.isnan(v):
+                return ""
+            return str(int(v)) if float(v).is_integer() and abs(v) < 1e15 else f"{v:.6g}"  # counts stay exact
         return str(v)
 
     def to_markdown(self, max_rows: int = 50) -> str:

@@ -156,13 +156,14 @@ def test_route_text_and_token_classes_of_a_checkpoint(micro_runs):
 
 
 def test_table_rendering_and_errors():
-    t = analysis.Table({"name": np.array(["a", "b|c"], dtype=object), "x": [2.0, np.nan]})
-    assert t.to_markdown().splitlines() == ["| name | x |", "|---|---|", "| a | 2 |", "| b\\|c |  |"]
+    t = analysis.Table({"name": np.array(["a", "b|c"], dtype=object), "x": [3313792.0, np.nan], "y": [0.5, 1e-7]})
+    assert t.to_markdown().splitlines() == ["| name | x | y |", "|---|---|---|", "| a | 3313792 | 0.5 |",
+                                            "| b\\|c |  | 1e-07 |"]
     assert "<td>b|c</td>" in t._repr_html_()
     assert list(t.sort("x")["name"]) == ["a", "b|c"]  # NaN sorts last
     assert list(t.select(np.array([False, True]))["name"]) == ["b|c"]
-    with pytest.raises(KeyError, match="no column 'y'"):
-        t["y"]
+    with pytest.raises(KeyError, match="no column 'z'"):
+        t["z"]
     with pytest.raises(ValueError, match="differ in length"):
         analysis.Table({"a": [1], "b": [1, 2]})
 

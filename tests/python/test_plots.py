@@ -102,8 +102,9 @@ def test_checkpoint_routing_figures(runs):
     spec_axes = [ax for ax in plots.specialisation_figure(r, classes).axes if ax.images]
     rows = spec_axes[0].images[0].get_array()
     np.testing.assert_allclose(rows.sum(axis=1), 1.0)  # only classes that occur are shown
-    shown = [t.get_text() for t in spec_axes[0].get_yticklabels()]
-    assert set(shown) == {analysis.TOKEN_CLASSES[c] for c in np.unique(classes[r.ids])}
+    shown = [t.get_text() for t in spec_axes[0].get_yticklabels()]  # each class with its token count
+    present, counts = np.unique(classes[r.ids], return_counts=True)
+    assert shown == [f"{analysis.TOKEN_CLASSES[c]} ({n})" for c, n in zip(present, counts)]
     assert "no checkpoint yet" in _texts(plots.coselection_figure(None).axes[0])[0]
 
 

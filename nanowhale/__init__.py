@@ -7,6 +7,24 @@ import os
 # extension loads libgomp; an explicit OMP_WAIT_POLICY in the environment wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+
+def _preload_blas() -> None:
+    """Loads scipy-openblas32's library by absolute path, so the extension finds it wherever it sits (its
+    RPATH assumes both are in one site-packages: not so in a venv over system packages, or an in-place build)."""
+    import ctypes
+
+    try:
+        import scipy_openblas32
+    except ImportError:
+        return
+    for lib in sorted(os.listdir(scipy_openblas32.get_lib_dir())):
+        if lib.startswith("libscipy_openblas") and ".so" in lib:
+            ctypes.CDLL(os.path.join(scipy_openblas32.get_lib_dir(), lib), mode=ctypes.RTLD_GLOBAL)
+            return
+
+
+_preload_blas()
+
 from nanowhale._C import (  # noqa: E402
     AdamGroup,
     Model,

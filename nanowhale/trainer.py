@@ -34,18 +34,20 @@ from nanowhale.data.shards import make_loader, shard_paths
 from nanowhale.data.tokenizer import Tokenizer
 from nanowhale.evaluate import val_bpb
 
-# Peak FLOP/s assumed for the MFU estimate. GPU: dense bf16 tensor-core peak of the H100/H200 SXM.
-# CPU: 32 fp32 FLOP/cycle/core (two 8-wide AVX2 FMA units) at 2.5 GHz; a rough figure, hence the
-# metrics also carry the achieved GFLOP/s. NANOWHALE_PEAK_FLOPS overrides both.
+# Peak FLOP/s for the MFU estimate. GPU: dense bf16 tensor-core peak of the H100/H200 SXM. CPU: measured
+# once per machine by an FMA loop (research/machine.py), times the threads. NANOWHALE_PEAK_FLOPS overrides both.
 PEAK_FLOPS_CUDA = 989e12
-PEAK_FLOPS_CPU_PER_CORE = 32 * 2.5e9
 
 
 def peak_flops(device: str, threads: int) -> float:
     env = os.environ.get("NANOWHALE_PEAK_FLOPS")
     if env:
         return float(env)
-    return PEAK_FLOPS_CUDA if device == "cuda" else PEAK_FLOPS_CPU_PER_CORE * threads
+    if device == "cuda":
+        return PEAK_FLOPS_CUDA
+    from nanowhale.research.machine import cpu_peak_flops_per_core
+
+    return cpu_peak_flops_per_core() * threads
 
 
 def cache_dir() -> Path:

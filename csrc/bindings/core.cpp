@@ -2,6 +2,7 @@
 #include <limits>
 
 #include "bindings/domains.h"
+#include "core/peak_flops.h"
 #include "core/profiler.h"
 #include "core/threading.h"
 #include "kernels/cuda_backend.h"
@@ -47,6 +48,10 @@ void register_core(py::module_& m) {
   m.def("profile_ops", &profiler::set_enabled, py::arg("on") = true,
         "Time every op call (synchronising the GPU around each): for benchmarks, not for training runs.");
   m.def("reset_op_times", &profiler::reset);
+  m.def("measure_peak_flops", &measure_peak_flops, py::arg("threads"), py::arg("seconds") = 0.5,
+        py::call_guard<py::gil_scoped_release>(),
+        "Measured fp32 FLOP/s of `threads` threads running register-resident FMA chains for ~`seconds`.");
+  m.def("peak_flops_vector_width", &peak_flops_vector_width, "fp32 lanes per vector in measure_peak_flops.");
   m.def(
       "op_times",
       []() {

@@ -61,7 +61,7 @@ def _info(args: argparse.Namespace) -> int:
 
 def _add_info(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="a preset's configuration, parameter counts and the build")
-    p.add_argument("--preset", default="tiny", help="tiny or nanowhale-100m")
+    p.add_argument("--preset", default="tiny", help="tiny, small, base or nanowhale-100m (the scale ladder)")
     p.set_defaults(func=_info)
 
 
@@ -188,42 +188,6 @@ def _add_plot(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_plot)
 
 
-def _research_plot(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from nanowhale.analysis.research import load_ledger, newest_ledger
-
-    try:
-        from nanowhale.plots import research_figures
-    except ImportError as e:
-        raise ValueError(f"nanowhale research plot needs matplotlib ({e}); pip install 'nanowhale[plot]'") from None
-    path = newest_ledger(args.ledger)
-    if path is None:
-        raise ValueError(f"no research ledger (*.sqlite) under {args.ledger or './research or ../research'}")
-    led = load_ledger(path)
-    out = Path(args.out) if args.out else path.parent / "plots"
-    out.mkdir(parents=True, exist_ok=True)
-    for name, fig in research_figures(led).items():
-        fig.savefig(out / f"{name}.png", dpi=args.dpi)
-        print(out / f"{name}.png")
-    return 0
-
-
-def _add_research_plot(rsub: argparse._SubParsersAction) -> None:
-    p = rsub.add_parser("plot", help="PNG figures of a research ledger (those of notebooks/research.ipynb)")
-    p.add_argument("ledger", nargs="?", help="a ledger file or a directory of them (default: the newest "
-                   "research/*.sqlite here or in ..)")
-    p.add_argument("--out", help="output directory (default: plots/ beside the ledger)")
-    p.add_argument("--dpi", type=int, default=100)
-    p.set_defaults(func=_research_plot)
-
-
-def _add_research(sub: argparse._SubParsersAction) -> None:
-    research = sub.add_parser("research", help="the autoresearch harness (agent_recipes/)")
-    rsub = research.add_subparsers(dest="research_command", required=True)
-    _add_research_plot(rsub)
-
-
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train", help="train a model (default: the tiny preset on the offline default corpus, on CPU in minutes)",
@@ -231,7 +195,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "default corpus if no data.dir is given, trains, evaluates val_bpb, checkpoints, prints samples and a "
         "summary block of `key: value` lines. Keys: SECTION.NAME in model, optim, train, data, eval, sample, run "
         "(see nanowhale/config.py).")
-    p.add_argument("--preset", help="tiny (default) or nanowhale-100m")
+    p.add_argument("--preset", help="tiny (default), small, base or nanowhale-100m")
     p.add_argument("--config", action="append", help="a TOML config file (repeatable; later files win)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override one key, e.g. --set model.n_experts=16 --set optim.muon_lr=0.03")
@@ -355,9 +319,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sample(sub)
     _add_report(sub)
     _add_plot(sub)
-    _add_research(sub)
     _add_chat(sub)
     _add_serve(sub)
+    from nanowhale.research.cli import add_research
+
+    add_research(sub)
     return parser
 
 

@@ -24,7 +24,7 @@ else:  # pragma: no cover
 
 import nanowhale._C as _C
 
-PRESETS = ("tiny", "nanowhale-100m")
+PRESETS = ("tiny", "small", "base", "nanowhale-100m")  # the scale ladder, smallest first
 ADAM_GROUPS = ("embed", "head", "router", "scalar")
 ADAM_FIELDS = ("lr", "beta1", "beta2", "eps", "weight_decay")
 OPTIM_FIELDS = ("muon_lr", "muon_momentum", "muon_weight_decay", "ns_steps", "nesterov", "grad_clip")
@@ -90,6 +90,12 @@ class RunSection:
 # Per-preset defaults of the non-model sections (the model section comes from ModelConfig.preset).
 PRESET_DEFAULTS: dict[str, dict] = {
     "tiny": {},
+    "small": {},
+    "base": {
+        "train": {"batch_tokens": 32768, "micro_batch": 16},
+        "eval": {"tokens": 1 << 18, "batch_size": 16},
+        "data": {"tokenizer_train_mb": 50.0},
+    },
     "nanowhale-100m": {
         "train": {"steps": 5000, "batch_tokens": 262144, "micro_batch": 16},
         "eval": {"every": 500, "tokens": 1 << 20, "batch_size": 16},

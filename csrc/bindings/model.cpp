@@ -101,7 +101,7 @@ void register_model(py::module_& m) {
             config_update(c, kw);
             return c;
           }))
-      .def_static("preset", &ModelConfig::preset, py::arg("name"), "'tiny' or 'nanowhale-100m'")
+      .def_static("preset", &ModelConfig::preset, py::arg("name"), "'tiny', 'small', 'base' or 'nanowhale-100m' (the scale ladder)")
       .def_static("from_dict", [](const py::dict& d) {
             ModelConfig c;
             config_update(c, d);

@@ -46,6 +46,33 @@ void ModelConfig::validate() const {
 ModelConfig ModelConfig::preset(const std::string& name) {
   ModelConfig c;
   if (name == "tiny") return c;  // the defaults above: ~3M parameters, for CPU and tests
+  // The scale ladder (nanowhale/research/ladder.toml): width, depth, experts and context grow together.
+  if (name == "small") {  // ~2x tiny's active size; CPU minutes
+    c.d_model = 192;
+    c.n_layer = 6;
+    c.n_head = 6;
+    c.n_kv_head = 3;
+    c.dense_hidden = 768;
+    c.n_experts = 16;
+    c.expert_hidden = 192;
+    c.shared_hidden = 192;
+    return c;
+  }
+  if (name == "base") {  // between small and nanowhale-100m; a GPU rung
+    c.vocab_size = 16384;
+    c.seq_len = 512;
+    c.d_model = 320;
+    c.n_layer = 8;
+    c.n_head = 5;
+    c.n_kv_head = 5;
+    c.head_dim = 64;
+    c.dense_hidden = 1024;
+    c.n_experts = 24;
+    c.top_k = 3;
+    c.expert_hidden = 192;
+    c.shared_hidden = 192;
+    return c;
+  }
   if (name == "nanowhale-100m") {
     c.vocab_size = 32768;
     c.seq_len = 2048;
@@ -63,7 +90,7 @@ ModelConfig ModelConfig::preset(const std::string& name) {
     c.shared_hidden = 256;
     return c;
   }
-  NW_CHECK(false, "unknown preset '", name, "' (known: tiny, nanowhale-100m)");
+  NW_CHECK(false, "unknown preset '", name, "' (known: tiny, small, base, nanowhale-100m)");
   return c;
 }
 

@@ -1,0 +1,330 @@
+"""`nanowhale research init | baseline | run | promote`: the steps of the loop that train and decide.
+
+Every command prints a block of `key: value` lines after a `---` line (an agent greps it). The harness,
+not the agent, keeps or discards: see stats.py for the rule and ledger.py for what is recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+from nanowhale.research import build as build_mod
+from nanowhale.research import machine, protect, stats
+from nanowhale.research.context import (BRANCH_PREFIX, EXPERIMENT_CONFIG, LEDGER_FILE, RESEARCH_DIR, Context,
+                                        agent_id)
+from nanowhale.research.gitops import Git
+from nanowhale.research.ladder import DEFAULT_LADDER, load_ladder, parse_budget, rung
+from nanowhale.research.ledger import Ledger, now
+
+EXPERIMENT_TEMPLATE = """\
+# The experiment config: yours to edit (with the code in scope, see agent_recipes/pretrain.md).
+# Same sections and keys as `nanowhale train --config` (model, optim, train; nanowhale/config.py lists
+# every key). Not here: `preset` (the scale) and the data, eval, run and sample sections, which the
+# harness sets so every experiment is scored the same way.
+
+[optim]
+
+[train]
+"""
+
+GITIGNORE = """\
+# Written by `nanowhale research`; never committed (the ledger is shared by every research branch).
+ledger.sqlite*
+runs/
+progress.png
+insights.md
+"""
+
+
+def block(**kv) -> str:
+    lines = ["---"]
+    for k, v in kv.items():
+        if isinstance(v, float):
+            v = f"{v:.6g}"
+        lines.append(f"{k}: {v}")
+    return "\n".join(lines)
+
+
+def _fmt(x, digits=6):
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def init(tag: str, scale: str = "tiny", budget: str | None = None, data: str = "", ladder: str | None = None,
+         metric: str = "val_bpb", direction: str = "lower", k: float = 2.0, throughput_floor: float = 0.005,
+         threads: int = 0,
+         timeout_s: float = 0.0, memory_mb: int = 16000, entry: str = "nanowhale.research.worker:pretrain",
+         path: str | Path = ".", log=print) -> int:
+    repo = Git.toplevel(path)
+    git = Git(repo)
+    if not tag or any(c in tag for c in " ~^:?*[\\") or tag.startswith("-"):
+        raise ValueError(f"tag {tag!r}: use letters, digits, '-', '_' or '.' (it becomes branch {BRANCH_PREFIX}TAG)")
+    if direction not in ("lower", "higher"):
+        raise ValueError(f"--direction must be lower or higher, got {direction!r}")
+    if not k > 0:
+        raise ValueError(f"-k must be > 0, got {k}")
+    if not 0 <= throughput_floor < 1:
+        raise ValueError(f"--throughput-floor must be in [0, 1), got {throughput_floor}")
+    dirty = git.dirty()
+    if dirty:
+        raise ValueError("the working tree has changes; commit or stash them first (init starts from a clean "
+                         f"commit): {', '.join(x[3:] for x in dirty[:5])}{' ...' if len(dirty) > 5 else ''}")
+    branch = BRANCH_PREFIX + tag
+    if git.branch_exists(branch):
+        raise ValueError(f"branch {branch} already exists: choose another tag (or `git checkout {branch}` to continue)")
+    led = Ledger.open(repo / LEDGER_FILE)
+    if led.get(f"tag/{tag}") is not None:
+        raise ValueError(f"tag {tag!r} is already in the ledger {repo / LEDGER_FILE}: choose another tag")
+    setup = build_mod.detect(repo)
+    ladder_path = str(Path(ladder).resolve()) if ladder else str(DEFAULT_LADDER)
+    r = rung(load_ladder(ladder_path), scale)
+    import nanowhale._C as _C
+
+    gpu = _C.cuda_available()
+    budget = budget or (r.budget_gpu if gpu else r.budget_cpu)
+    parse_budget(budget)
+    if data and not (Path(data) / "tokenizer.nwtok").exists():
+        raise ValueError(f"--data {data}: no tokenizer.nwtok there (prepare it with `nanowhale data prepare --out {data}`)")
+    threads = threads or _C.get_num_threads()
+    facts = machine.facts(threads)
+
+    git("checkout", "-q", "-b", branch)
+    (repo / RESEARCH_DIR).mkdir(exist_ok=True)
+    if not (repo / EXPERIMENT_CONFIG).exists():
+        (repo / EXPERIMENT_CONFIG).write_text(EXPERIMENT_TEMPLATE)
+    (repo / RESEARCH_DIR / ".gitignore").write_text(GITIGNORE)
+    start = git.commit(f"research {tag}: start (scale {scale}, budget {budget}, metric {metric} {direction})")
+    patterns = list(protect.DEFAULT_PROTECTED)
+    settings = {
+        "tag": tag, "branch": branch, "start_commit": start, "scale": scale, "ladder": ladder_path,
+        "budget": budget, "metric": metric, "direction": direction, "k": k, "throughput_floor": throughput_floor,
+        "data_dir": str(Path(data).resolve()) if data else "", "threads": threads, "timeout_s": timeout_s,
+        "memory_mb": memory_mb, "entry": entry, "protected": patterns,
+        "fingerprint": protect.fingerprint(repo, patterns), "build": setup.to_dict(), "machine": facts,
+        "created_at": now(), "agent": agent_id(),
+    }
+    led.set(**{f"tag/{tag}": settings, "current": tag})
+    log(f"created branch {branch} at {start[:10]}; {EXPERIMENT_CONFIG} is the config you edit")
+    log(f"build: {setup.note} ({setup.build_dir or 'no build dir'}): C++ changes rebuild incrementally")
+    log(block(tag=tag, branch=branch, start_commit=start, scale=scale, budget=budget,
+              metric=f"{metric} ({direction} is better)", k=k, ledger=repo / LEDGER_FILE,
+              experiment_config=repo / EXPERIMENT_CONFIG, protected=", ".join(patterns),
+              protected_files=len(settings["fingerprint"]), threads=threads, cpu=facts["cpu"],
+              cpu_peak_gflops_per_core=round(facts["cpu_peak_flops_per_core"] / 1e9, 1), gpu=facts["gpu"],
+              next="nanowhale research baseline"))
+    return 0
+
+
+def _ensure_built(ctx: Context, log) -> build_mod.BuildResult:
+    res = build_mod.rebuild(ctx.build)
+    if res.rebuilt:
+        log(f"rebuilt the extension in {res.seconds:.1f} s" if res.ok else "the build FAILED")
+    return res
+
+
+def _tail(text: str, n: int = 40) -> str:
+    return "\n".join(text.splitlines()[-n:])
+
+
+def baseline(repeats: int = 3, path=".", log=print) -> int:
+    ctx = Context.open(path)
+    if ctx.git.dirty():
+        raise ValueError("baseline runs the unchanged best commit: the working tree has changes (commit or "
+                         "`git stash` them)")
+    if ctx.git.head() != ctx.best_commit():
+        raise ValueError(f"HEAD is not the best commit {ctx.best_commit()[:10]}")
+    b = _ensure_built(ctx, log)
+    if not b.ok:
+        log(_tail(b.log))
+        raise ValueError("the extension does not build at the best commit")
+    start = len(ctx.baseline_rows())
+    for i in range(repeats):
+        seed = start + i
+        log(f"baseline {i + 1}/{repeats} (seed {seed}) ...")
+        res = ctx.train_one(f"baseline-{seed}", seed)
+        _record_run(ctx, "baseline", seed, res)
+        if res["status"] != "done":
+            log(res.get("log_tail", ""))
+            raise ValueError(f"the baseline run with seed {seed} ended with status {res['status']} (log above)")
+        log(f"  {ctx.s['metric']} {res[ctx.s['metric']]:.6f}, {res['throughput']:,.0f} tok/s, "
+            f"{res['training_seconds']:.1f} s training")
+    noise = ctx.noise()
+    log(block(baseline_runs=noise["r"], metric=ctx.s["metric"], mean=noise["mean"], sigma=noise["sigma"],
+              sigma_measured=noise["sigma_raw"], relative_sigma=noise["sigma"] / abs(noise["mean"]),
+              throughput=round(noise["throughput"]), throughput_sigma=round(noise["throughput_sigma"]),
+              single_seed_margin=stats.margin(ctx.s["k"], noise["sigma"], noise["r"], 1),
+              next='edit, then: nanowhale research run -m "what and why"'))
+    return 0
+
+
+def _record_run(ctx: Context, role: str, seed: int, res: dict, commit: str | None = None,
+                rung_name: str | None = None, budget: str | None = None, promotion_id: int | None = None) -> int:
+    return ctx.ledger.insert("baselines", {
+        "agent": agent_id(), "tag": ctx.tag, "created_at": now(), "role": role, "promotion_id": promotion_id,
+        "commit_sha": commit or ctx.git.head(), "scale": rung_name or ctx.s["scale"],
+        "budget": budget or ctx.s["budget"], "seed": seed, "metric_name": ctx.s["metric"],
+        "metric": res.get(ctx.s["metric"]) if res["status"] == "done" else None,
+        "heldout_metric": res.get("heldout_val_bpb"), "throughput": res.get("throughput"),
+        "train_seconds": res.get("training_seconds"), "eval_seconds": res.get("eval_seconds"),
+        "peak_memory_mb": res.get("peak_memory_mb"), "status": res["status"], "log_tail": res.get("log_tail")})
+
+
+def run(description: str, seeds: int = 1, path=".", log=print) -> int:
+    """One experiment: refuse protected edits, rebuild, train (more seeds while inconclusive, up to `seeds`),
+    decide, record, then commit (keep) or restore the best commit (anything else)."""
+    t_start = time.perf_counter()
+    ctx = Context.open(path)
+    if not description.strip():
+        raise ValueError("-m: describe what you changed and why")
+    if seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {seeds}")
+    touched = protect.changed(ctx.repo, ctx.s["protected"], ctx.s["fingerprint"])
+    if touched:
+        log(block(verdict="refused", reason="protected files changed: " + ", ".join(touched),
+                  fix="revert them (git checkout -- PATH, or delete added files), then run again"))
+        return 3
+    ref, best = ctx.reference()
+    base = ctx.git.head()
+    if base != ctx.best_commit():
+        raise ValueError(f"HEAD {base[:10]} is not the best commit {ctx.best_commit()[:10]} (git checkout {ctx.s['branch']})")
+    paths = ctx.git.changed_paths()
+    row = {"agent": agent_id(), "tag": ctx.tag, "started_at": now(), "parent_id": best["id"] if best else None,
+           "base_commit": base, "description": description, "code_diff": ctx.git.staged_diff(exclude=[EXPERIMENT_CONFIG]),
+           "config_diff": ctx.git.staged_diff([EXPERIMENT_CONFIG]), "scale": ctx.s["scale"], "budget": ctx.s["budget"],
+           "seeds": [], "metric_name": ctx.s["metric"], "direction": ctx.s["direction"],
+           "best_metric": ref.metric, "best_throughput": ref.throughput,
+           "machine": ctx.s["machine"], "status": "running", "verdict": "pending"}
+    eid = ctx.ledger.insert("experiments", row)
+    log(f"experiment {eid}: {len(paths)} changed file(s){': ' + ', '.join(paths[:6]) if paths else ' (a rerun of the best)'}")
+    b = _ensure_built(ctx, log)
+    upd = {"rebuild_seconds": b.seconds if b.rebuilt else 0.0}
+    values, tps, train_s, eval_s, mem = [], [], 0.0, 0.0, 0.0
+    res: dict = {}
+    if not b.ok:
+        upd.update(status="build_failed", verdict="crash", reason="the extension did not compile",
+                   log_tail=_tail(b.log))
+    else:
+        for seed in range(seeds):
+            log(f"  training seed {seed} ...")
+            res = ctx.train_one(f"exp-{eid:04d}-seed{seed}", seed)
+            train_s += res.get("training_seconds") or 0.0
+            eval_s += res.get("eval_seconds") or 0.0
+            mem = max(mem, res.get("peak_memory_mb") or 0.0)
+            if res["status"] != "done":
+                upd.update(status=res["status"], verdict="crash", log_tail=res.get("log_tail"),
+                           reason=res.get("reason") or f"training ended with status {res['status']}")
+                break
+            values.append(float(res[ctx.s["metric"]]))
+            tps.append(float(res["throughput"]))
+            d = stats.decide(ref, values, tps, ctx.s["k"], ctx.s["direction"])
+            log(f"  {ctx.s['metric']} {values[-1]:.6f} ({tps[-1]:,.0f} tok/s): {d.verdict} so far")
+            upd.update(status="done", verdict=d.verdict, reason=d.reason, margin=d.margin,
+                       throughput_margin=d.throughput_margin)
+            if d.verdict != "inconclusive":
+                break
+    upd.update(seeds=list(range(len(values) if upd["status"] == "done" else len(values) + 1)),
+               metric_values=values, metric_mean=sum(values) / len(values) if values else None,
+               throughput_values=tps, throughput_mean=sum(tps) / len(tps) if tps else None,
+               train_seconds=train_s, eval_seconds=eval_s, peak_memory_mb=mem or None,
+               steps=res.get("steps"), tokens=res.get("tokens"))
+    verdict = upd["verdict"]
+    if verdict == "keep":
+        mean = upd["metric_mean"]
+        sha = ctx.git.commit(f"{description}\n\n{ctx.s['metric']}: {mean:.6f} (best was {ref.metric:.6f}, "
+                             f"margin {upd['margin']:.6f}, seeds {len(values)}); research experiment {eid}")
+        upd["commit_sha"] = sha
+        after = f"committed {sha[:10]} on {ctx.s['branch']}"
+    else:
+        ctx.git.restore()
+        after = f"restored the tree to {base[:10]}; the diff is in the ledger (nanowhale research show {eid})"
+    upd["finished_at"] = now()
+    upd["total_seconds"] = time.perf_counter() - t_start
+    ctx.ledger.update("experiments", eid, **upd)
+    if upd["status"] != "done" and upd.get("log_tail"):
+        log(upd["log_tail"])
+    overhead = upd["total_seconds"] - train_s - eval_s - upd["rebuild_seconds"]
+    log(block(experiment=eid, verdict=verdict, status=upd["status"], reason=upd.get("reason"),
+              metric=ctx.s["metric"], mean=upd["metric_mean"] if values else "n/a",
+              values=" ".join(f"{v:.6f}" for v in values) or "n/a", best=ref.metric,
+              margin=upd.get("margin") or "n/a", throughput=round(upd["throughput_mean"]) if tps else "n/a",
+              best_throughput=round(ref.throughput), rebuild_seconds=round(upd["rebuild_seconds"], 1),
+              train_seconds=round(train_s, 1), eval_seconds=round(eval_s, 1), overhead_seconds=round(overhead, 1),
+              total_seconds=round(upd["total_seconds"], 1), tree=after))
+    return 0
+
+
+def promote(to: str | None = None, repeats: int = 2, path=".", log=print) -> int:
+    """The start commit and the best commit at the next rung, `repeats` seeds each, interleaved so machine
+    drift hits both; transferred when the best beats the start beyond the noise of these runs, on the
+    scored slice and on the held-out slice."""
+    ctx = Context.open(path)
+    if repeats < 2:
+        raise ValueError("--repeats must be >= 2 (the noise at the new rung is measured from these runs)")
+    if ctx.git.dirty():
+        raise ValueError("promote checks out commits: the working tree has changes (run or discard them first)")
+    from nanowhale.research.ladder import next_rung
+
+    ladder = ctx.ladder()
+    target = rung(ladder, to) if to else next_rung(ladder, ctx.s["scale"])
+    start, best = ctx.s["start_commit"], ctx.best_commit()
+    if start == best:
+        raise ValueError("nothing kept yet: the best commit is the start commit")
+    import nanowhale._C as _C
+
+    budget = target.budget_gpu if _C.cuda_available() else target.budget_cpu
+    pid = ctx.ledger.insert("promotions", {"agent": agent_id(), "tag": ctx.tag, "created_at": now(),
+                                           "from_scale": ctx.s["scale"], "to_scale": target.name,
+                                           "start_commit": start, "best_commit": best, "repeats": repeats})
+    runs = {"start": [], "best": []}
+    crashed = None
+    branch = ctx.s["branch"]
+    try:
+        for seed in range(repeats):
+            for which, sha in (("start", start), ("best", best)):
+                ctx.git("checkout", "-q", "--detach", sha)
+                b = _ensure_built(ctx, log)
+                if not b.ok:
+                    crashed = f"{which} commit {sha[:10]} does not build"
+                    break
+                log(f"promote {target.name}: {which} {sha[:10]} seed {seed} ...")
+                res = ctx.train_one(f"promote-{pid}-{which}-seed{seed}", seed, target, heldout=True, budget=budget)
+                _record_run(ctx, f"promote_{which}", seed, res, sha, target.name, budget, pid)
+                if res["status"] != "done":
+                    crashed = f"{which} commit {sha[:10]} seed {seed}: {res['status']}\n{res.get('log_tail', '')}"
+                    break
+                runs[which].append(res)
+                log(f"  {ctx.s['metric']} {res[ctx.s['metric']]:.6f}, held-out val_bpb {res['heldout_val_bpb']:.6f}")
+            if crashed:
+                break
+    finally:
+        ctx.git("checkout", "-q", branch)
+        _ensure_built(ctx, log)
+    if crashed:
+        ctx.ledger.update("promotions", pid, verdict="crash", reason=crashed)
+        log(crashed)
+        log(block(promotion=pid, verdict="crash"))
+        return 1
+
+    def judge(key: str) -> tuple[str, float, float, float, str]:
+        a = [r[key] for r in runs["start"]]
+        c = [r[key] for r in runs["best"]]
+        ma, mc = sum(a) / len(a), sum(c) / len(c)
+        pooled = math.sqrt((stats.mean_std(a)[1] ** 2 + stats.mean_std(c)[1] ** 2) / 2)
+        sigma = max(pooled, stats.METRIC_SIGMA_FLOOR)
+        m = stats.margin(ctx.s["k"], sigma, len(a), len(c))
+        gain = (ma - mc) if (ctx.s["direction"] == "lower" or key == "heldout_val_bpb") else (mc - ma)
+        verdict = "transferred" if gain > m else "scale-bound"
+        return verdict, ma, mc, m, f"{key}: start {ma:.6f}, best {mc:.6f}, gain {gain:+.6f}, margin {m:.6f}"
+
+    v, ma, mc, m, why = judge(ctx.s["metric"])
+    hv, hma, hmc, hm, hwhy = judge("heldout_val_bpb")
+    ctx.ledger.update("promotions", pid, start_mean=ma, best_mean=mc, margin=m, heldout_start_mean=hma,
+                      heldout_best_mean=hmc, heldout_margin=hm, verdict=v, heldout_verdict=hv, reason=f"{why}; {hwhy}")
+    log(block(promotion=pid, to_scale=target.name, budget=budget, repeats=repeats, start_commit=start[:10],
+              best_commit=best[:10], verdict=v, reason=why, heldout_verdict=hv, heldout_reason=hwhy))
+    return 0
+
+
+__all__ = ["baseline", "init", "promote", "run"]

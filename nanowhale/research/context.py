@@ -1,0 +1,170 @@
+"""The research state a command works in: the repository, its ledger, the current tag's settings, and the
+training of one run in a subprocess (timeout, memory limit, log) shared by baseline, run and promote."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from nanowhale.research import stats
+from nanowhale.research.build import BuildSetup
+from nanowhale.research.gitops import Git
+from nanowhale.research.ladder import Rung, load_ladder, parse_budget, rung
+from nanowhale.research.ledger import Ledger
+from nanowhale.research.worker import BOOTSTRAP
+
+RESEARCH_DIR = "research"
+EXPERIMENT_CONFIG = "research/experiment.toml"
+LEDGER_FILE = "research/ledger.sqlite"
+BRANCH_PREFIX = "research/"
+LOG_TAIL_LINES = 40
+
+
+def agent_id() -> str:
+    return os.environ.get("NANOWHALE_AGENT", "agent0")
+
+
+@dataclass
+class Context:
+    repo: Path
+    git: Git
+    ledger: Ledger
+    tag: str
+    s: dict                 # the tag's settings (see init)
+
+    @staticmethod
+    def open(path: str | Path = ".", tag: str | None = None) -> "Context":
+        repo = Git.toplevel(path)
+        git = Git(repo)
+        led = Ledger.open(repo / LEDGER_FILE, create=False)
+        if tag is None:
+            branch = git.branch()
+            if not branch.startswith(BRANCH_PREFIX):
+                raise ValueError(f"on branch {branch!r}, not a research branch; `git checkout {BRANCH_PREFIX}TAG` "
+                                 "(or start one with `nanowhale research init TAG`)")
+            tag = branch[len(BRANCH_PREFIX):]
+        s = led.get(f"tag/{tag}")
+        if s is None:
+            raise ValueError(f"research tag {tag!r} is not in {repo / LEDGER_FILE}")
+        return Context(repo, git, led, tag, s)
+
+    @property
+    def build(self) -> BuildSetup:
+        return BuildSetup.from_dict(self.s["build"])
+
+    def ladder(self) -> list[Rung]:
+        return load_ladder(self.s["ladder"])
+
+    def rung(self, name: str | None = None) -> Rung:
+        return rung(self.ladder(), name or self.s["scale"])
+
+    # ---- what decisions compare against ----
+    def baseline_rows(self) -> list[dict]:
+        return self.ledger.rows("baselines", "tag = ? AND role = 'baseline' AND status = 'done'", (self.tag,))
+
+    def experiments(self) -> list[dict]:
+        return self.ledger.rows("experiments", "tag = ?", (self.tag,))
+
+    def best(self) -> dict | None:
+        """The last kept experiment (None: the baseline is the best)."""
+        keeps = self.ledger.rows("experiments", "tag = ? AND verdict = 'keep'", (self.tag,), order="id DESC")
+        return keeps[0] if keeps else None
+
+    def noise(self) -> dict:
+        rows = self.baseline_rows()
+        if not rows:
+            raise ValueError("no baseline yet: run `nanowhale research baseline` first")
+        m = [r["metric"] for r in rows]
+        tp = [r["throughput"] for r in rows]
+        return {"r": len(rows), "mean": stats.mean_std(m)[0], "sigma": stats.metric_sigma(m),
+                "sigma_raw": stats.mean_std(m)[1], "throughput": stats.mean_std(tp)[0],
+                "throughput_sigma": stats.throughput_sigma(tp, self.s.get("throughput_floor", stats.THROUGHPUT_SIGMA_FLOOR)), "metric_values": m, "throughput_values": tp}
+
+    def reference(self) -> tuple[stats.Reference, dict | None]:
+        noise = self.noise()
+        best = self.best()
+        if best is None:
+            return stats.Reference(noise["mean"], noise["throughput"], noise["r"], noise["sigma"],
+                                   noise["throughput_sigma"]), None
+        return stats.Reference(best["metric_mean"], best["throughput_mean"], len(best["metric_values"]),
+                               noise["sigma"], noise["throughput_sigma"]), best
+
+    def best_commit(self) -> str:
+        best = self.best()
+        return best["commit_sha"] if best else self.s["start_commit"]
+
+    # ---- one training run ----
+    def timeout(self) -> float:
+        if self.s.get("timeout_s"):
+            return float(self.s["timeout_s"])
+        rows = self.baseline_rows()
+        if not rows:
+            return 3600.0
+        slowest = max((r["train_seconds"] or 0) + (r["eval_seconds"] or 0) for r in rows)
+        return 4 * slowest + 120  # a slow neighbour may slow a run down; a hang may not last forever
+
+    def train_one(self, name: str, seed: int, rung_: Rung | None = None, heldout: bool = False,
+                  budget: str | None = None) -> dict:
+        """Trains the working tree's code and experiment config for one seed; the worker's result dict plus
+        'status' (done | crash | timeout | diverged) and 'log_tail' on failure."""
+        rung_ = rung_ or self.rung()
+        kind, amount = parse_budget(budget or self.s["budget"])
+        run_dir = self.repo / RESEARCH_DIR / "runs" / name
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True)
+        forced = [f"run.dir={json.dumps(str(run_dir / 'run'))}", "sample.n=0", "eval.every=0",
+                  f"eval.tokens={rung_.eval_tokens}", "run.checkpoint_every=0", "run.keep=1", "run.log_every=1",
+                  f"train.seed={seed}", f"train.threads={int(self.s['threads'])}",
+                  f"data.dir={json.dumps(self.s['data_dir'])}"]
+        spec = {"preset": rung_.preset, "rung_overrides": rung_.overrides(),
+                "experiment_config": str(self.repo / EXPERIMENT_CONFIG), "forced": forced,
+                "budget_kind": kind, "budget_amount": amount, "heldout": heldout, "entry": self.s["entry"]}
+        (run_dir / "spec.json").write_text(json.dumps(spec, indent=1))
+        out = run_dir / "result.json"
+        log = run_dir / "train.log"
+        env = dict(os.environ, NANOWHALE_RESEARCH_REPO=str(self.repo), PYTHONUNBUFFERED="1")
+        mem = int(self.s["memory_mb"]) * 1024 * 1024
+
+        def limit():
+            resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
+
+        t0 = time.perf_counter()
+        status = None
+        with open(log, "w") as f:
+            p = subprocess.Popen([sys.executable, "-c", BOOTSTRAP, str(run_dir / "spec.json"), str(out)],
+                                 cwd=self.repo, env=env, stdout=f, stderr=subprocess.STDOUT, preexec_fn=limit,
+                                 start_new_session=True)
+            try:
+                p.wait(timeout=self.timeout())
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, 9)
+                p.wait()
+                status = "timeout"
+        wall = time.perf_counter() - t0
+        result = json.loads(out.read_text()) if out.exists() else {}
+        if status is None:
+            status = result.get("status", "crash") if p.returncode in (0, 1) and result else "crash"
+            if status == "stopped":
+                status = "crash"
+        result["status"] = status
+        result["wall_seconds"] = wall
+        # time control's measure: the median step's speed when the entry reports it, else the run's mean
+        result["throughput"] = result.get("step_tokens_per_second") or result.get("tokens_per_second") or 0.0
+        metric = result.get(self.s["metric"])
+        if status == "done" and not (isinstance(metric, (int, float)) and metric == metric
+                                     and abs(metric) != float("inf")):
+            result["status"] = status = "crash"
+            result["reason"] = f"metric {self.s['metric']} is {metric!r}"
+        if status != "done":
+            lines = log.read_text(errors="replace").splitlines()
+            result["log_tail"] = "\n".join(lines[-LOG_TAIL_LINES:])
+        shutil.rmtree(run_dir / "run" / "checkpoints", ignore_errors=True)  # keep logs and metrics, not weights
+        return result

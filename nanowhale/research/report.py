@@ -1,0 +1,146 @@
+"""`nanowhale research status | show | plot`: reading the ledger (never writing it)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from nanowhale.research.commands import block
+from nanowhale.research.context import RESEARCH_DIR, Context
+
+TSV_COLUMNS = ("commit", "val_bpb", "memory_gb", "status", "description")  # autoresearch's results.tsv order
+AUTORESEARCH_STATUS = {"keep": "keep", "discard": "discard", "inconclusive": "discard", "crash": "crash"}
+
+
+def summary(ctx: Context, last: int = 10) -> dict:
+    exps = ctx.experiments()
+    done = [e for e in exps if e["verdict"] not in ("pending",)]
+    counts = {v: sum(1 for e in done if e["verdict"] == v) for v in ("keep", "discard", "inconclusive", "crash")}
+    try:
+        noise = ctx.noise()
+    except ValueError:
+        noise = None
+    best = ctx.best()
+    lineage = ["baseline"] + [f"#{e['id']}" for e in done if e["verdict"] == "keep"]
+    spent = sum((e["total_seconds"] or 0) for e in done)
+    spent += sum((b["train_seconds"] or 0) + (b["eval_seconds"] or 0) for b in ctx.ledger.rows("baselines", "tag = ?", (ctx.tag,)))
+    out = {
+        "tag": ctx.tag, "branch": ctx.s["branch"], "scale": ctx.s["scale"], "budget": ctx.s["budget"],
+        "metric": ctx.s["metric"], "direction": ctx.s["direction"], "k": ctx.s["k"],
+        "baseline_runs": noise["r"] if noise else 0,
+        "baseline_mean": noise["mean"] if noise else None,
+        "noise_sigma": noise["sigma"] if noise else None,
+        "throughput_sigma": noise["throughput_sigma"] if noise else None,
+        "best": best["metric_mean"] if best else (noise["mean"] if noise else None),
+        "best_experiment": best["id"] if best else None,
+        "best_commit": ctx.best_commit(),
+        "gain_vs_baseline": (abs(best["metric_mean"] - noise["mean"]) * (1 if _better(ctx, best["metric_mean"], noise["mean"]) else -1)
+                             if best and noise else 0.0),
+        "lineage": " -> ".join(lineage),
+        "experiments": len(done),
+        "keeps": counts["keep"], "discards": counts["discard"], "inconclusive": counts["inconclusive"],
+        "crashes": counts["crash"],
+        "keep_rate": counts["keep"] / len(done) if done else 0.0,
+        "time_spent_s": spent,
+        "last": [{k: e[k] for k in ("id", "verdict", "metric_mean", "throughput_mean", "description")} for e in exps[-last:]],
+    }
+    return out
+
+
+def _better(ctx: Context, a: float, b: float) -> bool:
+    return a < b if ctx.s["direction"] == "lower" else a > b
+
+
+def status(as_json: bool = False, tsv: bool = False, last: int = 10, path=".", tag: str | None = None, log=print) -> int:
+    ctx = Context.open(path, tag)
+    if tsv:
+        log("\t".join(TSV_COLUMNS))
+        for e in ctx.experiments():
+            if e["verdict"] == "pending":
+                continue
+            log("\t".join([(e["commit_sha"] or e["base_commit"])[:7],
+                           f"{e['metric_mean']:.6f}" if e["metric_mean"] is not None else "0.000000",
+                           f"{(e['peak_memory_mb'] or 0) / 1024:.1f}", AUTORESEARCH_STATUS[e["verdict"]],
+                           e["description"].replace("\t", " ").replace("\n", " ")]))
+        return 0
+    s = summary(ctx, last)
+    if as_json:
+        log(json.dumps(s, indent=1))
+        return 0
+    rows = s.pop("last")
+    for r in rows:
+        m = "n/a" if r["metric_mean"] is None else f"{r['metric_mean']:.6f}"
+        log(f"#{r['id']:<4} {r['verdict']:<12} {m:>10}  {r['description'][:80]}")
+    s["time_spent"] = time.strftime("%H:%M:%S", time.gmtime(s.pop("time_spent_s")))
+    log(block(**s))
+    return 0
+
+
+def show(eid: int, diff_only: bool = False, path=".", log=print) -> int:
+    ctx = Context.open(path)
+    e = ctx.ledger.row("experiments", eid)
+    if e is None or e["tag"] != ctx.tag:
+        raise ValueError(f"no experiment {eid} under tag {ctx.tag}")
+    if diff_only:
+        log((e["code_diff"] or "") + (e["config_diff"] or ""))
+        return 0
+    keys = ("id", "verdict", "status", "reason", "description", "parent_id", "base_commit", "commit_sha",
+            "seeds", "metric_name", "metric_values", "metric_mean", "best_metric", "margin", "throughput_values",
+            "throughput_mean", "best_throughput", "throughput_margin", "rebuild_seconds", "train_seconds",
+            "eval_seconds", "total_seconds", "steps", "tokens", "peak_memory_mb", "agent")
+    log(block(**{k: e[k] for k in keys}))
+    log("--- config diff\n" + (e["config_diff"] or "(none)"))
+    log("--- code diff\n" + (e["code_diff"] or "(none)"))
+    if e["log_tail"]:
+        log("--- log tail\n" + e["log_tail"])
+    log(f"(re-apply: nanowhale research show {eid} --diff | git apply)")
+    return 0
+
+
+def plot(out: str | None = None, path=".", log=print) -> int:
+    """progress.png: every experiment's metric in order, kept ones marked and labelled, the running best."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ValueError("plot needs matplotlib: pip install 'nanowhale[research]' (or pip install matplotlib)") from None
+    ctx = Context.open(path)
+    noise = ctx.noise()
+    exps = [e for e in ctx.experiments() if e["metric_mean"] is not None]
+    fig, ax = plt.subplots(figsize=(11, 5.5))
+    xs = [e["id"] for e in exps]
+    ys = [e["metric_mean"] for e in exps]
+    kept = [e for e in exps if e["verdict"] == "keep"]
+    other = [e for e in exps if e["verdict"] != "keep"]
+    ax.scatter([e["id"] for e in other], [e["metric_mean"] for e in other], c="#999999", s=18, label="discarded / inconclusive")
+    ax.scatter([e["id"] for e in kept], [e["metric_mean"] for e in kept], c="#1a7f37", s=40, label="kept", zorder=3)
+    bx, by, best = [0], [noise["mean"]], noise["mean"]
+    for e in exps:
+        if e["verdict"] == "keep":
+            best = e["metric_mean"]
+        bx.append(e["id"])
+        by.append(best)
+    ax.step(bx, by, where="post", c="#1a7f37", lw=1.5, label="running best")
+    ax.axhspan(noise["mean"] - noise["sigma"], noise["mean"] + noise["sigma"], color="#dddddd", alpha=0.6,
+               label=f"baseline ± σ ({noise['r']} runs)")
+    for e in kept:
+        ax.annotate(e["description"][:40], (e["id"], e["metric_mean"]), textcoords="offset points", xytext=(4, -12),
+                    fontsize=7, rotation=-20)
+    crashes = sum(1 for e in ctx.experiments() if e["verdict"] == "crash")
+    ax.set_xlabel(f"experiment ({len(xs)} scored, {crashes} crashed)")
+    ax.set_ylabel(f"{ctx.s['metric']} ({ctx.s['direction']} is better)")
+    ax.set_title(f"research {ctx.tag}: {ctx.s['scale']}, budget {ctx.s['budget']}")
+    if ys and ctx.s["direction"] == "lower":
+        ax.set_ylim(min(ys + by) - 3 * noise["sigma"], min(max(ys), noise["mean"] + 10 * max(noise["sigma"], abs(noise["mean"] - min(ys + by)))))
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    dest = out or str(ctx.repo / RESEARCH_DIR / "progress.png")
+    fig.savefig(dest, dpi=120)
+    plt.close(fig)
+    log(block(plot=dest, experiments=len(xs), kept=len(kept)))
+    return 0
+
+
+__all__ = ["plot", "show", "status", "summary"]

@@ -1,0 +1,91 @@
+"""The noise floor and the keep/discard rule (RESEARCH.md, "Statistics, concretely").
+
+Baseline repeats r with different seeds give the mean mu and sample std sigma (floored, so identical runs
+do not make sigma 0). A candidate with mean m over n seeds beats the best (mean mu_best over r_best seeds)
+when the gain exceeds k * sigma * sqrt(1/r_best + 1/n); inside that margin it is inconclusive. Throughput
+is judged the same way with its own sigma and the direction reversed (time control): keep only if the
+metric is better beyond the margin AND throughput is not worse beyond its margin.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+METRIC_SIGMA_FLOOR = 1e-4        # absolute, in the metric's units (val_bpb ~ 2: 0.005%)
+THROUGHPUT_SIGMA_FLOOR = 0.005   # relative to the mean throughput (0.5%); `init --throughput-floor` raises it
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    n = len(values)
+    if n == 0:
+        raise ValueError("no values")
+    mu = sum(values) / n
+    if n == 1:
+        return mu, 0.0
+    return mu, math.sqrt(sum((v - mu) ** 2 for v in values) / (n - 1))
+
+
+def metric_sigma(values: list[float]) -> float:
+    return max(mean_std(values)[1], METRIC_SIGMA_FLOOR)
+
+
+def throughput_sigma(values: list[float], floor: float = THROUGHPUT_SIGMA_FLOOR) -> float:
+    """Sample std of throughput, at least `floor` times the mean (a machine shared with busy neighbours
+    swings more between runs than a few baseline repeats may show)."""
+    mu, sd = mean_std(values)
+    return max(sd, floor * abs(mu))
+
+
+def margin(k: float, sigma: float, r: int, n: int) -> float:
+    """k * sigma * sqrt(1/r + 1/n): how far apart two means of r and n runs must be to differ beyond noise."""
+    return k * sigma * math.sqrt(1.0 / r + 1.0 / n)
+
+
+@dataclass
+class Reference:
+    """What a candidate is compared to: the best's means over its r runs and the baseline's sigmas."""
+
+    metric: float
+    throughput: float
+    r: int
+    sigma: float
+    throughput_sigma: float
+
+
+@dataclass
+class Decision:
+    verdict: str            # keep | discard | inconclusive
+    reason: str
+    margin: float
+    throughput_margin: float
+    gain: float             # positive = better than the best
+    slowdown: float         # positive = fewer tokens/s than the best
+
+
+def decide(ref: Reference, metric_values: list[float], throughput_values: list[float], k: float,
+           direction: str) -> Decision:
+    if direction not in ("lower", "higher"):
+        raise ValueError(f"direction must be 'lower' or 'higher', got {direction!r}")
+    n = len(metric_values)
+    m = sum(metric_values) / n
+    tp = sum(throughput_values) / len(throughput_values)
+    gain = (ref.metric - m) if direction == "lower" else (m - ref.metric)
+    mm = margin(k, ref.sigma, ref.r, n)
+    tm = margin(k, ref.throughput_sigma, ref.r, len(throughput_values))
+    slowdown = ref.throughput - tp
+    nums = (f"metric {m:.6f} vs best {ref.metric:.6f} (gain {gain:+.6f}, margin {mm:.6f}); "
+            f"throughput {tp:,.0f} vs {ref.throughput:,.0f} tok/s (margin {tm:,.0f})")
+    if slowdown > tm:
+        verdict, why = "discard", "slower than the best beyond noise (time control)"
+    elif gain > mm:
+        verdict, why = "keep", "better than the best beyond noise, not slower"
+    elif gain < -mm:
+        verdict, why = "discard", "worse than the best beyond noise"
+    else:
+        verdict, why = "inconclusive", f"inside the noise margin (n={n}; more seeds can decide)"
+    return Decision(verdict, f"{why}: {nums}", mm, tm, gain, slowdown)
+
+
+__all__ = ["Decision", "Reference", "decide", "margin", "mean_std", "metric_sigma", "throughput_sigma"]

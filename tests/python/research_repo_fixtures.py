@@ -1,0 +1,92 @@
+"""A throwaway research repository for the harness's end-to-end tests: a git repo holding a copy of the
+nanowhale Python package with the built extension placed in it (so the worker runs the repo's own code),
+a micro data directory, a two-rung micro ladder, and a stand-in C++ project (one file) that the harness
+rebuilds incrementally with CMake, so rebuild and compile-error paths run in seconds."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import nanowhale
+import nanowhale._C
+
+MICRO_MODEL = ("vocab_size={v}, seq_len=32, d_model=32, n_layer=2, n_head=2, n_kv_head=1, head_dim=16, "
+               "n_dense_layers=1, dense_hidden=64, n_experts=4, top_k=2, expert_hidden=32, n_shared=1, "
+               "shared_hidden=32")
+
+LADDER = """
+[[rung]]
+name = "micro"
+preset = "tiny"
+budget_cpu = "tokens:24576"
+budget_gpu = "tokens:24576"
+eval_tokens = 512
+[rung.set]
+"model.vocab_size" = {v}
+"model.seq_len" = 32
+"model.d_model" = 32
+"model.n_layer" = 2
+"model.n_head" = 2
+"model.n_kv_head" = 1
+"model.head_dim" = 16
+"model.dense_hidden" = 64
+"model.n_experts" = 4
+"model.expert_hidden" = 32
+"model.shared_hidden" = 32
+"train.batch_tokens" = 2048
+"train.micro_batch" = 8
+
+[[rung]]
+name = "micro2"
+preset = "tiny"
+budget_cpu = "tokens:32768"
+budget_gpu = "tokens:32768"
+eval_tokens = 512
+[rung.set]
+"model.vocab_size" = {v}
+"model.seq_len" = 32
+"model.d_model" = 48
+"model.n_layer" = 3
+"model.n_head" = 3
+"model.n_kv_head" = 1
+"model.head_dim" = 16
+"model.dense_hidden" = 96
+"model.n_experts" = 4
+"model.expert_hidden" = 48
+"model.shared_hidden" = 48
+"train.batch_tokens" = 2048
+"train.micro_batch" = 8
+"""
+
+CMAKE = """cmake_minimum_required(VERSION 3.24)
+project(probe LANGUAGES CXX)
+add_library(probe SHARED csrc/model/model.cpp)
+install(TARGETS probe DESTINATION probe_lib)
+"""
+
+MODEL_CPP = "int probe_forward(int x) { return 2 * x; }\n"
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout
+
+
+def make_research_repo(root: Path, vocab_size: int) -> Path:
+    repo = root / "repo"
+    src = Path(nanowhale.__file__).parent
+    shutil.copytree(src, repo / "nanowhale", ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+    so = Path(nanowhale._C.__file__)
+    shutil.copy2(so, repo / "nanowhale" / so.name)
+    (repo / "csrc" / "model").mkdir(parents=True)
+    (repo / "csrc" / "model" / "model.cpp").write_text(MODEL_CPP)
+    (repo / "CMakeLists.txt").write_text(CMAKE)
+    (repo / "ladder.toml").write_text(LADDER.format(v=vocab_size))
+    (repo / ".gitignore").write_text("*.so\n__pycache__/\nbuild/\nprobe_lib/\n")
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "nanowhale copy")
+    subprocess.run(["cmake", "-S", str(repo), "-B", str(repo / "build" / "research"), "-DCMAKE_BUILD_TYPE=Release"],
+                   check=True, capture_output=True)
+    return repo

@@ -25,23 +25,28 @@ def _preload_blas() -> None:
 
 _preload_blas()
 
-from nanowhale._C import (  # noqa: E402
-    AdamGroup,
-    Model,
-    ModelConfig,
-    Optimizer,
-    OptimizerConfig,
-    cuda_available,
-    get_num_threads,
-    op_times,
-    profile_ops,
-    reset_op_times,
-    set_num_threads,
-)
+# Attributes load on first use (PEP 562), so `import nanowhale` and commands that only read files (e.g.
+# `nanowhale research status`) do not pay for NumPy and the extension.
+_LAZY = {
+    "nanowhale._C": ("AdamGroup", "Model", "ModelConfig", "Optimizer", "OptimizerConfig", "cuda_available",
+                     "get_num_threads", "op_times", "profile_ops", "reset_op_times", "set_num_threads"),
+    "nanowhale.config": ("RunConfig",),
+    "nanowhale.loaded": ("LoadedModel", "load"),
+    "nanowhale.trainer": ("train",),
+}
+_WHERE = {name: module for module, names in _LAZY.items() for name in names}
 
-from nanowhale.config import RunConfig  # noqa: E402
-from nanowhale.loaded import LoadedModel, load  # noqa: E402
-from nanowhale.trainer import train  # noqa: E402
+
+def __getattr__(name: str):
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nanowhale' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __version__ = "0.1.0"
 

@@ -69,12 +69,12 @@ class Context:
     def baseline_rows(self) -> list[dict]:
         return self.ledger.rows("baselines", "tag = ? AND role = 'baseline' AND status = 'done'", (self.tag,))
 
-    def experiments(self) -> list[dict]:
-        return self.ledger.rows("experiments", "tag = ?", (self.tag,))
+    def experiments(self, columns: tuple[str, ...] | None = None) -> list[dict]:
+        return self.ledger.rows("experiments", "tag = ?", (self.tag,), columns=columns)
 
     def best(self) -> dict | None:
         """The last kept experiment (None: the baseline is the best)."""
-        keeps = self.ledger.rows("experiments", "tag = ? AND verdict = 'keep'", (self.tag,), order="id DESC")
+        keeps = self.ledger.rows("experiments", "tag = ? AND verdict = 'keep'", (self.tag,), order="id DESC LIMIT 1")
         return keeps[0] if keeps else None
 
     def noise(self) -> dict:

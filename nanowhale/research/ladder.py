@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nanowhale.config import load_toml
-
 DEFAULT_LADDER = Path(__file__).with_name("ladder.toml")
 BUDGET_KINDS = ("flops", "tokens", "time")
 
@@ -42,6 +40,8 @@ def parse_budget(text: str) -> tuple[str, float]:
 
 
 def load_ladder(path: str | Path = DEFAULT_LADDER) -> list[Rung]:
+    from nanowhale.config import load_toml
+
     d = load_toml(path)
     rungs = d.get("rung")
     if not isinstance(rungs, list) or not rungs:

@@ -194,8 +194,10 @@ class Ledger:
         with self.transaction():
             self.conn.execute(f"UPDATE {table} SET {sets} WHERE id = ?", (*values.values(), row_id))
 
-    def rows(self, table: str, where: str = "", params: tuple = (), order: str = "id") -> list[dict]:
-        sql = f"SELECT * FROM {table}" + (f" WHERE {where}" if where else "") + f" ORDER BY {order}"
+    def rows(self, table: str, where: str = "", params: tuple = (), order: str = "id",
+             columns: tuple[str, ...] | None = None) -> list[dict]:
+        cols = ", ".join(columns) if columns else "*"
+        sql = f"SELECT {cols} FROM {table}" + (f" WHERE {where}" if where else "") + f" ORDER BY {order}"
         return [_decode(r) for r in self.conn.execute(sql, params)]
 
     def row(self, table: str, row_id: int) -> dict | None:

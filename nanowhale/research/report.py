@@ -12,8 +12,11 @@ TSV_COLUMNS = ("commit", "val_bpb", "memory_gb", "status", "description")  # aut
 AUTORESEARCH_STATUS = {"keep": "keep", "discard": "discard", "inconclusive": "discard", "crash": "crash"}
 
 
+LIGHT = ("id", "verdict", "metric_mean", "throughput_mean", "description", "total_seconds")  # no diffs, no logs
+
+
 def summary(ctx: Context, last: int = 10) -> dict:
-    exps = ctx.experiments()
+    exps = ctx.experiments(LIGHT)
     done = [e for e in exps if e["verdict"] not in ("pending",)]
     counts = {v: sum(1 for e in done if e["verdict"] == v) for v in ("keep", "discard", "inconclusive", "crash")}
     try:
@@ -55,7 +58,7 @@ def status(as_json: bool = False, tsv: bool = False, last: int = 10, path=".", t
     ctx = Context.open(path, tag)
     if tsv:
         log("\t".join(TSV_COLUMNS))
-        for e in ctx.experiments():
+        for e in ctx.experiments(("commit_sha", "base_commit", "metric_mean", "peak_memory_mb", "verdict", "description")):
             if e["verdict"] == "pending":
                 continue
             log("\t".join([(e["commit_sha"] or e["base_commit"])[:7],
@@ -108,7 +111,7 @@ def plot(out: str | None = None, path=".", log=print) -> int:
         raise ValueError("plot needs matplotlib: pip install 'nanowhale[research]' (or pip install matplotlib)") from None
     ctx = Context.open(path)
     noise = ctx.noise()
-    exps = [e for e in ctx.experiments() if e["metric_mean"] is not None]
+    exps = [e for e in ctx.experiments(LIGHT) if e["metric_mean"] is not None]
     fig, ax = plt.subplots(figsize=(11, 5.5))
     xs = [e["id"] for e in exps]
     ys = [e["metric_mean"] for e in exps]
@@ -128,7 +131,7 @@ def plot(out: str | None = None, path=".", log=print) -> int:
     for e in kept:
         ax.annotate(e["description"][:40], (e["id"], e["metric_mean"]), textcoords="offset points", xytext=(4, -12),
                     fontsize=7, rotation=-20)
-    crashes = sum(1 for e in ctx.experiments() if e["verdict"] == "crash")
+    crashes = sum(1 for e in ctx.experiments(LIGHT) if e["verdict"] == "crash")
     ax.set_xlabel(f"experiment ({len(xs)} scored, {crashes} crashed)")
     ax.set_ylabel(f"{ctx.s['metric']} ({ctx.s['direction']} is better)")
     ax.set_title(f"research {ctx.tag}: {ctx.s['scale']}, budget {ctx.s['budget']}")

@@ -67,15 +67,14 @@ def init(tag: str, scale: str = "tiny", budget: str | None = None, data: str = "
         raise ValueError(f"-k must be > 0, got {k}")
     if not 0 <= throughput_floor < 1:
         raise ValueError(f"--throughput-floor must be in [0, 1), got {throughput_floor}")
-    dirty = git.dirty()
+    dirty = [x for x in git.dirty() if not x[3:].startswith(LEDGER_FILE)]
     if dirty:
         raise ValueError("the working tree has changes; commit or stash them first (init starts from a clean "
                          f"commit): {', '.join(x[3:] for x in dirty[:5])}{' ...' if len(dirty) > 5 else ''}")
     branch = BRANCH_PREFIX + tag
     if git.branch_exists(branch):
         raise ValueError(f"branch {branch} already exists: choose another tag (or `git checkout {branch}` to continue)")
-    led = Ledger.open(repo / LEDGER_FILE)
-    if led.get(f"tag/{tag}") is not None:
+    if (repo / LEDGER_FILE).exists() and Ledger.open(repo / LEDGER_FILE).get(f"tag/{tag}") is not None:
         raise ValueError(f"tag {tag!r} is already in the ledger {repo / LEDGER_FILE}: choose another tag")
     setup = build_mod.detect(repo)
     ladder_path = str(Path(ladder).resolve()) if ladder else str(DEFAULT_LADDER)
@@ -91,6 +90,7 @@ def init(tag: str, scale: str = "tiny", budget: str | None = None, data: str = "
     facts = machine.facts(threads)
 
     git("checkout", "-q", "-b", branch)
+    led = Ledger.open(repo / LEDGER_FILE)
     (repo / RESEARCH_DIR).mkdir(exist_ok=True)
     if not (repo / EXPERIMENT_CONFIG).exists():
         (repo / EXPERIMENT_CONFIG).write_text(EXPERIMENT_TEMPLATE)

@@ -123,7 +123,8 @@ def test_the_verdicts_of_the_loop(repo):
 
     # an edit to the evaluation -> refused, naming the file; nothing trained
     n = len(load_rows(r / "research" / "ledger.sqlite")["experiments"])
-    edit(r / "nanowhale" / "evaluate.py", "nats / (math.log(2) * n_bytes)", "0.5 * nats / (math.log(2) * n_bytes)")
+    ev = r / "nanowhale" / "evaluate.py"
+    ev.write_text(ev.read_text() + "\nSCALE = 0.5  # a 'better' metric\n")
     rc, log = run(r, "halve the metric")
     assert rc == 3 and log.value("verdict") == "refused" and "nanowhale/evaluate.py (modified)" in log.value("reason")
     assert len(load_rows(r / "research" / "ledger.sqlite")["experiments"]) == n

@@ -52,7 +52,7 @@ def _plot(a):
 def _promote(a):
     from nanowhale.research.commands import promote
 
-    return promote(a.to, a.repeats)
+    return promote(a.to, a.repeats, a.budget)
 
 
 def add_research(sub: argparse._SubParsersAction) -> None:
@@ -111,6 +111,7 @@ def add_research(sub: argparse._SubParsersAction) -> None:
     p = rs.add_parser("promote", help="start vs best commit at the next rung of the ladder: does the gain transfer?")
     p.add_argument("--to", help="a rung (default: the next one)")
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--budget", help="instead of the rung's budget from the ladder file (e.g. a shorter one on a busy machine)")
     p.set_defaults(func=_promote)
 
 

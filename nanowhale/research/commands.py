@@ -255,7 +255,7 @@ def run(description: str, seeds: int = 1, path=".", log=print) -> int:
     return 0
 
 
-def promote(to: str | None = None, repeats: int = 2, path=".", log=print) -> int:
+def promote(to: str | None = None, repeats: int = 2, budget: str | None = None, path=".", log=print) -> int:
     """The start commit and the best commit at the next rung, `repeats` seeds each, interleaved so machine
     drift hits both; transferred when the best beats the start beyond the noise of these runs, on the
     scored slice and on the held-out slice."""
@@ -273,7 +273,8 @@ def promote(to: str | None = None, repeats: int = 2, path=".", log=print) -> int
         raise ValueError("nothing kept yet: the best commit is the start commit")
     import nanowhale._C as _C
 
-    budget = target.budget_gpu if _C.cuda_available() else target.budget_cpu
+    budget = budget or (target.budget_gpu if _C.cuda_available() else target.budget_cpu)
+    parse_budget(budget)
     pid = ctx.ledger.insert("promotions", {"agent": agent_id(), "tag": ctx.tag, "created_at": now(),
                                            "from_scale": ctx.s["scale"], "to_scale": target.name,
                                            "start_commit": start, "best_commit": best, "repeats": repeats})

@@ -148,6 +148,10 @@ class Context:
                 os.killpg(p.pid, 9)
                 p.wait()
                 status = "timeout"
+            except BaseException:  # interrupted: the run is in its own session, so end it here
+                os.killpg(p.pid, 9)
+                p.wait()
+                raise
         wall = time.perf_counter() - t0
         result = json.loads(out.read_text()) if out.exists() else {}
         if status is None:

@@ -46,7 +46,7 @@ def _show(a):
 def _plot(a):
     from nanowhale.research.report import plot
 
-    return plot(a.out)
+    return plot(a.out, a.ledger, a.dpi)
 
 
 def _promote(a):
@@ -104,8 +104,11 @@ def add_research(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--diff", action="store_true", help="only the diff (pipe it to `git apply`)")
     p.set_defaults(func=_show)
 
-    p = rs.add_parser("plot", help="write research/progress.png")
-    p.add_argument("--out")
+    p = rs.add_parser("plot", help="research/progress.png and the ledger figures of notebooks/research.ipynb")
+    p.add_argument("ledger", nargs="?", help="only the ledger figures of this ledger file or directory (default: "
+                   "the current research branch's ledger, plus progress.png)")
+    p.add_argument("--out", help="directory of the ledger figures (default: plots/ beside the ledger)")
+    p.add_argument("--dpi", type=int, default=100)
     p.set_defaults(func=_plot)
 
     p = rs.add_parser("promote", help="start vs best commit at the next rung of the ladder: does the gain transfer?")

@@ -35,6 +35,7 @@ GITIGNORE = """\
 ledger.sqlite*
 runs/
 progress.png
+plots/
 insights.md
 """
 

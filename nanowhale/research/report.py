@@ -6,7 +6,7 @@ import json
 import time
 
 from nanowhale.research.commands import block
-from nanowhale.research.context import RESEARCH_DIR, Context
+from nanowhale.research.context import LEDGER_FILE, RESEARCH_DIR, Context
 
 TSV_COLUMNS = ("commit", "val_bpb", "memory_gb", "status", "description")  # autoresearch's results.tsv order
 AUTORESEARCH_STATUS = {"keep": "keep", "discard": "discard", "inconclusive": "discard", "crash": "crash"}
@@ -100,15 +100,39 @@ def show(eid: int, diff_only: bool = False, path=".", log=print) -> int:
     return 0
 
 
-def plot(out: str | None = None, path=".", log=print) -> int:
-    """progress.png: every experiment's metric in order, kept ones marked and labelled, the running best."""
+def ledger_figures(ledger: str | None, out: str | None, dpi: int = 100, log=print) -> list[str]:
+    """The figures of notebooks/research.ipynb (nanowhale.plots) for a ledger file or the newest one found."""
+    from pathlib import Path
+
+    from nanowhale.analysis.research import load_ledger, newest_ledger
+    from nanowhale.plots import research_figures
+
+    path = newest_ledger(ledger)
+    if path is None:
+        raise ValueError(f"no research ledger (*.sqlite) under {ledger or './research or ../research'}")
+    dest = Path(out) if out else path.parent / "plots"
+    dest.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, fig in research_figures(load_ledger(path)).items():
+        fig.savefig(dest / f"{name}.png", dpi=dpi)
+        written.append(str(dest / f"{name}.png"))
+    return written
+
+
+def plot(out: str | None = None, ledger: str | None = None, dpi: int = 100, path=".", log=print) -> int:
+    """research/progress.png: every experiment's metric in order, kept ones marked and labelled, the running
+    best; plus the notebook's ledger figures in research/plots/. With `ledger`, only those figures."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ValueError("plot needs matplotlib: pip install 'nanowhale[research]' (or pip install matplotlib)") from None
+        raise ValueError("plot needs matplotlib: pip install 'nanowhale[plot]'") from None
+    if ledger:
+        for f in ledger_figures(ledger, out, dpi):
+            log(f)
+        return 0
     ctx = Context.open(path)
     noise = ctx.noise()
     exps = [e for e in ctx.experiments(LIGHT) if e["metric_mean"] is not None]
@@ -139,10 +163,11 @@ def plot(out: str | None = None, path=".", log=print) -> int:
         ax.set_ylim(min(ys + by) - 3 * noise["sigma"], min(max(ys), noise["mean"] + 10 * max(noise["sigma"], abs(noise["mean"] - min(ys + by)))))
     ax.legend(fontsize=8)
     fig.tight_layout()
-    dest = out or str(ctx.repo / RESEARCH_DIR / "progress.png")
-    fig.savefig(dest, dpi=120)
+    dest = str(ctx.repo / RESEARCH_DIR / "progress.png")
+    fig.savefig(dest, dpi=dpi)
     plt.close(fig)
-    log(block(plot=dest, experiments=len(xs), kept=len(kept)))
+    figures = ledger_figures(str(ctx.repo / LEDGER_FILE), out or str(ctx.repo / RESEARCH_DIR / "plots"), dpi)
+    log(block(plot=dest, figures=" ".join(figures), experiments=len(xs), kept=len(kept)))
     return 0
 
 

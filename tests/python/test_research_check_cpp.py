@@ -10,7 +10,7 @@ from pathlib import Path
 
 from nanowhale.research import build, commands
 from nanowhale.research.check import run_check
-from research_fixtures import git
+from research_repo_fixtures import git
 
 ROOT = Path(__file__).resolve().parents[2]
 WRONG = ("const T k = dot * r * r / T(C);", "const T k = dot * r / T(C);")  # a factor r forgotten in d(rmsnorm)

@@ -156,6 +156,9 @@ def test_the_verdicts_of_the_loop(repo):
     show = Log()
     report.show(2, diff_only=True, path=r, log=show)
     assert "muon_lr = 1e-5" in show.lines[0]
+    plog = Log()
+    assert report.plot(path=r, log=plog) == 0
+    assert (r / "research" / "progress.png").stat().st_size > 10_000 and "progress.png" in plog.value("figures")
 
 
 def test_rebuild_only_when_a_cpp_file_changed(repo):

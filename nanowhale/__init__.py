@@ -38,11 +38,20 @@ _WHERE = {name: module for module, names in _LAZY.items() for name in names}
 
 
 def __getattr__(name: str):
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'nanowhale' has no attribute {name!r}")
     import importlib
 
+    module = _WHERE.get(name)
+    if module is None:  # a submodule (nw.data.shards, nw.generate, ...), as the eager imports used to provide
+        for eager in ("nanowhale.trainer", "nanowhale.loaded"):
+            importlib.import_module(eager)
+        if name in globals():
+            return globals()[name]
+        try:
+            return importlib.import_module(f"nanowhale.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"nanowhale.{name}":
+                raise
+            raise AttributeError(f"module 'nanowhale' has no attribute {name!r}") from None
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

@@ -163,13 +163,13 @@ def _sample(args: argparse.Namespace) -> int:
 def _plot(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from nanowhale.analysis.runs import load_runs
+    from nanowhale.analysis.runs import load_runs, newest_run
 
     try:
         from nanowhale.plots import run_figures
     except ImportError as e:
         raise ValueError(f"nanowhale plot needs matplotlib ({e}); pip install 'nanowhale[plot]'") from None
-    runs = load_runs(args.runs or None)
+    runs = load_runs(args.runs or [newest_run()])  # newest_run names where it looked when there is none
     out = Path(args.out) if args.out else (runs[0].dir / "plots" if len(runs) == 1 else Path("plots"))
     out.mkdir(parents=True, exist_ok=True)
     for name, fig in run_figures(runs).items():

@@ -108,7 +108,7 @@ def test_checkpoint_routing_figures(runs):
     assert "no checkpoint yet" in _texts(plots.coselection_figure(None).axes[0])[0]
 
 
-def test_plot_command_writes_pngs(micro_runs, tmp_path, capsys):
+def test_plot_command_writes_pngs(micro_runs, tmp_path, capsys, monkeypatch):
     a, b = micro_runs / "runs" / "a", micro_runs / "runs" / "b"
     assert cli.main(["plot", str(a), str(b), "--out", str(tmp_path / "figs"), "--dpi", "40"]) == 0
     written = capsys.readouterr().out.split()
@@ -121,6 +121,13 @@ def test_plot_command_writes_pngs(micro_runs, tmp_path, capsys):
     assert (a / "plots" / "expert_load.png").exists()
     assert cli.main(["plot", str(tmp_path / "nothing")]) == 2
     assert "no metrics.jsonl" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("NANOWHALE_RUNS", raising=False)
+    assert cli.main(["plot"]) == 2
+    assert "no run directories" in capsys.readouterr().err
+    monkeypatch.chdir(micro_runs)
+    assert cli.main(["plot", "--out", str(tmp_path / "newest"), "--dpi", "40"]) == 0  # the newest run
+    assert (tmp_path / "newest" / "bias.png").exists()
 
 
 def test_research_figures(micro_ledger):

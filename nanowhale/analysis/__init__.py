@@ -15,6 +15,7 @@ from nanowhale.analysis.research import (
     ResearchLedger,
     baseline_mean,
     kept_table,
+    ledger_summary,
     load_ledger,
     newest_ledger,
     progress_table,
@@ -49,7 +50,7 @@ from nanowhale.analysis.table import Table
 
 __all__ = [
     "NO_LINEAGE", "compare_samples", "lineage_runs", "lineage_table", "newest_posttrained", "stage_metrics", "stage_of",
-    "ResearchLedger", "baseline_mean", "kept_table", "load_ledger", "newest_ledger", "progress_table",
+    "ResearchLedger", "baseline_mean", "kept_table", "ledger_summary", "load_ledger", "newest_ledger", "progress_table",
     "promotions_table", "verdict_table",
     "TOKEN_CLASSES", "Routing", "Run", "Table", "classify_tokens", "coselection", "expert_counts", "list_runs",
     "load_model", "load_run", "load_runs", "newest_run", "route_ids", "route_text", "route_validation",

@@ -2,7 +2,8 @@
 best, verdict counts, the kept changes ranked by gain against their noise margin, promotions to the next
 scale, and per-agent counts. Reads a ledger that agents are still writing (WAL: readers never block).
 
-    led = load_ledger()                 # the newest research/*.sqlite (or ../research, $NANOWHALE_LEDGER)
+    led = load_ledger()                 # the newest research/*.sqlite (or ../research, $NANOWHALE_LEDGER),
+                                        # the rows of its current research tag
     progress_table(led)                 # id, agent, hours, metric, verdict, running best
 
 The table functions return the text NO_LEDGER for None (no ledger yet), so a notebook runs through and says so.
@@ -32,7 +33,8 @@ PROMOTION_KEYS = ("id", "agent", "tag", "from_scale", "to_scale", "start_mean", 
 @dataclass
 class ResearchLedger:
     path: Path
-    settings: dict
+    tag: str | None        # the research tag these tables hold (a ledger can hold several)
+    settings: dict         # that tag's settings (`nanowhale research init`): scale, budget, metric, k, ...
     experiments: Table     # EXPERIMENT_KEYS, in id order
     baselines: Table       # BASELINE_KEYS
     promotions: Table      # PROMOTION_KEYS
@@ -46,6 +48,18 @@ class ResearchLedger:
     def metric_name(self) -> str:
         return self.settings.get("metric") or (self.experiments["metric_name"][0] if len(self.experiments)
                                                else "val_bpb")
+
+
+def ledger_summary(led: ResearchLedger | None) -> Table | str:
+    """One row: the tag, its rung, budget, metric, keep rule (k, throughput floor), start commit and counts."""
+    if led is None:
+        return NO_LEDGER
+    s = led.settings
+    row = {"tag": led.tag, "scale": s.get("scale"), "budget": s.get("budget"), "metric": led.metric_name,
+           "direction": "lower" if led.lower_is_better else "higher", "k": s.get("k"),
+           "throughput_floor": s.get("throughput_floor"), "start_commit": (s.get("start_commit") or "")[:12],
+           "baselines": len(led.baselines), "experiments": len(led.experiments), "promotions": len(led.promotions)}
+    return Table.from_records([row], list(row))
 
 
 def _search(root) -> list[Path]:
@@ -70,8 +84,9 @@ def newest_ledger(root: str | Path | None = None) -> Path | None:
     return None
 
 
-def load_ledger(path: str | Path | None = None) -> ResearchLedger | None:
-    """The ledger at path (None: the newest); None, with a message, when there is no ledger yet."""
+def load_ledger(path: str | Path | None = None, tag: str | None = None) -> ResearchLedger | None:
+    """The ledger at path (None: the newest), the rows of one research tag (None: the ledger's current tag,
+    else the newest experiment's); None, with a message, when there is no ledger yet."""
     from nanowhale.research.ledger import load_rows
 
     p = newest_ledger(path)
@@ -79,9 +94,14 @@ def load_ledger(path: str | Path | None = None) -> ResearchLedger | None:
         print(NO_LEDGER)
         return None
     rows = load_rows(p)
-    return ResearchLedger(p, rows["settings"], Table.from_records(rows["experiments"], list(EXPERIMENT_KEYS)),
-                          Table.from_records(rows["baselines"], list(BASELINE_KEYS)),
-                          Table.from_records(rows["promotions"], list(PROMOTION_KEYS)))
+    settings = rows["settings"]
+    if tag is None:
+        tag = settings.get("current") or (rows["experiments"][-1]["tag"] if rows["experiments"] else None)
+    tables = {}
+    for table, keys in (("experiments", EXPERIMENT_KEYS), ("baselines", BASELINE_KEYS),
+                        ("promotions", PROMOTION_KEYS)):
+        tables[table] = Table.from_records([r for r in rows[table] if tag is None or r["tag"] == tag], list(keys))
+    return ResearchLedger(p, tag, settings.get(f"tag/{tag}") or {}, **tables)
 
 
 def baseline_mean(led: ResearchLedger) -> float:

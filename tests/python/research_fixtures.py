@@ -1,5 +1,6 @@
 """A small research ledger with known numbers: 3 baseline repeats, 7 experiments by two agents (keeps,
-discards, an inconclusive one, a crash) and one promotion, written through nanowhale.research.ledger."""
+discards, an inconclusive one, a crash) and one promotion under the current tag 'night1', plus one experiment
+of an older tag, written through nanowhale.research.ledger as `nanowhale research` lays it out."""
 
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ EXPERIMENTS = (
 
 def write_ledger(path: Path) -> Path:
     led = Ledger.open(path)
-    led.set(tag="night1", metric="val_bpb", direction="lower", k=2.0)
+    # settings as `nanowhale research init` writes them: one dict per tag, and the current tag
+    led.set(**{"tag/night1": {"tag": "night1", "scale": "tiny", "budget": "flops:1e12", "metric": "val_bpb",
+                              "direction": "lower", "k": 2.0, "start_commit": "base"}, "current": "night1"})
     common = {"tag": "night1", "scale": "tiny", "budget": "flops:1e12", "metric_name": "val_bpb"}
     for i, m in enumerate(BASELINE):
         led.insert("baselines", {**common, "agent": "a0", "created_at": 1000.0 + i, "role": "baseline",
@@ -34,6 +37,10 @@ def write_ledger(path: Path) -> Path:
                                    "metric_mean": m, "throughput_mean": tput, "margin": margin, "best_metric": best,
                                    "best_throughput": best_tput, "status": "crash" if m is None else "done",
                                    "verdict": verdict, "commit_sha": f"c{i}" if verdict == "keep" else None})
+    led.insert("experiments", {"agent": "a0", "tag": "older", "started_at": 0.0, "finished_at": 1.0,  # another tag
+                               "base_commit": "x", "description": "an older session", "scale": "tiny",
+                               "budget": "flops:1e12", "seeds": [0], "metric_name": "val_bpb", "direction": "lower",
+                               "metric_mean": 1.0, "best_metric": 2.0, "status": "done", "verdict": "keep"})
     led.insert("promotions", {"agent": "a0", "tag": "night1", "created_at": 40000.0, "from_scale": "tiny",
                               "to_scale": "small", "start_commit": "base", "best_commit": "c5", "repeats": 2,
                               "start_mean": 1.80, "best_mean": 1.76, "margin": 0.01, "verdict": "transferred"})

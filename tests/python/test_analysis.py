@@ -169,8 +169,13 @@ def test_table_rendering_and_errors():
 
 
 def test_research_ledger_tables(micro_ledger):
-    led = analysis.load_ledger(micro_ledger)
-    assert led.lower_is_better and led.metric_name == "val_bpb"
+    led = analysis.load_ledger(micro_ledger)  # the current tag only
+    assert led.tag == "night1" and led.lower_is_better and led.metric_name == "val_bpb"
+    summary = analysis.ledger_summary(led).rows()[0]
+    assert (summary["tag"], summary["scale"], summary["k"], summary["baselines"], summary["experiments"],
+            summary["promotions"]) == ("night1", "tiny", 2.0, 3, 7, 1)
+    older = analysis.load_ledger(micro_ledger, tag="older")
+    assert list(older.experiments["description"]) == ["an older session"] and len(older.baselines) == 0
     assert analysis.baseline_mean(led) == pytest.approx(2.01)
     p = analysis.progress_table(led)
     np.testing.assert_allclose(p["hours"], np.arange(7.0))
@@ -198,9 +203,10 @@ def test_ledger_of_a_research_night_in_progress_and_absent(tmp_path, monkeypatch
     assert analysis.load_ledger() is None and "no ledger yet" in capsys.readouterr().out
     assert analysis.kept_table(None).startswith("no ledger yet")
     led = Ledger.open(tmp_path / "research" / "night.sqlite")  # just initialised: no rows, no settings
-    led.set(direction="higher", metric="reward")
+    led.set(**{"tag/t": {"direction": "higher", "metric": "reward"}, "current": "t"})
     view = analysis.load_ledger()
-    assert view.path.name == "night.sqlite" and not view.lower_is_better and view.metric_name == "reward"
+    assert view.path.name == "night.sqlite" and view.tag == "t"
+    assert not view.lower_is_better and view.metric_name == "reward"
     assert len(analysis.progress_table(view)) == 0 and len(analysis.kept_table(view)) == 0
     led.insert("experiments", {"agent": "a", "tag": "t", "started_at": 0.0, "base_commit": "b", "description": "x",
                                "scale": "tiny", "budget": "steps:1", "seeds": [0], "metric_name": "reward",

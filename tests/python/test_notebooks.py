@@ -87,7 +87,7 @@ def test_research_notebook_finds_the_ledger(micro_ledger):
     nb = execute("research", micro_ledger.parent.parent)  # LEDGER = None: the newest under ./research
     text = outputs(nb)
     joined = "".join(text)
-    assert "'tag': 'night1'" in text[0]
+    assert "<td>night1</td>" in text[0]  # the summary of the current tag
     assert "<td>qk-norm scale</td>" in joined and "<td>transferred</td>" in joined
     assert "<td>all</td>" in joined  # two agents: a row for each and one for all
     assert text.count("PNG") == 5  # progress, verdicts, kept, time control, transfer

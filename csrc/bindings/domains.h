@@ -12,6 +12,7 @@ void register_core(py::module_& m);
 void register_model(py::module_& m);
 void register_optimizer(py::module_& m);
 void register_data(py::module_& m);
+void register_distributed(py::module_& m);
 
 // A NumPy integer array of exactly `ndim` dimensions, as a contiguous int32 copy; ValueError otherwise.
 py::array_t<int32_t> as_int32(const py::object& obj, const char* what, int ndim);

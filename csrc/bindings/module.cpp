@@ -9,4 +9,5 @@ PYBIND11_MODULE(_C, m) {
   nw::bindings::register_model(m);
   nw::bindings::register_optimizer(m);
   nw::bindings::register_data(m);
+  nw::bindings::register_distributed(m);
 }

@@ -65,6 +65,9 @@ class Model {
   // b_i += gamma * sign(mean - count_i) from the counts accumulated since the last update; resets them.
   void update_balance_bias(float gamma);
   std::vector<RoutingStats> routing_stats() const;
+  // Routing counts accumulated since the last bias update, (n_moe_layers, E) int64 on the model's device
+  // (data parallelism sums them over the ranks before the update).
+  const Tensor& pending_counts() const { return pending_counts_; }
 
   const ModelConfig& config() const { return cfg_; }
   Device device() const { return device_; }

@@ -111,9 +111,10 @@ def _train(args: argparse.Namespace) -> int:
     else:
         cfg = resolve(args.preset, args.config, sets)
         result = train(cfg, progress=progress)
-    for i, text in enumerate(result.get("samples") or []):
-        print(f"--- sample {i}\n{text}")
-    print(format_summary(result))
+    if result["rank"] == 0:  # in a multi-process job, rank 0 speaks for all
+        for i, text in enumerate(result.get("samples") or []):
+            print(f"--- sample {i}\n{text}")
+        print(format_summary(result))
     return 0 if result["status"] == "done" else 1
 
 
@@ -333,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except ValueError as e:
         print(f"nanowhale: error: {e}", file=sys.stderr)
+        if "nanowhale.distributed" in sys.modules:  # other processes of the job would wait for this one
+            sys.modules["nanowhale.distributed"].abort_job("stopping the job after the error above", 2)
         return 2
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import nanowhale._C as _C
 from nanowhale import checkpoint as ckpt_mod
-from nanowhale import schedule
+from nanowhale import distributed, schedule
 from nanowhale.config import RunConfig, merge, parse_override, resolve, to_toml, validate
 from nanowhale.data.shards import make_loader, shard_paths
 from nanowhale.data.tokenizer import Tokenizer
@@ -108,7 +108,7 @@ class Clock:
 
 @dataclass
 class Progress:
-    """mode "bar": a tqdm bar; "lines": a plain line every ~10% (logs stay short)."""
+    """mode "bar": a tqdm bar; "lines": a plain line every ~10% (logs stay short); "off": nothing (ranks > 0)."""
 
     total: float
     mode: str
@@ -210,25 +210,42 @@ def train(config=None, *, resume: str | Path | None = None, overrides: list[str]
             raise ValueError(f"run.dir: {run_dir} already holds checkpoints; continue it with --resume {run_dir} "
                              "or choose another run.name / run.dir")
     tc = cfg.train
-    if progress is None and sys.stderr.isatty():
-        progress = True
+    # batch_tokens is the global batch: each of the world's ranks runs `accum` of its micro-batches.
+    world = distributed.launched_world_size()
+    accum = distributed.local_accumulation(
+        cfg.accumulation(), world, f"train.batch_tokens: {tc.batch_tokens} tokens are {cfg.accumulation()} "
+        f"micro-batches of train.micro_batch * model.seq_len = {tc.micro_batch * cfg.model['seq_len']} tokens")
+    device = choose_device(tc.device)
+    group = distributed.init(device, tc.comm_timeout)
+    group.check_same("configuration", json.dumps(cfg.to_dict(), sort_keys=True))
+    if group.is_main:
+        if progress is None and sys.stderr.isatty():
+            progress = True
+    else:
+        progress, log = False, lambda *a, **k: None
 
     if tc.threads:
         _C.set_num_threads(tc.threads)
-    device = choose_device(tc.device)
+    elif device == "cpu" and group.local_world_size > 1:  # the ranks on one machine share its cores
+        _C.set_num_threads(max(1, _C.get_num_threads() // group.local_world_size))
+    if not group.is_main:  # rank 0 prepares the default corpus; the others then find it ready
+        group.barrier("waiting for rank 0 to prepare the data", timeout=distributed.LONG_WAIT_S)
     data_dir, tok = ensure_data(cfg, log=log, progress=bool(progress))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.toml").write_text(to_toml(cfg.to_dict()))
-    (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+    if group.is_main:
+        group.barrier("waiting for rank 0 to prepare the data", timeout=distributed.LONG_WAIT_S)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.toml").write_text(to_toml(cfg.to_dict()))
+        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
 
     mcfg = cfg.model_config()
     model = _C.Model(mcfg, seed=tc.seed, device=device)
     opt = _C.Optimizer(model, cfg.optimizer_config())
-    T, B, accum = mcfg.seq_len, tc.micro_batch, cfg.accumulation()
-    loader = make_loader(data_dir, "train", B, T, tok, packed=True, seed=tc.seed)
+    T, B = mcfg.seq_len, tc.micro_batch
+    loader = make_loader(data_dir, "train", B, T, tok, packed=True, seed=tc.seed, rank=group.rank,
+                         world_size=group.world_size)
     val_paths = shard_paths(data_dir, "val")
     split_tokens = loader.total_tokens
-    step_tokens = accum * B * (T + 1)  # what a step takes from the split: rows of T + 1 tokens
+    step_tokens = accum * world * B * (T + 1)  # what a step takes from the split: rows of T + 1 tokens
     time_based = tc.time_budget > 0
     if time_based:
         plan = f"a {tc.time_budget:g} s budget; one epoch is {split_tokens / step_tokens:,.0f} steps"
@@ -245,30 +262,43 @@ def train(config=None, *, resume: str | Path | None = None, overrides: list[str]
                              f"trained with ({want})")
         ck.load_model(model)
         ck.load_optimizer(model, opt)
-        loader.set_state(ck.meta["loader_state"])
+        states = ck.meta.get("loader_states") or [ck.meta["loader_state"]]  # one per rank
+        if len(states) != group.world_size:
+            raise ValueError(f"--resume: {ck.dir} was written by a run of {len(states)} process(es); resume it with "
+                             f"the same number (this run has {group.world_size})")
+        loader.set_state(states[group.rank])
         step, tokens_seen = ck.meta["step"], ck.meta["tokens"]
         clock.seconds = ck.meta.get("train_seconds", 0.0)
         log(f"resuming {run_dir} at step {step}")
     last_ckpt = ck.dir if ck is not None else None
 
-    warned_repeat = loader.epoch > 1.0
+
+    def epochs() -> float:  # the loader measures this rank's share against the whole split
+        return loader.epoch * world
+
+    warned_repeat = epochs() > 1.0
     budget = tc.time_budget if time_based else float(tc.steps)
     threads = _C.get_num_threads()
-    peak = peak_flops(device, threads)
+    peak = peak_flops(device, threads) * world  # the whole job's
     flops_tok = mcfg.flops_per_token()
-    if ck is not None:
+    if ck is not None and group.is_main:
         _truncate_metrics(run_dir / "metrics.jsonl", step)
-    metrics = open(run_dir / "metrics.jsonl", "a")
+    metrics = open(run_dir / "metrics.jsonl", "a") if group.is_main else None  # rank 0 alone writes
 
     def emit(rec: dict) -> None:
-        metrics.write(json.dumps(rec) + "\n")
-        metrics.flush()
+        if metrics:
+            metrics.write(json.dumps(rec) + "\n")
+            metrics.flush()
 
     def progress_of(step: int) -> float:
         return min(1.0, clock.seconds / tc.time_budget) if time_based else step / tc.steps
 
     def save(step: int) -> Path:
-        meta = {"config": cfg.to_dict(), "tokens": tokens_seen, "loader_state": loader.state().tolist(),
+        states = group.gather(loader.state().tolist(), "loader-state gather")  # every rank's position
+        if not group.is_main:
+            return run_dir / "checkpoints" / f"step_{step:06d}"
+        meta = {"config": cfg.to_dict(), "tokens": tokens_seen, "loader_state": states[0],
+                "loader_states": states, "world_size": group.world_size,
                 "train_seconds": clock.seconds, "seed": tc.seed, "rng": {"model_init_seed": tc.seed,
                 "loader_seed": tc.seed, "note": "all randomness is seeded; the loader position is loader_state"},
                 "tokenizer": {"file": ckpt_mod.TOKENIZER_FILE, "fingerprint": tok.fingerprint,
@@ -286,11 +316,11 @@ def train(config=None, *, resume: str | Path | None = None, overrides: list[str]
 
     emit({"event": "resume" if ck is not None else "start", "step": step, "device": device, "threads": threads,
           "params_total": mcfg.num_params(), "params_active": mcfg.num_active_params(),
-          "accumulation": accum, "batch_tokens": tc.batch_tokens})
-    result: dict = {"status": "done", "run_dir": str(run_dir), "val_bpb": None}
+          "accumulation": accum, "world_size": group.world_size, "batch_tokens": tc.batch_tokens})
+    result: dict = {"status": "done", "run_dir": str(run_dir), "val_bpb": None, "rank": group.rank}
     losses: list[float] = []
-    bar = Progress(budget, "bar" if progress else "lines", time_based)
-    compute_s = step_s = 0.0
+    bar = Progress(budget, "bar" if progress else "lines" if group.is_main else "off", time_based)
+    compute_s = step_s = comm_s = 0.0
     t_train0 = time.perf_counter()
     steps_this_session = 0
     stop_reason = None
@@ -306,17 +336,21 @@ def train(config=None, *, resume: str | Path | None = None, overrides: list[str]
             loss_sum = bal_sum = 0.0
             for _ in range(accum):
                 batch = loader.next()
-                if not warned_repeat and loader.epoch > 1.0:
+                if not warned_repeat and epochs() > 1.0:
                     warned_repeat = True
                     log(f"nanowhale: warning: at step {step + 1} the run starts a second pass over its "
                         f"{split_tokens:,} training tokens; from here it trains on text it has already seen, so "
                         "the training loss will fall faster than val_bpb. Give it more data (data.dir) or fewer "
                         "steps.")
-                    emit({"event": "data_repeat", "step": step + 1, "epoch": loader.epoch})
+                    emit({"event": "data_repeat", "step": step + 1, "epoch": epochs()})
                 tc0 = time.perf_counter()
-                loss_sum += model.forward_backward(batch[:, :-1], batch[:, 1:], grad_scale=1.0 / accum)
+                loss_sum += model.forward_backward(batch[:, :-1], batch[:, 1:], grad_scale=1.0 / (accum * world))
                 c += time.perf_counter() - tc0
                 bal_sum += model.last_balance_loss
+            tc0 = time.perf_counter()
+            group.all_reduce_gradients(model)  # the global batch's mean gradient and routing counts
+            loss_sum, bal_sum = group.sum([loss_sum, bal_sum])
+            comm = time.perf_counter() - tc0
             lr = schedule.lr_mult(p, tc.warmup_frac, tc.decay_frac, tc.final_lr_frac)
             mom = schedule.muon_momentum(p, tc.momentum_start, cfg.optim["muon_momentum"], tc.momentum_warmup_frac)
             gamma = schedule.balance_gamma(p, cfg.model["balance_gamma"], tc.balance_decay_start, tc.balance_decay_end)
@@ -330,7 +364,9 @@ def train(config=None, *, resume: str | Path | None = None, overrides: list[str]
                 _C.profile_ops(False)
                 emit({"event": "op_profile", "step": step + 1, "step_seconds": dt,
                       "ops": {name: {"seconds": sec, "calls": calls} for name, (sec, calls) in _C.op_times().items()}})
-            loss = loss_sum / accum
+            if time_based and world > 1:  # every rank keys its schedules on the same clock
+                dt = group.max([dt])[0]
+            loss = loss_sum / (accum * world)
             if not (math.isfinite(loss) and math.isfinite(gnorm)):
                 where = f"the last good checkpoint is {last_ckpt}" if last_ckpt else "no checkpoint was written"
                 stop_reason = (f"non-finite {'loss' if not math.isfinite(loss) else 'gradient norm'} at step "
@@ -346,13 +382,13 @@ def train(config=None, *, resume: str | Path | None = None, overrides: list[str]
             losses.append(loss)
             tok_s = tc.batch_tokens / dt
             if step % cfg.run.log_every == 0 or progress_of(step) >= 1.0:
-                rec = {"step": step, "tokens": tokens_seen, "loss": loss, "balance_loss": bal_sum / accum,
+                rec = {"step": step, "tokens": tokens_seen, "loss": loss, "balance_loss": bal_sum / (accum * world),
                        "lr_mult": lr, "muon_lr": cfg.optim["muon_lr"] * lr, "muon_momentum": mom,
                        "balance_gamma": gamma, "grad_norm": gnorm, "tok_per_s": tok_s,
                        "gflops": tok_s * flops_tok / 1e9, "mfu": tok_s * flops_tok / peak,
-                       "step_seconds": dt, "compute_seconds": c, "progress": progress_of(step),
-                       "train_seconds": clock.seconds, "epoch": loader.epoch,
-                       "data_seen": min(1.0, loader.epoch)}
+                       "step_seconds": dt, "compute_seconds": c, "allreduce_seconds": comm,
+                       "progress": progress_of(step), "train_seconds": clock.seconds, "epoch": epochs(),
+                       "data_seen": min(1.0, epochs())}
                 rec["experts"] = [{"layer": s["layer"], "load": list(s["tokens_per_expert"]),
                                    "max_violation": s["max_violation"], "dead": s["dead_experts"],
                                    "bias": list(s["bias"])}
@@ -361,6 +397,7 @@ def train(config=None, *, resume: str | Path | None = None, overrides: list[str]
             bar.update(clock.seconds if time_based else step, step, loss, tok_s)
             if steps_this_session > 1:  # the first step warms caches up
                 compute_s += c
+                comm_s += comm
                 step_s += time.perf_counter() - t0  # the whole step: data, compute, schedules, logging
             if cfg.eval.every and step % cfg.eval.every == 0 and progress_of(step) < 1.0:
                 result["val_bpb"] = run_eval(step)["val_bpb"]
@@ -381,7 +418,7 @@ def train(config=None, *, resume: str | Path | None = None, overrides: list[str]
     if stop_reason:
         log(f"nanowhale: {stop_reason}")
     samples = []
-    if result["status"] == "done" and cfg.sample.n > 0:
+    if result["status"] == "done" and cfg.sample.n > 0 and group.is_main:
         from nanowhale.generate import sample
 
         s = cfg.sample
@@ -397,12 +434,14 @@ def train(config=None, *, resume: str | Path | None = None, overrides: list[str]
         "total_seconds": time.perf_counter() - t_start,
         "steps": step,
         "tokens": tokens_seen,
-        "epochs": loader.epoch,
-        "data_seen": min(1.0, loader.epoch),
+        "epochs": epochs(),
+        "data_seen": min(1.0, epochs()),
         "split_tokens": split_tokens,
         "tokens_per_second": toks_session / train_wall if train_wall > 0 else 0.0,
         "mfu": (toks_session / train_wall) * flops_tok / peak if train_wall > 0 else 0.0,
         "outside_compute_fraction": (1 - compute_s / step_s) if step_s > 0 else 0.0,
+        "allreduce_fraction": comm_s / step_s if step_s > 0 else 0.0,
+        "world_size": group.world_size,
         "peak_memory_mb": peak_memory_mb(),
         "params_total": mcfg.num_params(),
         "params_active": mcfg.num_active_params(),
@@ -412,14 +451,14 @@ def train(config=None, *, resume: str | Path | None = None, overrides: list[str]
         "losses": losses,
     })
     emit({"event": "end", **{k: v for k, v in result.items() if k not in ("losses", "samples")}})
-    metrics.close()
+    if metrics:
+        metrics.close()
     return result
 
 
 SUMMARY_KEYS = ("status", "val_bpb", "training_seconds", "total_seconds", "steps", "tokens", "epochs", "data_seen",
-                "split_tokens", "tokens_per_second",
-                "mfu", "outside_compute_fraction", "peak_memory_mb", "params_total", "params_active", "device",
-                "run_dir", "checkpoint")
+                "split_tokens", "tokens_per_second", "mfu", "outside_compute_fraction", "allreduce_fraction",
+                "peak_memory_mb", "params_total", "params_active", "device", "world_size", "run_dir", "checkpoint")
 
 
 def format_summary(result: dict) -> str:
@@ -428,8 +467,8 @@ def format_summary(result: dict) -> str:
     for k in SUMMARY_KEYS:
         v = result.get(k)
         if isinstance(v, float):
-            v = f"{v:.6f}" if k in ("val_bpb", "mfu", "outside_compute_fraction") else f"{v:.4f}" if k in (
-                "epochs", "data_seen") else f"{v:.2f}"
+            v = f"{v:.6f}" if k in ("val_bpb", "mfu", "outside_compute_fraction", "allreduce_fraction") else \
+                f"{v:.4f}" if k in ("epochs", "data_seen") else f"{v:.2f}"
         lines.append(f"{k}: {v}")
     return "\n".join(lines)
 

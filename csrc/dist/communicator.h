@@ -33,7 +33,7 @@ class Communicator {
   virtual void broadcast(const Tensor& t, int root, const char* what) = 0;  // any contiguous tensor
   virtual void barrier(const char* what) = 0;
   [[noreturn]] virtual void abort(int code) = 0;  // ends every process of the job
-  virtual void finalize() = 0;                    // at a clean exit; the communicator is unusable after
+  virtual void finalize() = 0;  // unusable after; MPI is also finalized at a normal process exit
 
  protected:
   int rank_ = 0, world_ = 1, local_rank_ = 0, local_world_ = 1;

@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -130,6 +131,8 @@ int wait(MPI_Request& req, double timeout_s, const char* what, char* err, int n)
   return 1;
 }
 
+void finalize();
+
 int init(int* rank, int* world, int* local_rank, int* local_world, char* err, int n) {
   int inited = 0;
   MPI_Initialized(&inited);
@@ -141,6 +144,7 @@ int init(int* rank, int* world, int* local_rank, int* local_world, char* err, in
       return 1;
     }
     g_we_initialized = true;
+    std::atexit(finalize);  // a process that exits normally must call MPI_Finalize
   }
   if (g_world == MPI_COMM_NULL) {
     MPI_Comm_dup(MPI_COMM_WORLD, &g_world);

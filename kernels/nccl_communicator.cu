@@ -8,6 +8,7 @@
 #include <nccl.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <string>
 #include <thread>
 
@@ -80,7 +81,10 @@ class NcclCommunicator : public Communicator {
     Communicator::set_timeout(seconds);
     host_->set_timeout(seconds);
   }
-  [[noreturn]] void abort(int code) override { host_->abort(code); }
+  [[noreturn]] void abort(int code) override {
+    host_->abort(code);
+    std::abort();  // not reached: MPI_Abort ends the process
+  }
   void finalize() override {
     if (comm_) ncclCommDestroy(comm_);
     comm_ = nullptr;

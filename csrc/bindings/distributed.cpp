@@ -12,7 +12,7 @@ using dist::ReduceOp;
 
 // A writable C-contiguous NumPy array seen as a host tensor (float32, float64 or int64).
 Tensor host_view(const py::object& obj, const char* what) {
-  NW_CHECK(py::isinstance<py::array>(obj), what, " needs a NumPy array, got ", std::string(py::str(obj.get_type())));
+  NW_CHECK(py::isinstance<py::array>(obj), what, " needs a NumPy array, got ", std::string(py::str(py::type::of(obj))));
   py::array a = obj.cast<py::array>();
   NW_CHECK(a.writeable() && (a.flags() & py::array::c_style), what, " needs a writable C-contiguous array");
   DType t;

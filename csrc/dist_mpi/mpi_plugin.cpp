@@ -53,17 +53,20 @@ void answer_pings() {
   }
 }
 
-// Polls, backing off from spinning to 1 ms sleeps so a waiting rank leaves the cores to the others.
+// Polls (non-blocking collectives progress only inside MPI_Test): spinning for the first 20 ms, the time
+// a collective takes when every rank is there, then backing off to 50 us and, after a second, 1 ms
+// sleeps, so a rank waiting for a slow one leaves the cores to the others.
 template <typename Done>
 bool poll_until(Done done, double timeout_s) {
   const auto t0 = Clock::now();
   const auto deadline = t0 + std::chrono::duration<double>(timeout_s);
-  for (int spins = 0;; ++spins) {
+  for (;;) {
     if (done()) return true;
     answer_pings();
     const auto now = Clock::now();
     if (now >= deadline) return false;
-    if (spins > 1000) std::this_thread::sleep_for(std::chrono::microseconds(spins > 20000 ? 1000 : 50));
+    const double waited = std::chrono::duration<double>(now - t0).count();
+    if (waited > 0.02) std::this_thread::sleep_for(std::chrono::microseconds(waited > 1.0 ? 1000 : 50));
   }
 }
 

@@ -87,6 +87,14 @@ class _InterleavedLoader:
     def state(self):
         return self.loaders[0].state()
 
+    @property
+    def total_tokens(self):
+        return self.loaders[0].total_tokens
+
+    @property
+    def epoch(self):  # each loader counts its share against the whole split
+        return sum(loader.epoch for loader in self.loaders)
+
 
 def test_two_ranks_equal_one_rank_with_the_same_global_batch(two_rank_run, micro_data, tmp_path, monkeypatch):
     cfg_path, ranks = two_rank_run

@@ -145,6 +145,8 @@ def test_resumed_two_rank_run_reproduces_the_uninterrupted_one(mpirun, two_rank_
     for name in ranks[0]:
         if name != "losses":
             np.testing.assert_array_equal(rest[1][name], ranks[0][name], err_msg=name)
+    with pytest.raises(ValueError, match="written by a run of 2 process"):  # one process cannot continue it
+        trainer.train(resume=tmp_path / "run", progress=False)
 
 
 def test_ranks_with_different_configs_stop_with_a_message(mpirun, micro_data, tmp_path):

@@ -79,12 +79,13 @@ def main() -> None:
                "tokens_per_step": args.micro_batch * cfg.seq_len * group.world_size, "step_s": step,
                "allreduce_in_step_s": reduce, "allreduce_alone_s": reduce_alone,
                "allreduce_fraction": reduce / step, "tokens_per_s": args.micro_batch * cfg.seq_len * group.world_size / step,
-               "algbw_gb_s": grad_bytes / reduce_alone / 1e9 if reduce_alone > 0 else float("inf")}
+               "algbw_gb_s": grad_bytes / reduce_alone / 1e9 if group.world_size > 1 else None}
         if group.is_main:
             print(f"{preset:>15} x{group.world_size} {args.device} ({row['threads_per_rank']} thr/rank): grads "
                   f"{row['grad_mb']:.1f} MB, step {step * 1e3:.1f} ms, all-reduce {reduce * 1e3:.2f} ms in step / "
                   f"{reduce_alone * 1e3:.2f} ms alone ({100 * row['allreduce_fraction']:.2f}% of the step), "
-                  f"{row['tokens_per_s']:,.0f} tok/s, {row['algbw_gb_s']:.2f} GB/s", flush=True)
+                  f"{row['tokens_per_s']:,.0f} tok/s" + (f", {row['algbw_gb_s']:.2f} GB/s" if row["algbw_gb_s"] else ""),
+                  flush=True)
             if args.json:
                 with open(args.json, "a") as f:
                     f.write(json.dumps(row) + "\n")

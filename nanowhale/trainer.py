@@ -272,11 +272,7 @@ def train(config=None, *, resume: str | Path | None = None, overrides: list[str]
         log(f"resuming {run_dir} at step {step}")
     last_ckpt = ck.dir if ck is not None else None
 
-
-    def epochs() -> float:  # the loader measures this rank's share against the whole split
-        return loader.epoch * world
-
-    warned_repeat = epochs() > 1.0
+    warned_repeat = loader.epoch > 1.0
     budget = tc.time_budget if time_based else float(tc.steps)
     threads = _C.get_num_threads()
     peak = peak_flops(device, threads) * world  # the whole job's
@@ -336,13 +332,13 @@ def train(config=None, *, resume: str | Path | None = None, overrides: list[str]
             loss_sum = bal_sum = 0.0
             for _ in range(accum):
                 batch = loader.next()
-                if not warned_repeat and epochs() > 1.0:
+                if not warned_repeat and loader.epoch > 1.0:
                     warned_repeat = True
                     log(f"nanowhale: warning: at step {step + 1} the run starts a second pass over its "
                         f"{split_tokens:,} training tokens; from here it trains on text it has already seen, so "
                         "the training loss will fall faster than val_bpb. Give it more data (data.dir) or fewer "
                         "steps.")
-                    emit({"event": "data_repeat", "step": step + 1, "epoch": epochs()})
+                    emit({"event": "data_repeat", "step": step + 1, "epoch": loader.epoch})
                 tc0 = time.perf_counter()
                 loss_sum += model.forward_backward(batch[:, :-1], batch[:, 1:], grad_scale=1.0 / (accum * world))
                 c += time.perf_counter() - tc0
@@ -387,8 +383,8 @@ def train(config=None, *, resume: str | Path | None = None, overrides: list[str]
                        "balance_gamma": gamma, "grad_norm": gnorm, "tok_per_s": tok_s,
                        "gflops": tok_s * flops_tok / 1e9, "mfu": tok_s * flops_tok / peak,
                        "step_seconds": dt, "compute_seconds": c, "allreduce_seconds": comm,
-                       "progress": progress_of(step), "train_seconds": clock.seconds, "epoch": epochs(),
-                       "data_seen": min(1.0, epochs())}
+                       "progress": progress_of(step), "train_seconds": clock.seconds, "epoch": loader.epoch,
+                       "data_seen": min(1.0, loader.epoch)}
                 rec["experts"] = [{"layer": s["layer"], "load": list(s["tokens_per_expert"]),
                                    "max_violation": s["max_violation"], "dead": s["dead_experts"],
                                    "bias": list(s["bias"])}
@@ -434,8 +430,8 @@ def train(config=None, *, resume: str | Path | None = None, overrides: list[str]
         "total_seconds": time.perf_counter() - t_start,
         "steps": step,
         "tokens": tokens_seen,
-        "epochs": epochs(),
-        "data_seen": min(1.0, epochs()),
+        "epochs": loader.epoch,
+        "data_seen": min(1.0, loader.epoch),
         "split_tokens": split_tokens,
         "tokens_per_second": toks_session / train_wall if train_wall > 0 else 0.0,
         "mfu": (toks_session / train_wall) * flops_tok / peak if train_wall > 0 else 0.0,

@@ -92,8 +92,8 @@ class _InterleavedLoader:
         return self.loaders[0].total_tokens
 
     @property
-    def epoch(self):  # each loader counts its share against the whole split
-        return sum(loader.epoch for loader in self.loaders)
+    def epoch(self):  # each loader counts the rows of all ranks
+        return self.loaders[0].epoch
 
 
 def test_two_ranks_equal_one_rank_with_the_same_global_batch(two_rank_run, micro_data, tmp_path, monkeypatch):

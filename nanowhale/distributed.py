@@ -99,7 +99,8 @@ class Group:
         self.comm.all_reduce(table, "sum", what)
         return [table[r, :lengths[r]].tolist() for r in range(self.world_size)]
 
-    def check_same(self, name: str, text: str) -> None:
+    def check_same(self, name: str, text: str,
+                   hint: str = "every rank must get the same arguments, config files and environment") -> None:
         """ValueError on every rank unless all ranks pass the same text (compared by hash)."""
         if not self.comm:
             return
@@ -109,8 +110,21 @@ class Group:
         if differ:
             ranks = ", ".join(str(r) for r in differ)
             raise ValueError(f"the processes of this job disagree on the {name}: rank{'s' if len(differ) > 1 else ''} "
-                             f"{ranks} differ{'' if len(differ) > 1 else 's'} from rank 0 (every rank must get the "
-                             "same arguments, config files and environment)")
+                             f"{ranks} differ{'' if len(differ) > 1 else 's'} from rank 0 ({hint})")
+
+    def check_replicas(self, model, step: int) -> None:
+        """ValueError on every rank unless all hold the same parameters and balance biases, bit for bit (run
+        at each checkpoint: a reduction that differed between ranks would otherwise go unnoticed)."""
+        if not self.comm:
+            return
+        h = hashlib.sha256()
+        for name in model.parameter_names():
+            h.update(model.get_param(name).tobytes())
+        for name in model.buffer_names():
+            h.update(model.get_buffer(name).tobytes())
+        self.check_same(f"model after step {step}", h.hexdigest(),
+                        "the ranks' parameters or balance biases drifted apart; the all-reduce was not identical "
+                        "on every rank")
 
     def barrier(self, what: str, timeout: float | None = None) -> None:
         if not self.comm:

@@ -290,6 +290,7 @@ def train(config=None, *, resume: str | Path | None = None, overrides: list[str]
         return min(1.0, clock.seconds / tc.time_budget) if time_based else step / tc.steps
 
     def save(step: int) -> Path:
+        group.check_replicas(model, step)
         states = group.gather(loader.state().tolist(), "loader-state gather")  # every rank's position
         if not group.is_main:
             return run_dir / "checkpoints" / f"step_{step:06d}"

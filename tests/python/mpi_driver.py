@@ -3,9 +3,10 @@ rank's final parameters, balance biases, optimizer steps and per-step losses to 
 test can compare ranks and runs bit for bit.
 
     mpi_driver.py OUT --config CFG.toml [--run-dir DIR] [--stop-after N] | --resume RUN
-                  [--freeze-rank R --freeze-step S]
+                  [--freeze-rank R --freeze-step S] [--perturb-rank R]
 
 --freeze-rank R stops (SIGSTOP) rank R as it enters the gradient all-reduce of step S: a rank that hangs.
+--perturb-rank R makes rank R's balance biases drift from the others'.
 """
 
 import argparse
@@ -39,6 +40,7 @@ def main() -> int:
     p.add_argument("--stop-after", type=int)
     p.add_argument("--freeze-rank", type=int)
     p.add_argument("--freeze-step", type=int, default=1)
+    p.add_argument("--perturb-rank", type=int, help="this rank nudges one balance bias after its first step")
     args = p.parse_args()
     _C.Model = RecordedModel
     if args.freeze_rank is not None:
@@ -53,6 +55,18 @@ def main() -> int:
 
         distributed.Group.all_reduce_gradients = freezing
     overrides = [f"run.dir='{args.run_dir}'"] if args.run_dir else []
+    if args.perturb_rank is not None:
+        step = _C.Optimizer.step
+
+        def nudged(self, *a, **k):
+            norm = step(self, *a, **k)
+            if distributed.launched_world_size() > 1 and int(os.environ["OMPI_COMM_WORLD_RANK"]) == args.perturb_rank:
+                model = models[-1]
+                name = next(n for n in model.buffer_names() if n.endswith("moe.bias"))
+                model.set_buffer(name, model.get_buffer(name) + 1e-3)
+            return norm
+
+        _C.Optimizer.step = nudged
     result = trainer.train(args.config, resume=args.resume, overrides=overrides, progress=False,
                            _stop_after_steps=args.stop_after)
     rank = result["rank"]

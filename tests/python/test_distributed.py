@@ -168,6 +168,15 @@ def test_a_stuck_rank_is_named_after_the_timeout(mpirun, micro_data, tmp_path):
     assert "rank 1 did not answer a liveness check" in r.stderr, r.stderr
 
 
+def test_ranks_whose_models_drift_apart_stop_at_the_checkpoint(mpirun, micro_data, tmp_path):
+    data_dir, vocab = micro_data
+    cfg = _config(data_dir, vocab, tmp_path / "run", steps=2)
+    r = _run(mpirun + [sys.executable, str(DRIVER), str(tmp_path / "out"), "--config", str(cfg), "--perturb-rank", "1"])
+    assert r.returncode != 0
+    assert "disagree on the model after step 2: rank 1 differs from rank 0" in r.stderr, r.stderr
+    assert not (tmp_path / "run" / "checkpoints" / "step_000002").exists()
+
+
 def test_a_batch_that_does_not_divide_over_the_ranks_is_an_error(mpirun, micro_data, tmp_path):
     data_dir, vocab = micro_data
     cfg = _config(data_dir, vocab, tmp_path / "run", batch_tokens=3 * 128)
@@ -223,3 +232,29 @@ def test_a_single_process_is_a_world_of_one():
     assert (g.rank, g.world_size, g.is_main) == (0, 1, True)
     assert g.sum([1.5, 2.0]) == [1.5, 2.0] and g.gather([3, 4], "x") == [[3, 4]]
     g.check_same("configuration", "anything")
+
+
+def test_a_single_process_never_loads_mpi(micro_data, tmp_path):
+    """Importing and training in one process leave libmpi unloaded; without the plugin a launched job
+    says why instead of training alone."""
+    data_dir, vocab = micro_data
+    cfg = _config(data_dir, vocab, tmp_path / "run", steps=2)
+    script = (
+        "import sys\n"
+        "from nanowhale import distributed, trainer\n"
+        f"r = trainer.train({str(cfg)!r}, progress=False)\n"
+        "maps = open('/proc/self/maps').read()\n"
+        "print(r['status'], r['world_size'], 'libmpi' in maps, 'nanowhale_mpi' in maps)\n"
+        "import os; os.environ['OMPI_COMM_WORLD_SIZE'] = '2'\n"
+        "try:\n"
+        "    distributed.init('cpu', 5.0)\n"
+        "except RuntimeError as e:\n"
+        "    print(e)\n")
+    env = {k: v for k, v in os.environ.items() if k not in distributed.WORLD_SIZE_ENV}
+    env["NANOWHALE_MPI_PLUGIN"] = str(tmp_path / "missing" / "libnanowhale_mpi.so")
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    first, second = r.stdout.strip().splitlines()[-2:]
+    assert first == "done 1 False False"
+    assert second.startswith("started as one of 2 processes, but cannot load the MPI plugin ")
+    assert "missing/libnanowhale_mpi.so" in second

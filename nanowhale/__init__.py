@@ -29,7 +29,8 @@ _preload_blas()
 # `nanowhale research status`) do not pay for NumPy and the extension.
 _LAZY = {
     "nanowhale._C": ("AdamGroup", "Model", "ModelConfig", "Optimizer", "OptimizerConfig", "cuda_available",
-                     "get_num_threads", "op_times", "profile_ops", "reset_op_times", "set_num_threads"),
+                     "get_num_threads", "mpi_available", "op_times", "profile_ops", "reset_op_times",
+                     "set_num_threads"),
     "nanowhale.config": ("RunConfig",),
     "nanowhale.loaded": ("LoadedModel", "load"),
     "nanowhale.trainer": ("train",),
@@ -70,6 +71,7 @@ __all__ = [
     "cuda_available",
     "get_num_threads",
     "load",
+    "mpi_available",
     "op_times",
     "profile_ops",
     "reset_op_times",

@@ -36,7 +36,7 @@ void activation_backward(Activation a, const Tensor& dpre, const Tensor& dh, con
 void attention_forward(const Tensor& y, const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v, int window) { no_cuda("attention_forward"); }
 void attention_forward_kv(const Tensor& y, const Tensor& q, const Tensor& k, const Tensor& v, int64_t kv_len, int window) { no_cuda("attention_forward_kv"); }
 void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dy, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& y, const Tensor& lse, int window) { no_cuda("attention_backward"); }
-void softcap_cross_entropy(const Tensor& losses, const Tensor& dlogits, const Tensor& logits, const Tensor& targets, float cap, float grad_per_token) { no_cuda("softcap_cross_entropy"); }
+void softcap_cross_entropy(const Tensor& losses, const Tensor& dlogits, const Tensor& logits, const Tensor& targets, const Tensor& weights, float cap, float grad_per_token) { no_cuda("softcap_cross_entropy"); }
 void softcap(const Tensor& logits, float cap) { no_cuda("softcap"); }
 void embedding_forward(const Tensor& out, const Tensor& table, const Tensor& tokens) { no_cuda("embedding_forward"); }
 void embedding_backward(const Tensor& dtable, const Tensor& dout, const Tensor& tokens) { no_cuda("embedding_backward"); }

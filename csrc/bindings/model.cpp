@@ -171,15 +171,27 @@ void register_model(py::module_& m) {
       .def_property_readonly("dtype", [](const Model& m) { return dtype_name(m.dtype()); })
       .def("init_weights", &Model::init_weights, py::arg("seed"), py::call_guard<py::gil_scoped_release>())
       .def("forward_backward",
-           [](Model& m, const py::object& tokens, const py::object& targets, float grad_scale) {
+           [](Model& m, const py::object& tokens, const py::object& targets, const py::object& weights,
+              float grad_scale) {
              auto [tok, tgt] = batch_arrays(tokens, targets);
              const int B = int(tok.shape(0)), T = int(tok.shape(1));
+             py::array_t<float, py::array::c_style | py::array::forcecast> w;
+             if (!weights.is_none()) {
+               py::array arr = py::array::ensure(weights);
+               NW_CHECK(arr && (arr.dtype().kind() == 'f' || arr.dtype().kind() == 'i' || arr.dtype().kind() == 'u'),
+                        "weights must be a NumPy float array");
+               NW_CHECK(arr.ndim() == 2 && arr.shape(0) == B && arr.shape(1) == T, "weights must have the shape of "
+                        "tokens (", B, ", ", T, "), got ", std::string(py::str(weights.attr("shape"))));
+               w = py::array_t<float, py::array::c_style | py::array::forcecast>(arr);
+             }
+             const float* wp = weights.is_none() ? nullptr : w.data();
              py::gil_scoped_release release;
              std::lock_guard<std::mutex> lock(m.compute_mutex());
-             return m.forward_backward(tok.data(), tgt.data(), B, T, grad_scale).loss;
+             return m.forward_backward(tok.data(), tgt.data(), B, T, grad_scale, wp).loss;
            },
-           py::arg("tokens"), py::arg("targets"), py::arg("grad_scale") = 1.0f,
-           "Adds grad_scale * d(loss)/d(params) to the gradients; returns the mean cross-entropy.")
+           py::arg("tokens"), py::arg("targets"), py::arg("weights") = py::none(), py::arg("grad_scale") = 1.0f,
+           "Adds grad_scale * d(loss)/d(params) to the gradients; returns the loss: the mean cross-entropy, or "
+           "with weights (B, T) (any sign) sum_t weights[t] * CE_t over targets that are not -1.")
       .def("forward",
            [](Model& m, const py::object& tokens, const py::object& targets) {
              auto [tok, tgt] = batch_arrays(tokens, targets);

@@ -71,7 +71,7 @@ struct Model::Acts {
   std::vector<LayerParams> params;
   Tensor tokens, targets;            // (N) i32 on the device
   Tensor final_in, lnf, lnf_rstd;    // (N, C), (N, C), (N)
-  Tensor logits, losses;             // (N, V) (reused for dlogits), (N)
+  Tensor logits, losses, weights;    // (N, V) (reused for dlogits), (N), (N) per-token loss weights
   // backward scratch
   Tensor d_resid, d_tmp, d_ln, d_tmp2;  // (N, C)
   Tensor d_att, d_q, d_k, d_v, d_q_raw, d_k_raw;
@@ -241,6 +241,7 @@ void Model::prepare(int B, int T) {
     a.lnf_rstd = m.make(F, {N});
     a.logits = m.make(F, {N, V});
     a.losses = m.make(F, {N});
+    a.weights = m.make(F, {N});
     a.d_resid = m.make(F, {N, C});
     a.d_tmp = m.make(F, {N, C});
     a.d_tmp2 = m.make(F, {N, C});
@@ -422,7 +423,7 @@ int64_t count_targets(const int32_t* targets, int64_t n) {
 }
 }  // namespace
 
-double Model::sum_losses(int64_t N, float* token_losses) {
+double Model::sum_losses(int64_t N, float* token_losses, const float* weights) {
   std::vector<float> host;
   float* dst = token_losses;
   if (!dst) {
@@ -435,27 +436,45 @@ double Model::sum_losses(int64_t N, float* token_losses) {
     copy_to_host(d.data(), losses);
     for (int64_t i = 0; i < N; ++i) dst[i] = static_cast<float>(d[i]);
     double s = 0;
-    for (double v : d) s += v;
+    for (int64_t i = 0; i < N; ++i) s += weights ? double(weights[i]) * d[i] : d[i];
     return s;
   }
   copy_to_host(dst, losses);
   double s = 0;
-  for (int64_t i = 0; i < N; ++i) s += dst[i];  // in token order: deterministic
+  for (int64_t i = 0; i < N; ++i) s += weights ? double(weights[i]) * dst[i] : dst[i];  // token order: deterministic
   return s;
 }
 
-LossInfo Model::forward_backward(const int32_t* tokens, const int32_t* targets, int B, int T, float grad_scale) {
+LossInfo Model::forward_backward(const int32_t* tokens, const int32_t* targets, int B, int T, float grad_scale,
+                                 const float* weights) {
   NW_CHECK(targets, "forward_backward needs targets");
   NW_CHECK(std::isfinite(grad_scale), "grad_scale must be finite, got ", grad_scale);
   check_batch(tokens, targets, B, T);
-  prepare(B, T);
   const int64_t N = int64_t(B) * T;
+  if (weights)
+    for (int64_t i = 0; i < N; ++i)
+      NW_CHECK(std::isfinite(weights[i]), "loss weight ", weights[i], " at position ", i, " is not finite");
+  prepare(B, T);
   LossInfo info;
   info.n_targets = count_targets(targets, N);
   info.balance_loss = run_forward(tokens, targets, B, T, /*train=*/true);
-  const float grad_per_token = info.n_targets ? grad_scale / float(info.n_targets) : 0.0f;
-  softcap_cross_entropy(acts_->losses, acts_->logits, acts_->logits, acts_->targets, cfg_.softcap, grad_per_token);
-  info.loss = info.n_targets ? sum_losses(N, nullptr) / double(info.n_targets) : 0.0;
+  Tensor w;  // undefined: every token weighs grad_per_token
+  float grad_per_token = info.n_targets ? grad_scale / float(info.n_targets) : 0.0f;
+  if (weights) {
+    w = acts_->weights;
+    if (dtype_ == DType::F64) {
+      const std::vector<double> wd(weights, weights + N);
+      copy_from_host(w, wd.data());
+    } else {
+      copy_from_host(w, weights);
+    }
+    grad_per_token = grad_scale;
+  }
+  softcap_cross_entropy(acts_->losses, acts_->logits, acts_->logits, acts_->targets, w, cfg_.softcap, grad_per_token);
+  if (weights)
+    info.loss = sum_losses(N, nullptr, weights);
+  else
+    info.loss = info.n_targets ? sum_losses(N, nullptr) / double(info.n_targets) : 0.0;
   run_backward(B, T, grad_scale);
   return last_ = info;
 }
@@ -468,7 +487,7 @@ LossInfo Model::forward(const int32_t* tokens, const int32_t* targets, int B, in
   LossInfo info;
   info.n_targets = count_targets(targets, N);
   info.balance_loss = run_forward(tokens, targets, B, T, /*train=*/false);
-  softcap_cross_entropy(acts_->losses, Tensor(), acts_->logits, acts_->targets, cfg_.softcap, 0.0f);
+  softcap_cross_entropy(acts_->losses, Tensor(), acts_->logits, acts_->targets, Tensor(), cfg_.softcap, 0.0f);
   const double total = sum_losses(N, token_losses);
   info.loss = info.n_targets ? total / double(info.n_targets) : 0.0;
   return last_ = info;

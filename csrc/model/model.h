@@ -26,7 +26,7 @@ struct RoutingStats {
 };
 
 struct LossInfo {
-  double loss = 0;          // mean cross-entropy over the targets that are not -1
+  double loss = 0;          // mean cross-entropy over the targets that are not -1 (weighted: sum w_t * CE_t)
   double balance_loss = 0;  // sum over MoE layers of the sequence-wise balance loss
   int64_t n_targets = 0;
 };
@@ -41,8 +41,10 @@ class Model {
 
   // tokens, targets: (B, T) int32 on the host, T <= seq_len. Gradients are *added* to grads()
   // scaled by grad_scale (1/micro-batches for accumulation); routing counts accumulate for the
-  // next balance-bias update.
-  LossInfo forward_backward(const int32_t* tokens, const int32_t* targets, int B, int T, float grad_scale = 1.0f);
+  // next balance-bias update. weights (B, T) on the host, finite, any sign: the loss is
+  // sum_t w_t * CE_t over targets that are not -1; without weights, w_t = 1/#targets (the mean).
+  LossInfo forward_backward(const int32_t* tokens, const int32_t* targets, int B, int T, float grad_scale = 1.0f,
+                            const float* weights = nullptr);
   // Evaluation: no gradients, no routing counts. token_losses (B*T) receives nats per target (0 where -1).
   LossInfo forward(const int32_t* tokens, const int32_t* targets, int B, int T, float* token_losses = nullptr);
   // Soft-capped logits (B*T, V) into out (host memory).
@@ -91,7 +93,8 @@ class Model {
                      KVCache* cache = nullptr);
   void copy_logits(float* out);  // soft-capped logits (B*T, V) to host
   void run_backward(int B, int T, float grad_scale);
-  double sum_losses(int64_t N, float* token_losses);  // copies per-token losses out, returns their sum
+  // Copies per-token losses out (when token_losses is given); returns their sum, weighted when weights is given.
+  double sum_losses(int64_t N, float* token_losses, const float* weights = nullptr);
   int head_index() const;
   int final_norm_index() const;
 

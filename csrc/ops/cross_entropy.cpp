@@ -6,7 +6,7 @@
 namespace nw {
 
 void softcap_cross_entropy(const Tensor& losses, const Tensor& dlogits, const Tensor& logits, const Tensor& targets,
-                           float cap, float grad_per_token) {
+                           const Tensor& weights, float cap, float grad_per_token) {
   const profiler::Scope scope("softcap_cross_entropy", losses.device);
   const char* op = "softcap_cross_entropy";
   NW_CHECK(logits.ndim == 2, op, ": logits must be (N, V), got ", logits.describe());
@@ -14,11 +14,13 @@ void softcap_cross_entropy(const Tensor& losses, const Tensor& dlogits, const Te
   check_tensor(targets, op, "targets", DType::I32, logits.device, {N});
   check_tensor(losses, op, "losses", logits.dtype, logits.device, {N});
   if (dlogits.defined()) check_tensor(dlogits, op, "dlogits", logits.dtype, logits.device, {N, V});
-  if (logits.device == Device::CUDA) return cuda::softcap_cross_entropy(losses, dlogits, logits, targets, cap, grad_per_token);
+  if (weights.defined()) check_tensor(weights, op, "weights", logits.dtype, logits.device, {N});
+  if (logits.device == Device::CUDA)
+    return cuda::softcap_cross_entropy(losses, dlogits, logits, targets, weights, cap, grad_per_token);
   const int32_t* t = targets.ptr<int32_t>();
   for (int64_t n = 0; n < N; ++n)
     NW_CHECK(t[n] >= -1 && t[n] < V, op, ": target ", t[n], " at position ", n, " is outside [-1, ", V, ")");
-  NW_DISPATCH_CPU(logits.dtype, T, cpu::softcap_cross_entropy<T>(losses, dlogits, logits, targets, cap, grad_per_token));
+  NW_DISPATCH_CPU(logits.dtype, T, cpu::softcap_cross_entropy<T>(losses, dlogits, logits, targets, weights, cap, grad_per_token));
 }
 
 void softcap(const Tensor& logits, float cap) {

@@ -1,14 +1,17 @@
 // Logit soft-cap fused with cross-entropy: c = cap * tanh(z / cap), loss_n = logsumexp(c_n) - c_n[target_n].
 // Targets of -1 are ignored (loss 0, zero gradient). cap <= 0 disables the soft-cap.
+// Per-token weights w_n (any sign) make the gradient that of sum_n w_n * loss_n: one path for the mean
+// loss (w = 1/#targets), SFT masks, DPO's per-sequence weights and policy-gradient advantages.
 #pragma once
 #include "core/tensor.h"
 
 namespace nw {
-// losses (N) receives each token's loss in nats. If dlogits is defined it receives
-// grad_per_token * dloss_n/dz_n; it may alias logits (the row is read before it is written).
+// losses (N) receives each token's unweighted loss in nats. If dlogits is defined it receives
+// grad_per_token * w_n * dloss_n/dz_n (w_n = 1 when weights is undefined); it may alias logits (the row
+// is read before it is written). weights has the logits' dtype.
 void softcap_cross_entropy(const Tensor& losses /*(N)*/, const Tensor& dlogits /*(N, V) or undefined*/,
-                           const Tensor& logits /*(N, V)*/, const Tensor& targets /*(N) i32*/, float cap,
-                           float grad_per_token);
+                           const Tensor& logits /*(N, V)*/, const Tensor& targets /*(N) i32*/,
+                           const Tensor& weights /*(N) or undefined*/, float cap, float grad_per_token);
 // Applies the soft-cap to logits in place (for returning logits to the user).
 void softcap(const Tensor& logits, float cap);
 
@@ -16,14 +19,14 @@ void softcap(const Tensor& logits, float cap);
 namespace cpu {
 template <typename T>
 void softcap_cross_entropy(const Tensor& losses, const Tensor& dlogits,
-    const Tensor& logits, const Tensor& targets, float cap,
+    const Tensor& logits, const Tensor& targets, const Tensor& weights, float cap,
     float grad_per_token);
 template <typename T>
 void softcap(const Tensor& logits, float cap);
 }  // namespace cpu
 namespace cuda {
 void softcap_cross_entropy(const Tensor& losses, const Tensor& dlogits,
-    const Tensor& logits, const Tensor& targets, float cap,
+    const Tensor& logits, const Tensor& targets, const Tensor& weights, float cap,
     float grad_per_token);
 void softcap(const Tensor& logits, float cap);
 }  // namespace cuda

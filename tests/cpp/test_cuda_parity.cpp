@@ -275,18 +275,24 @@ TEST(CudaParity, SoftcapCrossEntropy) {
     F loss(N), dl(N * V);
     Dev z_d = dev(logits, {N, V}), t_d = dev(tgt, {N}), loss_d = dev(loss, {N}), dl_d = dev(dl, {N, V});
     F z = logits;
-    nw::softcap_cross_entropy(cpu(loss, {N}), cpu(dl, {N, V}), cpu(z, {N, V}), cpu(tgt, {N}), cap, g);
-    nw::softcap_cross_entropy(loss_d.t, dl_d.t, z_d.t, t_d.t, cap, g);
+    nw::softcap_cross_entropy(cpu(loss, {N}), cpu(dl, {N, V}), cpu(z, {N, V}), cpu(tgt, {N}), nw::Tensor(), cap, g);
+    nw::softcap_cross_entropy(loss_d.t, dl_d.t, z_d.t, t_d.t, nw::Tensor(), cap, g);
     expect_close(host<float>(loss_d), loss, kMat, kMatAbs, "ce losses" + tag);
     expect_close(host<float>(dl_d), dl, kMat, kMatAbs, "ce dlogits" + tag);
     // dlogits aliasing logits, and losses only.
     Dev alias = dev(logits, {N, V}), loss2 = dev(F(N, -1.f), {N});
-    nw::softcap_cross_entropy(loss2.t, alias.t, alias.t, t_d.t, cap, g);
+    nw::softcap_cross_entropy(loss2.t, alias.t, alias.t, t_d.t, nw::Tensor(), cap, g);
     expect_close(host<float>(alias), dl, kMat, kMatAbs, "ce dlogits aliasing logits" + tag);
     expect_close(host<float>(loss2), loss, kMat, kMatAbs, "ce losses (aliased call)" + tag);
     Dev loss3 = dev(F(N, -1.f), {N});
-    nw::softcap_cross_entropy(loss3.t, nw::Tensor(), z_d.t, t_d.t, cap, g);
+    nw::softcap_cross_entropy(loss3.t, nw::Tensor(), z_d.t, t_d.t, nw::Tensor(), cap, g);
     expect_close(host<float>(loss3), loss, kMat, kMatAbs, "ce losses without dlogits" + tag);
+    // Per-token weights of both signs.
+    F w = randn({N}, 21, 1.0), dlw(N * V), zw = logits;
+    Dev w_d = dev(w, {N}), dlw_d = dev(dlw, {N, V});
+    nw::softcap_cross_entropy(cpu(loss, {N}), cpu(dlw, {N, V}), cpu(zw, {N, V}), cpu(tgt, {N}), cpu(w, {N}), cap, g);
+    nw::softcap_cross_entropy(loss_d.t, dlw_d.t, z_d.t, t_d.t, w_d.t, cap, g);
+    expect_close(host<float>(dlw_d), dlw, kMat, kMatAbs, "ce weighted dlogits" + tag);
   }
   F z = logits;
   Dev z_d = dev(logits, {N, V});

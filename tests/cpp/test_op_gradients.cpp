@@ -259,18 +259,27 @@ TEST(OpGradients, ActivationSwiGLU) {
 
 // ---------------------------------------------------------------------------------------------
 namespace {
-void check_cross_entropy(float cap) {
+// weighted: L = sum_n w_n * loss_n with random weights of both signs, passed to the op as its per-token
+// weights (the harness's dy); otherwise L = sum_n loss_n with no weights tensor.
+void check_cross_entropy(float cap, bool weighted) {
   const int64_t N = 6, V = 7;
   HostTensor logits = randn({N, V}, 19, 1, 8.0);  // large enough that the soft-cap bends them
   HostTensor losses({N}), dlosses({N}), dlogits({N, V}), scratch({N});
   HostI32 targets({N}, {3, -1, 0, 6, -1, 2});
   nwtest::gradcheck(
-      {{"logits", &logits, &dlogits}}, {{"losses", &losses, &dlosses, Weight::Ones}},
+      {{"logits", &logits, &dlogits}}, {{"losses", &losses, &dlosses, weighted ? Weight::Random : Weight::Ones}},
       [&] {
-        nw::softcap_cross_entropy(losses.t(), nw::Tensor(), logits.t(), targets.t(), cap, 0.0f);
+        nw::softcap_cross_entropy(losses.t(), nw::Tensor(), logits.t(), targets.t(), nw::Tensor(), cap, 0.0f);
         return 0.0;
       },
-      [&] { nw::softcap_cross_entropy(scratch.t(), dlogits.t(), logits.t(), targets.t(), cap, 1.0f); });
+      [&] {
+        nw::softcap_cross_entropy(scratch.t(), dlogits.t(), logits.t(), targets.t(),
+                                  weighted ? dlosses.t() : nw::Tensor(), cap, 1.0f);
+      });
+  if (weighted) {  // the weights must have both signs for the check to mean "any sign"
+    EXPECT_LT(*std::min_element(dlosses.data.begin(), dlosses.data.end()), 0.0);
+    EXPECT_GT(*std::max_element(dlosses.data.begin(), dlosses.data.end()), 0.0);
+  }
   // Forward reference, and the ignored targets.
   for (int64_t n = 0; n < N; ++n) {
     if (targets[n] < 0) {
@@ -291,17 +300,19 @@ void check_cross_entropy(float cap) {
 }
 }  // namespace
 
-TEST(OpGradients, SoftcapCrossEntropyCap15) { check_cross_entropy(15.0f); }
-TEST(OpGradients, SoftcapCrossEntropyNoCap) { check_cross_entropy(0.0f); }
+TEST(OpGradients, SoftcapCrossEntropyCap15) { check_cross_entropy(15.0f, false); }
+TEST(OpGradients, SoftcapCrossEntropyNoCap) { check_cross_entropy(0.0f, false); }
+TEST(OpGradients, SoftcapCrossEntropyWeightedCap15) { check_cross_entropy(15.0f, true); }
+TEST(OpGradients, SoftcapCrossEntropyWeightedNoCap) { check_cross_entropy(0.0f, true); }
 
 TEST(OpGradients, SoftcapCrossEntropyGradScaleAndAliasing) {
   const int64_t N = 4, V = 5;
   HostTensor logits = randn({N, V}, 20, 1, 6.0), losses({N}), d1({N, V}), dq({N, V});
   HostI32 targets({N}, {1, 4, -1, 0});
-  nw::softcap_cross_entropy(losses.t(), d1.t(), logits.t(), targets.t(), 15.0f, 1.0f);
-  nw::softcap_cross_entropy(losses.t(), dq.t(), logits.t(), targets.t(), 15.0f, 0.25f);
+  nw::softcap_cross_entropy(losses.t(), d1.t(), logits.t(), targets.t(), nw::Tensor(), 15.0f, 1.0f);
+  nw::softcap_cross_entropy(losses.t(), dq.t(), logits.t(), targets.t(), nw::Tensor(), 15.0f, 0.25f);
   HostTensor alias = logits;  // dlogits may overwrite the logits they are computed from
-  nw::softcap_cross_entropy(losses.t(), alias.t(), alias.t(), targets.t(), 15.0f, 1.0f);
+  nw::softcap_cross_entropy(losses.t(), alias.t(), alias.t(), targets.t(), nw::Tensor(), 15.0f, 1.0f);
   double mx = 0;
   for (int64_t i = 0; i < N * V; ++i) {
     EXPECT_NEAR(dq[i], 0.25 * d1[i], 1e-15);

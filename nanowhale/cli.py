@@ -325,6 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
     from nanowhale.research.cli import add_research
 
     add_research(sub)
+    from nanowhale.posttrain.cli import add_posttrain_commands
+
+    add_posttrain_commands(sub)  # sft, dpo, rl
     return parser
 
 
@@ -337,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
         if "nanowhale.distributed" in sys.modules:  # other processes of the job would wait for this one
             sys.modules["nanowhale.distributed"].abort_job("stopping the job after the error above", 2)
         return 2
+    except FloatingPointError as e:  # a post-training stage diverged
+        print(f"nanowhale: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

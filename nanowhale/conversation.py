@@ -19,8 +19,8 @@ all zeros, and callers that train on it skip it and count it (`render_dataset`),
 `render_for_completion(messages)` renders a prompt that ends with a user turn, followed by
 `<|assistant_start|>`, for the model to continue (chat, RL sampling, generative eval).
 
-Readers: `read_openai_jsonl` (`{"messages": [...]}` per line), `parse_hh_dialogue` / `read_hh_rlhf`
-("\\n\\nHuman: ... \\n\\nAssistant: ..." dialogues, chosen/rejected pairs).
+Readers: `read_openai_jsonl` (`{"messages": [...]}` per line; `openai_messages` for one record),
+`parse_hh_dialogue` / `read_hh_rlhf` ("\\n\\nHuman: ... \\n\\nAssistant: ..." dialogues, chosen/rejected pairs).
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def _open_text(path: Path):
     return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
 
 
-def _json_lines(path):
+def json_lines(path):
     """(line number, parsed object) of a JSONL file (.gz allowed); ValueError naming file:line on bad JSON."""
     path = Path(path)
     if not path.is_file():
@@ -164,17 +164,19 @@ def _json_lines(path):
                 raise ValueError(f"{path}:{n}: invalid JSON ({e.msg})") from None
 
 
+def openai_messages(obj, where: str = "record") -> list[dict]:
+    """The validated messages of one OpenAI-style record `{"messages": [...]}` (other keys of a message dropped)."""
+    if not isinstance(obj, dict) or not isinstance(obj.get("messages"), list):
+        raise ValueError(f"{where}: expected an object with a 'messages' list")
+    messages = [{"role": m.get("role"), "content": m.get("content")} if isinstance(m, dict) else m
+                for m in obj["messages"]]
+    validate_messages(messages, where=where)
+    return messages
+
+
 def read_openai_jsonl(path) -> list[list[dict]]:
     """Conversations from OpenAI-style JSONL: one `{"messages": [{"role", "content"}, ...]}` per line."""
-    out = []
-    for n, obj in _json_lines(path):
-        if not isinstance(obj, dict) or "messages" not in obj:
-            raise ValueError(f"{path}:{n}: expected an object with a 'messages' list")
-        messages = [{"role": m.get("role"), "content": m.get("content")} if isinstance(m, dict) else m
-                    for m in obj["messages"]] if isinstance(obj["messages"], list) else obj["messages"]
-        validate_messages(messages, where=f"{path}:{n}")
-        out.append(messages)
-    return out
+    return [openai_messages(obj, where=f"{path}:{n}") for n, obj in json_lines(path)]
 
 
 _HH_TURN = re.compile(r"\n\n(Human|Assistant):[ ]?")
@@ -206,7 +208,7 @@ def read_hh_rlhf(path) -> list[dict]:
     dialogues. Pairs whose two sides differ before their final assistant turn are kept (`prompt` is then
     the chosen side's) — the losses only use each side's own tokens."""
     out = []
-    for n, obj in _json_lines(path):
+    for n, obj in json_lines(path):
         if not isinstance(obj, dict) or not isinstance(obj.get("chosen"), str) or not isinstance(obj.get("rejected"), str):
             raise ValueError(f"{path}:{n}: expected an object with string 'chosen' and 'rejected'")
         chosen = parse_hh_dialogue(obj["chosen"], where=f"{path}:{n} chosen")
@@ -216,5 +218,5 @@ def read_hh_rlhf(path) -> list[dict]:
     return out
 
 
-__all__ = ["ROLES", "RenderedDataset", "parse_hh_dialogue", "read_hh_rlhf", "read_openai_jsonl",
-           "render_conversation", "render_dataset", "render_for_completion", "validate_messages"]
+__all__ = ["ROLES", "RenderedDataset", "json_lines", "openai_messages", "parse_hh_dialogue", "read_hh_rlhf",
+           "read_openai_jsonl", "render_conversation", "render_dataset", "render_for_completion", "validate_messages"]

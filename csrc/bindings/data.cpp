@@ -3,6 +3,7 @@
 
 #include "bindings/domains.h"
 #include "data/bpe_train.h"
+#include "data/conversation_pack.h"
 #include "data/loader.h"
 #include "data/shard.h"
 #include "data/tokenizer.h"
@@ -306,6 +307,34 @@ void register_data(py::module_& m) {
         return out;
       },
       py::arg("text"), "The pieces of UTF-8 `text` (bytes) under SPLIT_PATTERN, as bytes.");
+  m.def(
+      "pack_conversations",
+      [](const py::array_t<int32_t, py::array::c_style | py::array::forcecast>& ids,
+         const py::array_t<uint8_t, py::array::c_style | py::array::forcecast>& mask,
+         const py::array_t<int64_t, py::array::c_style | py::array::forcecast>& offsets, int64_t row_len,
+         int32_t pad_id) {
+        NW_CHECK(ids.ndim() == 1 && mask.ndim() == 1 && offsets.ndim() == 1 && ids.size() == mask.size(),
+                 "pack_conversations: ids and mask must be 1-D of equal length, offsets 1-D");
+        NW_CHECK(offsets.size() >= 1 && offsets.at(offsets.size() - 1) == ids.size(),
+                 "pack_conversations: offsets must end at len(ids) = ", ids.size());
+        data::PackedConversations p;
+        {
+          py::gil_scoped_release release;
+          p = data::pack_conversations(ids.data(), mask.data(), offsets.data(), offsets.size() - 1, row_len, pad_id);
+        }
+        py::array_t<int32_t> tokens({p.rows, p.row_len});
+        py::array_t<uint8_t> m({p.rows, p.row_len});
+        std::copy(p.tokens.begin(), p.tokens.end(), tokens.mutable_data());
+        std::copy(p.mask.begin(), p.mask.end(), m.mutable_data());
+        py::dict stats;
+        stats["truncated"] = p.truncated;
+        stats["padding"] = p.padding;
+        return py::make_tuple(tokens, m, py::array_t<int32_t>(p.row_of.size(), p.row_of.data()), stats);
+      },
+      py::arg("ids"), py::arg("mask"), py::arg("offsets"), py::arg("row_len"), py::arg("pad_id"),
+      "Best-fit packing of whole conversations (ids/mask concatenated, offsets (n+1)) into rows of row_len: "
+      "(tokens (R, row_len) int32, mask (R, row_len) uint8, row of each conversation (n), "
+      "{truncated, padding}). See csrc/data/conversation_pack.h.");
 }
 
 }  // namespace nw::bindings

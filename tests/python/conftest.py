@@ -100,3 +100,14 @@ def micro_lineage(tmp_path_factory, micro_runs):
                     + "\n")
         f.write(json.dumps({"event": "eval", "step": 10, "val_reward": 0.75}) + "\n")
     return root
+
+
+@pytest.fixture(scope="session")
+def micro_base(micro_data, tmp_path_factory):
+    """A pretrained micro checkpoint (8 steps, seq_len 64) to post-train from: its run directory."""
+    from train_fixtures import micro_run_config
+
+    data_dir, vocab = micro_data
+    run = tmp_path_factory.mktemp("posttrain") / "base"
+    nw.train(micro_run_config(data_dir, run, vocab, model={"seq_len": 64}), progress=False, log=lambda *a: None)
+    return run

@@ -111,8 +111,12 @@ def rl(settings: RLSettings | None = None, *, ckpt=None, resume=None, run_dir=No
         seqs, masks, adv, rewards, lengths, truncated = [], [], [], [], [], []
         zero_var = 0
         for j in range(s.prompts):
-            while not fits(tok, task, pos, T):
+            for _ in range(len(task)):
+                if fits(tok, task, pos, T):
+                    break
                 pos += 1
+            else:
+                raise ValueError(f"rl: no problem of task {s.task} fits seq_len {T} with room for an answer")
             messages, gold = task.problem(pos)
             prompt = render_for_completion(tok, messages)
             c = complete(model, tok, prompt, s.group, s.max_new_tokens, s.temperature, s.top_k,

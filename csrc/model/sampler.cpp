@@ -17,8 +17,26 @@ void SamplingParams::validate() const {
 }
 
 namespace {
+// Plain temperature sampling over the whole vocabulary: no candidate order is needed, so the
+// cumulative sum runs in index order (one pass for the max, one for the mass, one to find u).
+int32_t sample_full(const float* z, int V, double temperature, double u01) {
+  const double mx = *std::max_element(z, z + V);
+  std::vector<double> prob(V);
+  double total = 0;
+  for (int v = 0; v < V; ++v) total += prob[v] = std::exp((double(z[v]) - mx) / temperature);
+  const double u = u01 * total;
+  double acc = 0;
+  for (int v = 0; v < V; ++v) {
+    acc += prob[v];
+    if (u < acc) return v;
+  }
+  return int32_t(std::max_element(z, z + V) - z);  // u == total after rounding: the most likely token
+}
+
 int32_t sample_row(const float* z, int V, const SamplingParams& p, uint64_t stream, uint64_t draw) {
   if (p.temperature == 0) return int32_t(std::max_element(z, z + V) - z);  // first maximum
+  if ((p.top_k == 0 || p.top_k >= V) && p.top_p >= 1)
+    return sample_full(z, V, p.temperature, rng_uniform(p.seed, stream, draw));
   // Candidates by descending logit (ties: lower index first), cut to top_k.
   std::vector<int32_t> idx(V);
   std::iota(idx.begin(), idx.end(), 0);
@@ -56,6 +74,8 @@ int32_t sample_row(const float* z, int V, const SamplingParams& p, uint64_t stre
 
 void sample_tokens(const float* logits, int B, int V, const SamplingParams& p, uint64_t draw, int32_t* out) {
   p.validate();
+  // Rows are independent draws (stream b), so splitting them over threads changes no result.
+#pragma omp parallel for schedule(static) if (B > 1)
   for (int b = 0; b < B; ++b) out[b] = sample_row(logits + int64_t(b) * V, V, p, uint64_t(b), draw);
 }
 

@@ -7,17 +7,27 @@ import argparse
 import dataclasses
 import importlib
 
+from nanowhale.posttrain import settings as settings_mod
+
 STAGES = {  # command: (module, settings class, runner, help)
     "sft": ("nanowhale.posttrain.sft", "SFTSettings", "sft", "supervised fine-tuning on conversations"),
     "dpo": ("nanowhale.posttrain.dpo", "DPOSettings", "dpo", "direct preference optimisation on chosen/rejected pairs"),
     "rl": ("nanowhale.posttrain.rl", "RLSettings", "rl", "policy gradient with verifiable rewards (GRPO-style)"),
+}
+DESCRIPTIONS = {  # the stage modules' docstrings import NumPy and the extension: summarised here instead
+    "sft": "Supervised fine-tuning of a checkpoint on conversations, packed whole into rows; the loss is the "
+           "masked mean over assistant tokens. See README, Post-training.",
+    "dpo": "Direct Preference Optimization on chosen/rejected pairs against reference log-probs computed once "
+           "from the starting model. See README, Post-training.",
+    "rl": "On-policy policy gradient with verifiable rewards (GRPO-style groups, group-mean baseline, optional "
+          "k3 KL to the starting model). See README, Post-training.",
 }
 
 
 def _run(args: argparse.Namespace) -> int:
     module, cls_name, fn_name, _ = STAGES[args.command]
     mod = importlib.import_module(module)
-    cls = getattr(mod, cls_name)
+    cls = getattr(settings_mod, cls_name)
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name) is not None}
     if args.resume and given:
         raise ValueError(f"--resume continues a {args.command} run with its saved settings; "
@@ -34,10 +44,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _add_stage(sub: argparse._SubParsersAction, command: str) -> None:
-    module, cls_name, _, help_text = STAGES[command]
-    cls = getattr(importlib.import_module(module), cls_name)
-    p = sub.add_parser(command, help=help_text, description=(importlib.import_module(module).__doc__ or "").strip(),
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    _, cls_name, _, help_text = STAGES[command]
+    cls = getattr(settings_mod, cls_name)
+    p = sub.add_parser(command, help=help_text, description=DESCRIPTIONS[command])
     p.add_argument("--ckpt", help="the parent checkpoint (a run directory: its latest)")
     p.add_argument("--resume", metavar="RUN", help=f"continue this {command} run from its latest checkpoint")
     p.add_argument("--run-dir", help=f"run directory (default: runs/{command}-TIMESTAMP)")

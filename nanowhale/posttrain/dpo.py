@@ -14,37 +14,15 @@ log-probs, on the step's pairs and on held-out pairs.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from nanowhale.conversation import json_lines, openai_messages, parse_hh_dialogue, render_dataset
 from nanowhale.posttrain.batch import pad_rows, sequence_logps, split, step_rows, weighted_backward
 from nanowhale.posttrain.sampling import sample_replies
-from nanowhale.posttrain.stage import Stage, StageSettings
-
-
-@dataclass
-class DPOSettings(StageSettings):
-    data: list = field(default_factory=list)   # pair files: hh-rlhf {"chosen", "rejected"} dialogue strings,
-                                               # or {"chosen": messages, "rejected": messages}
-    beta: float = 0.1
-    lr_scale: float = 0.1
-    batch_pairs: int = 8          # pairs per optimizer step
-    micro_batch: int = 8          # rows (sequences) per forward
-    val_frac: float = 0.05
-    val_max: int = 128
-
-    def validate(self) -> None:
-        super().validate()
-        if not self.data:
-            raise ValueError("dpo needs --data (preference pair files)")
-        if not self.beta > 0:
-            raise ValueError(f"beta: must be > 0, got {self.beta}")
-        if self.batch_pairs < 1 or self.micro_batch < 1:
-            raise ValueError("batch_pairs and micro_batch must be >= 1")
-        if not 0.0 <= self.val_frac < 1.0:
-            raise ValueError(f"val_frac: must be in [0, 1), got {self.val_frac}")
+from nanowhale.posttrain.settings import DPOSettings
+from nanowhale.posttrain.stage import Stage
 
 
 def load_pairs(path) -> list[tuple[list, list]]:

@@ -17,7 +17,6 @@ greedily at the start, every eval_every steps and at the end.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -26,33 +25,9 @@ from nanowhale.checkpoint import open_checkpoint
 from nanowhale.conversation import render_for_completion
 from nanowhale.posttrain.batch import inputs_targets, pad_rows, weighted_backward
 from nanowhale.posttrain.sampling import complete
-from nanowhale.posttrain.stage import Stage, StageSettings
+from nanowhale.posttrain.settings import RLSettings
+from nanowhale.posttrain.stage import Stage
 from nanowhale.posttrain.tasks import Task, make_task
-
-
-@dataclass
-class RLSettings(StageSettings):
-    task: str = "arith"
-    prompts: int = 4              # problems per step
-    group: int = 8                # samples per problem (one batched generation)
-    max_new_tokens: int = 24
-    temperature: float = 1.0
-    top_k: int = 0
-    kl: float = 0.0               # k3 KL-to-start coefficient (0: off, no second model)
-    lr_scale: float = 0.3
-    decay_frac: float = 0.0       # constant learning rate
-    micro_batch: int = 16         # rows per forward/backward
-    eval_problems: int = 64
-
-    def validate(self) -> None:
-        super().validate()
-        for k in ("prompts", "group", "max_new_tokens", "micro_batch"):
-            if getattr(self, k) < 1:
-                raise ValueError(f"{k}: must be >= 1, got {getattr(self, k)}")
-        if self.group < 2:
-            raise ValueError("group: must be >= 2 (the advantage is relative to the group's mean)")
-        if self.temperature < 0 or self.kl < 0 or self.top_k < 0 or self.eval_problems < 0:
-            raise ValueError("temperature, kl, top_k and eval_problems must be >= 0")
 
 
 def _seed(*parts: int) -> int:

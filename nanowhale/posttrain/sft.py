@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -22,28 +22,8 @@ from nanowhale.conversation import render_dataset
 from nanowhale.posttrain.batch import inputs_targets, split, step_rows, weighted_backward
 from nanowhale.posttrain.sampling import sample_replies
 from nanowhale.posttrain.sources import load_conversations
-from nanowhale.posttrain.stage import Stage, StageSettings
-
-
-@dataclass
-class SFTSettings(StageSettings):
-    data: list = field(default_factory=list)   # sources (sources.py)
-    val_frac: float = 0.05        # conversations held out for the masked validation loss
-    val_max: int = 256            # at most this many held out
-    batch_rows: int = 0           # rows per optimizer step (0: the parent's batch_tokens / seq_len)
-    micro_batch: int = 0          # rows per forward/backward (0: the parent's train.micro_batch)
-
-    def validate(self) -> None:
-        super().validate()
-        if not self.data:
-            raise ValueError("sft needs --data (conversation files or task:NAME)")
-        if not 0.0 <= self.val_frac < 1.0:
-            raise ValueError(f"val_frac: must be in [0, 1), got {self.val_frac}")
-        for k in ("val_max", "batch_rows", "micro_batch"):
-            if getattr(self, k) < 0:
-                raise ValueError(f"{k}: must be >= 0, got {getattr(self, k)}")
-        if self.micro_batch and self.batch_rows and self.batch_rows % self.micro_batch:
-            raise ValueError(f"batch_rows ({self.batch_rows}) must be a multiple of micro_batch ({self.micro_batch})")
+from nanowhale.posttrain.settings import SFTSettings
+from nanowhale.posttrain.stage import Stage
 
 
 @dataclass

@@ -27,56 +27,10 @@ from nanowhale import checkpoint as ckpt_mod
 from nanowhale import schedule
 from nanowhale.config import RunConfig
 from nanowhale.data.tokenizer import Tokenizer
+from nanowhale.posttrain.settings import StageSettings, settings_from_dict
 from nanowhale.trainer import _truncate_metrics, choose_device
 
 POSTTRAIN_FILE = "posttrain.json"
-
-
-@dataclasses.dataclass
-class StageSettings:
-    """Settings every stage has; each stage subclasses this with its own fields and defaults."""
-
-    steps: int = 50                 # optimizer steps (sft: 0 = one epoch of its data)
-    lr_scale: float = 0.5           # learning rates = the parent run's optim LRs times this
-    warmup_frac: float = 0.0
-    decay_frac: float = 1.0         # linear decay to final_lr_frac over the last decay_frac of the steps
-    final_lr_frac: float = 0.0
-    seed: int = 0
-    threads: int = 0
-    device: str = "auto"
-    log_every: int = 1
-    checkpoint_every: int = 0       # 0: only at the end
-    keep: int = 2
-    eval_every: int = 0             # held-out evaluation every N steps (0: at the start and the end only)
-    n_samples: int = 3              # greedy replies to held-out prompts logged with each evaluation
-
-    def validate(self) -> None:
-        if self.steps < 0:
-            raise ValueError(f"steps: must be >= 0, got {self.steps}")
-        for k in ("log_every", "keep"):
-            if getattr(self, k) < 1:
-                raise ValueError(f"{k}: must be >= 1, got {getattr(self, k)}")
-        if not (self.lr_scale >= 0 and math.isfinite(self.lr_scale)):
-            raise ValueError(f"lr_scale: must be finite and >= 0, got {self.lr_scale}")
-        for k in ("warmup_frac", "decay_frac", "final_lr_frac"):
-            if not 0.0 <= getattr(self, k) <= 1.0:
-                raise ValueError(f"{k}: must be in [0, 1], got {getattr(self, k)}")
-        if self.warmup_frac + self.decay_frac > 1.0:
-            raise ValueError("decay_frac: warmup_frac + decay_frac must be <= 1")
-        for k in ("checkpoint_every", "threads", "eval_every", "n_samples"):
-            if getattr(self, k) < 0:
-                raise ValueError(f"{k}: must be >= 0, got {getattr(self, k)}")
-
-
-def settings_from_dict(cls, d: dict):
-    """A settings dataclass from a dict, naming unknown keys (a typo never silently trains the default)."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise ValueError(f"unknown setting(s) {unknown} (known: {', '.join(sorted(names))})")
-    s = cls(**d)
-    s.validate()
-    return s
 
 
 class Stage:
@@ -218,4 +172,4 @@ class Stage:
         return {**summary, "samples_start": first.get("samples"), "samples": last.get("samples")}
 
 
-__all__ = ["POSTTRAIN_FILE", "Stage", "StageSettings", "settings_from_dict"]
+__all__ = ["POSTTRAIN_FILE", "Stage"]

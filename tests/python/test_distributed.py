@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import nanowhale
 import nanowhale._C as _C
 from nanowhale import distributed, trainer
 from nanowhale.config import resolve, to_toml
@@ -52,9 +53,14 @@ def _config(data_dir: Path, vocab: int, run_dir: Path, **train) -> Path:
     return path
 
 
+# Subprocesses start where the nanowhale this test imported lives, so `-m nanowhale.cli` and `-c` scripts
+# import the same package (an installed one, not the source tree's, in CI).
+PACKAGE_PARENT = str(Path(nanowhale.__file__).resolve().parent.parent)
+
+
 def _run(cmd: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=PACKAGE_PARENT)
 
 
 def _train(mpirun, out: Path, *args: str) -> dict:
@@ -252,7 +258,8 @@ def test_a_single_process_never_loads_mpi(micro_data, tmp_path):
         "    print(e)\n")
     env = {k: v for k, v in os.environ.items() if k not in distributed.WORLD_SIZE_ENV}
     env["NANOWHALE_MPI_PLUGIN"] = str(tmp_path / "missing" / "libnanowhale_mpi.so")
-    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env,
+                       cwd=PACKAGE_PARENT)
     assert r.returncode == 0, r.stdout + r.stderr
     first, second = r.stdout.strip().splitlines()[-2:]
     assert first == "done 1 False False"

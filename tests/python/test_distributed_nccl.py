@@ -12,6 +12,7 @@ import sys
 import pytest
 
 import nanowhale._C as _C
+from test_distributed import PACKAGE_PARENT
 
 
 def _gpus() -> int:
@@ -65,7 +66,8 @@ def test_nccl_all_reduce_of_gradients_matches_the_cpu(mpirun_gpus, tmp_path):
     cmd, world = mpirun_gpus
     script = tmp_path / "nccl.py"
     script.write_text(SCRIPT.format(tests=os.path.dirname(__file__)))
-    r = subprocess.run(cmd + [sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(cmd + [sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                       cwd=PACKAGE_PARENT)
     assert r.returncode == 0, r.stdout + r.stderr
     assert sorted(r.stdout.split("\n"))[-world:] == [f"rank {k} ok" for k in range(world)]
 
@@ -77,6 +79,6 @@ def test_data_parallel_training_on_gpus(mpirun_gpus, micro_data, tmp_path):
                               "--data", str(data_dir), "--run-dir", str(tmp_path / "run"), "--steps", "5",
                               "--set", f"model.vocab_size={vocab}", "--set", "train.batch_tokens=4096",
                               "--set", "train.micro_batch=8", "--set", "sample.n=0", "--set", "eval.tokens=1024",
-                              "--no-progress"], capture_output=True, text=True, timeout=300)
+                              "--no-progress"], capture_output=True, text=True, timeout=300, cwd=PACKAGE_PARENT)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "status: done" in r.stdout and f"world_size: {world}" in r.stdout, r.stdout

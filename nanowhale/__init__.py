@@ -38,13 +38,24 @@ _LAZY = {
 _WHERE = {name: module for module, names in _LAZY.items() for name in names}
 
 
+def _importing_a_submodule() -> bool:
+    """Whether a nanowhale module is being imported right now (its `from nanowhale import x` lands here)."""
+    import sys
+
+    return any(getattr(getattr(m, "__spec__", None), "_initializing", False)
+               for n, m in list(sys.modules.items()) if n.startswith("nanowhale."))
+
+
 def __getattr__(name: str):
     import importlib
 
     module = _WHERE.get(name)
     if module is None:  # a submodule (nw.data.shards, nw.generate, ...), as the eager imports used to provide
-        for eager in ("nanowhale.trainer", "nanowhale.loaded"):
-            importlib.import_module(eager)
+        # Not while a submodule is importing: `import nanowhale.checkpoint` asks for nanowhale.safetensors_io
+        # here, and importing the trainer then would import the half-made checkpoint module (a cycle).
+        if not _importing_a_submodule():
+            for eager in ("nanowhale.trainer", "nanowhale.loaded"):
+                importlib.import_module(eager)
         if name in globals():
             return globals()[name]
         try:

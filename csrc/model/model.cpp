@@ -264,8 +264,13 @@ void Model::prepare(int B, int T) {
   };
   BumpAllocator sizing{nullptr, 0, device_};
   plan(sizing);
-  a.block = Buffer();  // free the old block first: peak memory is one block
-  a.block = Buffer(sizing.used, device_);
+  // A block large enough is kept: evaluation and generation change the shape from call to call (batches of
+  // varying length; a prompt, then one token at a time, interleaved across streams), and a fresh zeroed
+  // block each time cost more than the forward pass itself.
+  if (a.block.nbytes() < sizing.used) {
+    a.block = Buffer();  // free the old block first: peak memory is one block
+    a.block = Buffer(sizing.used, device_);
+  }
   BumpAllocator real{static_cast<char*>(a.block.data()), 0, device_};
   plan(real);
   a.B = B;

@@ -4,8 +4,8 @@ completions through the C++ generation.
 For a context c (ids, <|bos|> first) and a continuation x, the sequence s = c + x runs as tokens s[:-1] with
 targets s[1:]; the continuation's tokens are the targets at positions len(c) - 1 ... len(s) - 2, and every
 other target is -1. So log p(x | c) = -sum(token_losses) over exactly x's tokens. Sequences are sorted by
-length and padded to the longest in each batch (padding comes after every real position, so causal
-attention never sees it; its targets are -1). A sequence longer than seq_len + 1 loses context from the left;
+length (longest first) and padded to the longest in each batch (padding comes after every real position, so
+causal attention never sees it; its targets are -1). A sequence longer than seq_len + 1 loses context from the left;
 a continuation longer than seq_len is scored in windows of seq_len tokens, each with the seq_len + 1 - n
 tokens before it as context (as a rolling log-likelihood does).
 """
@@ -41,7 +41,8 @@ def continuation_logprobs(model, requests: list[tuple[list[int], list[int]]], ba
             owner.append(i)
     owner = np.asarray(owner)
     out = np.zeros(len(requests), dtype=np.float64)
-    order = sorted(range(len(rows)), key=lambda r: len(rows[r][0]))
+    # longest first: the model keeps its activation block from the first (largest) batch for the rest
+    order = sorted(range(len(rows)), key=lambda r: len(rows[r][0]), reverse=True)
     for lo in range(0, len(order), batch_rows):
         batch = order[lo: lo + batch_rows]
         L = max(len(rows[r][0]) for r in batch) - 1

@@ -5,8 +5,9 @@
 Eval: multiple-choice items/s on hellaswag and piqa (the first --items), batched scoring (16 rows per
 forward) against one row per forward; GSM8K generated items/s (greedy, --gsm8k items).
 Server: an in-process uvicorn server on 127.0.0.1; for 1 and 4 concurrent streaming chat requests of
---tokens tokens (temperature 0, no stop), the time to the first content chunk (TTFT) and tokens/s per
-stream and in total, against the engine called directly (no HTTP). Medians over --repeats.
+exactly --tokens tokens (temperature 0, ignore_eos), the time to the first content chunk (TTFT) and tokens/s
+per stream and in total, against the engine called directly (no HTTP). One keep-alive HTTP client (httpx) is
+shared by the streams, so connection setup is not timed. Medians over --repeats.
 """
 
 from __future__ import annotations
@@ -46,12 +47,12 @@ def bench_eval(run, items: int, gsm8k: int, repeats: int) -> list[str]:
     return lines
 
 
-def stream_once(url: str, model: str, prompt: str, tokens: int, out: dict) -> None:
+def stream_once(client: httpx.Client, model: str, prompt: str, tokens: int, out: dict) -> None:
     body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": tokens,
-            "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
+            "temperature": 0, "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
     t0 = time.perf_counter()
     first = None
-    with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=600) as r:
+    with client.stream("POST", "/v1/chat/completions", json=body) as r:
         for line in r.iter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
@@ -78,18 +79,19 @@ def bench_server(run, tokens: int, repeats: int) -> list[str]:
                 t0 = time.perf_counter()
                 first, n = None, 0
                 for d in engine.chat([{"role": "user", "content": PROMPTS[i % 4]}],
-                                     Sampling(max_tokens=tokens, temperature=0.0)):
+                                     Sampling(max_tokens=tokens, temperature=0.0, ignore_eos=True)):
                     if d.text and first is None:
                         first = time.perf_counter()
                     n = d.tokens
                 end = time.perf_counter()
                 results[i].update(ttft=(first or end) - t0, seconds=end - t0, tokens=n)
             stats["direct"].append(_run_threads(direct, streams, results))
-        with running_server(app) as url:
+        with running_server(app) as url, httpx.Client(base_url=url, timeout=600) as client:
+            stream_once(client, model, PROMPTS[0], 2, {})  # connect and warm up
             for _ in range(repeats):
                 results = [{} for _ in range(streams)]
                 stats["http"].append(_run_threads(
-                    lambda i: stream_once(url, model, PROMPTS[i % 4], tokens, results[i]), streams, results))
+                    lambda i: stream_once(client, model, PROMPTS[i % 4], tokens, results[i]), streams, results))
         for path in ("direct", "http"):
             ttft = statistics.median(s[0] for s in stats[path])
             per = statistics.median(s[1] for s in stats[path])

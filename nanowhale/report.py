@@ -64,8 +64,9 @@ def run_row(run_dir: Path) -> dict:
     pt = _read_json(run_dir / POSTTRAIN_FILE) or {}
     evals = (_read_json(run_dir / RESULTS_FILE) or {}).get("checkpoints", {})
     entry = evals[max(evals, key=int)] if evals else {"tasks": {}}
+    val_bpb = ck.meta.get("val_bpb")
     return {"run": run_dir.name, "stage": pt.get("stage", "base"), "step": ck.meta["step"],
-            "val_bpb": ck.meta.get("val_bpb") if ck.meta.get("val_bpb") is not None else _last_metric(run_dir, "val_bpb"),
+            "val_bpb": val_bpb if val_bpb is not None else _last_metric(run_dir, "val_bpb"),
             "tasks": entry["tasks"], "eval_step": entry.get("step"), "reward": _last_metric(run_dir, "val_reward")}
 
 

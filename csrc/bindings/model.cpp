@@ -149,7 +149,8 @@ void register_model(py::module_& m) {
                cols = g.step(n, buf.data());
              }
              py::array_t<int32_t> out({g.batch(), cols});
-             for (int b = 0; b < g.batch(); ++b) std::copy_n(buf.data() + int64_t(b) * n, cols, out.mutable_data() + int64_t(b) * cols);
+             for (int b = 0; b < g.batch(); ++b)
+               std::copy_n(buf.data() + int64_t(b) * n, cols, out.mutable_data() + int64_t(b) * cols);
              return out;
            },
            py::arg("n") = 1, "Up to n more tokens per row, (B, k) int32 with k <= n; k = 0 once done.")

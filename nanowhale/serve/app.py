@@ -4,18 +4,19 @@
     GET  /v1/models             the one model this server holds; GET /v1/models/{id}
     POST /v1/completions        {"model", "prompt", "max_tokens", "temperature", "top_p", "stop", "seed", "stream"}
     POST /v1/chat/completions   {"model", "messages", ...the same; "max_completion_tokens" too}
-    (top_k, not an OpenAI field, is accepted as an extra body field.)
+    (top_k and ignore_eos, not OpenAI fields, are accepted as extra body fields, as vLLM does.)
 
 Streaming answers are server-sent events (`data: {chunk}` ... `data: [DONE]`), chunks shaped as OpenAI's.
 Every failure is an OpenAI error body, {"error": {"message", "type", "param", "code"}}, with its status:
 400 malformed or too long (never FastAPI's 422), 401 missing or wrong API key, 404 unknown model or path,
 429 when `max_concurrent` generations already run, 500 for a bug (logged; the server keeps serving).
 Generations run on worker threads; the engine's C++ steps release the GIL and take the model's lock, so
-concurrent streams interleave token by token.
+concurrent streams interleave token by token. A client that disconnects stops its generation.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import secrets
@@ -47,6 +48,7 @@ class _Request(BaseModel):
     temperature: float | None = None
     top_p: float | None = None
     top_k: int | None = None
+    ignore_eos: bool = False
     n: int = 1
     stop: str | list[str] | None = None
     seed: int | None = None
@@ -148,7 +150,8 @@ def create_app(engine: Engine, model_name: str, api_key: str | None = None, max_
             header = request.headers.get("authorization", "")
             given = header[7:] if header.lower().startswith("bearer ") else ""
             if not secrets.compare_digest(given.encode(), api_key.encode()):
-                what = "Incorrect API key provided." if given else "You didn't provide an API key (Authorization: Bearer KEY)."
+                what = ("Incorrect API key provided." if given
+                        else "You didn't provide an API key (Authorization: Bearer KEY).")
                 return error_response(401, what, code="invalid_api_key")
         return await call_next(request)
 
@@ -164,7 +167,8 @@ def create_app(engine: Engine, model_name: str, api_key: str | None = None, max_
         return Sampling(max_tokens=max_tokens,
                         temperature=default_temperature if req.temperature is None else req.temperature,
                         top_k=req.top_k or 0, top_p=1.0 if req.top_p is None else req.top_p,
-                        seed=req.seed if req.seed is not None else secrets.randbits(31), stop=stop)
+                        seed=req.seed if req.seed is not None else secrets.randbits(31), stop=stop,
+                        ignore_eos=req.ignore_eos)
 
     async def run(ids: list[int], s: Sampling, chat: bool, stream: bool, shape, include_usage: bool):
         """Checks, takes a slot, and answers: a JSON body, or a stream of SSE chunks."""
@@ -180,17 +184,38 @@ def create_app(engine: Engine, model_name: str, api_key: str | None = None, max_
                 return "".join(d.text for d in deltas), deltas[-1]
 
             text, last = await run_in_threadpool(collect)
-            usage = {"prompt_tokens": len(ids), "completion_tokens": last.tokens, "total_tokens": len(ids) + last.tokens}
+            usage = {"prompt_tokens": len(ids), "completion_tokens": last.tokens,
+                     "total_tokens": len(ids) + last.tokens}
             return JSONResponse(shape(rid, text, last.finish_reason, final=True) | {"usage": usage})
 
-        def events():
+        async def events():
+            # A producer thread runs the generation and hands deltas to the event loop: generation does not
+            # wait for each chunk to be sent, and the loop never blocks on the model.
+            loop, queue, cancelled = asyncio.get_running_loop(), asyncio.Queue(), threading.Event()
+
+            def produce():
+                try:
+                    for delta in engine.stream(ids, s, chat, chunk=1):
+                        loop.call_soon_threadsafe(queue.put_nowait, delta)
+                        if cancelled.is_set():
+                            break
+                    loop.call_soon_threadsafe(queue.put_nowait, None)
+                except Exception as e:  # noqa: BLE001  (reported in the stream below)
+                    loop.call_soon_threadsafe(queue.put_nowait, e)
+                finally:
+                    release()
+
             try:
                 if chat:
                     yield _sse(shape(rid, None, None, final=False, role=True))
+                threading.Thread(target=produce, name=f"generate-{rid}", daemon=True).start()
                 last = None
-                for last in engine.stream(ids, s, chat, chunk=1):
-                    if last.text or last.finish_reason:
-                        yield _sse(shape(rid, last.text, last.finish_reason, final=False))
+                while (item := await queue.get()) is not None:
+                    if isinstance(item, Exception):
+                        raise item
+                    last = item
+                    if item.text or item.finish_reason:
+                        yield _sse(shape(rid, item.text, item.finish_reason, final=False))
                 if include_usage and last is not None:
                     usage = {"prompt_tokens": len(ids), "completion_tokens": last.tokens,
                              "total_tokens": len(ids) + last.tokens}
@@ -200,10 +225,10 @@ def create_app(engine: Engine, model_name: str, api_key: str | None = None, max_
                 log.exception("error while streaming %s", rid)
                 yield _sse(error_body("The server had an error while generating.", type="server_error"))
             finally:
-                release()
+                cancelled.set()  # a client that went away stops its generation at the next token
 
         body = events()
-        weakref.finalize(body, release)  # a stream dropped before it started never runs its finally
+        weakref.finalize(body, release)  # a stream dropped before its producer started still frees its slot
         return StreamingResponse(body, media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 

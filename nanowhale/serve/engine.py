@@ -36,6 +36,7 @@ class Sampling:
     top_p: float = 1.0
     seed: int = 0
     stop: list[str] = field(default_factory=list)
+    ignore_eos: bool = False  # generate max_tokens whatever the model says (benchmarks; vLLM's name)
 
 
 class Engine:
@@ -91,7 +92,7 @@ class Engine:
 
     def stream(self, ids: list[int], s: Sampling, chat: bool, chunk: int = 1) -> Iterator[TextDelta]:
         n = self.prepare(ids, s)
-        stops = [self.assistant_end, self.bos] if chat else [self.bos]
+        stops = [] if s.ignore_eos else [self.assistant_end, self.bos] if chat else [self.bos]
         return stream_text(self.model, self.tokenizer, ids, n, temperature=s.temperature, top_k=s.top_k,
                            top_p=s.top_p, seed=s.seed, stop_tokens=stops, stop=s.stop, chunk=chunk)
 

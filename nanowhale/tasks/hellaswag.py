@@ -12,4 +12,5 @@ class HellaSwag(MultipleChoiceTask):
         return read_jsonl(shared_data_dir() / "hellaswag" / "val.jsonl.gz")
 
     def render(self, item):
-        return MCItem(f"{item['activity_label']}: {item['ctx']}", [" " + e for e in item["endings"]], int(item["label"]))
+        context = f"{item['activity_label']}: {item['ctx']}"
+        return MCItem(context, [" " + e for e in item["endings"]], int(item["label"]))

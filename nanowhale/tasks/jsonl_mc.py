@@ -45,7 +45,8 @@ class JsonlMultipleChoice(MultipleChoiceTask):
         if missing:
             raise ValueError(f"{where}: an item lacks field(s) {missing} (has {sorted(item)})")
         context, choices, gold = (item[self.fields[k]] for k in ("context", "choices", "gold"))
-        if not isinstance(context, str) or not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
+        texts = isinstance(choices, list) and all(isinstance(c, str) for c in choices)
+        if not isinstance(context, str) or not texts:
             raise ValueError(f"{where}: '{self.fields['context']}' must be a string and "
                              f"'{self.fields['choices']}' a list of strings")
         if isinstance(gold, str):

@@ -12,4 +12,5 @@ class PIQA(MultipleChoiceTask):
         return read_jsonl(shared_data_dir() / "piqa" / "valid.jsonl.gz")
 
     def render(self, item):
-        return MCItem(f"Question: {item['goal']}\nAnswer:", [" " + item["sol1"], " " + item["sol2"]], int(item["label"]))
+        choices = [" " + item["sol1"], " " + item["sol2"]]
+        return MCItem(f"Question: {item['goal']}\nAnswer:", choices, int(item["label"]))

@@ -153,7 +153,8 @@ def format_results(results: dict) -> str:
         s = f"{name}: acc {r['acc']:.4f} ± {r['acc_stderr']:.4f}"
         if "acc_norm" in r:
             s += f"  acc_norm {r['acc_norm']:.4f} ± {r['acc_norm_stderr']:.4f}"
-        lines.append(s + f"  (n={r['n']}, shots={r['shots']}, chance {r['chance']:.3f}, {r['items_per_second']:.1f} items/s)")
+        lines.append(s + f"  (n={r['n']}, shots={r['shots']}, chance {r['chance']:.3f}, "
+                     f"{r['items_per_second']:.1f} items/s)")
     if results.get("aggregate") is not None:
         lines.append(f"aggregate (chance-centred): {results['aggregate']:.4f}")
     return "\n".join(lines)

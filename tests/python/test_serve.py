@@ -215,7 +215,8 @@ def test_concurrency_bound_gives_429_and_frees_slots(micro_run):
             t.join(30)
         assert len(results) == 2
         for _ in range(3):  # the slots came back (and a stream releases its slot too)
-            assert c.chat.completions.create(model=MODEL, messages=msgs, max_tokens=4).choices[0].message.content is not None
+            answer = c.chat.completions.create(model=MODEL, messages=msgs, max_tokens=4)
+            assert answer.choices[0].message.content is not None
             assert list(c.chat.completions.create(model=MODEL, messages=msgs, max_tokens=4, stream=True))
 
 
@@ -226,3 +227,37 @@ def test_api_key_from_flag_or_environment(monkeypatch):
     assert resolve_api_key(None) is None
     monkeypatch.setenv(API_KEY_ENV, "from-env")
     assert resolve_api_key(None) == "from-env" and resolve_api_key("flag") == "flag"
+
+
+class EndlessEngine(Engine):
+    """A generation that would run for about a minute, one delta every 50 ms."""
+
+    def stream(self, ids, s, chat, chunk=1):
+        import time
+
+        from nanowhale.generate import TextDelta
+
+        def slow():
+            for i in range(1200):
+                time.sleep(0.05)
+                yield TextDelta("x", i + 1)
+        return slow()
+
+
+def test_a_client_that_disconnects_frees_its_slot(micro_run):
+    import time
+
+    engine = EndlessEngine(nw.load(micro_run))
+    with running_server(create_app(engine, MODEL, max_concurrent=1)) as url:
+        body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=30) as r:
+            assert next(r.iter_lines()).startswith("data: ")  # streaming; then the client hangs up
+        deadline = time.monotonic() + 20
+        while True:
+            with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=30) as r:
+                status = r.status_code
+            if status != 429 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        # the slot came back long before the first generation would have ended (its client is gone)
+        assert status == 200

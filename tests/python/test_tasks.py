@@ -22,11 +22,15 @@ HAND_MADE = {
                    "endings": ["flies away.", "sings.", "fries it in a pan.", "reads a book."]},
                   {"activity_label": "Roofing", "ctx": "A woman climbs a ladder. she", "label": 0,
                    "endings": ["removes old shingles.", "swims.", "bakes bread.", "sleeps."]}],
-    "arc-easy": [{"query": "Question: What do plants need to make food?", "choices": ["sunlight", "sand", "noise"], "gold": 0},
+    "arc-easy": [{"query": "Question: What do plants need to make food?", "choices": ["sunlight", "sand", "noise"],
+                  "gold": 0},
                  {"query": "Question: Which is a liquid?", "choices": ["ice", "steam", "water", "rock"], "gold": 2}],
-    "arc-challenge": [{"query": "Question: What causes tides?", "choices": ["wind", "the moon", "fish", "ships"], "gold": 1}],
-    "mmlu": [{"subject": "high_school_mathematics", "question": "2 + 2 =", "choices": ["3", "4", "5", "22"], "answer": "B"},
-             {"subject": "astronomy", "question": "The Sun is a", "choices": ["planet", "moon", "comet", "star"], "answer": "D"}],
+    "arc-challenge": [{"query": "Question: What causes tides?", "choices": ["wind", "the moon", "fish", "ships"],
+                       "gold": 1}],
+    "mmlu": [{"subject": "high_school_mathematics", "question": "2 + 2 =", "choices": ["3", "4", "5", "22"],
+              "answer": "B"},
+             {"subject": "astronomy", "question": "The Sun is a", "choices": ["planet", "moon", "comet", "star"],
+              "answer": "D"}],
     "piqa": [{"goal": "Open a jar.", "sol1": "Twist the lid.", "sol2": "Eat the lid.", "label": 0},
              {"goal": "Dry wet hands.", "sol1": "Use water.", "sol2": "Use a towel.", "label": 1}],
 }
@@ -100,7 +104,8 @@ def reference_logprob(model, ctx, cont):
     """log p(cont | ctx) from the full logits: position t predicts token t + 1."""
     seq = np.asarray(ctx + cont)
     logits = model.logits(seq[None, :-1])[0].astype(np.float64)          # (L - 1, V)
-    logp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) - logits.max(-1, keepdims=True)
+    top = logits.max(-1, keepdims=True)
+    logp = logits - top - np.log(np.exp(logits - top).sum(-1, keepdims=True))
     return sum(logp[len(ctx) - 1 + j, tok] for j, tok in enumerate(cont))
 
 

@@ -52,7 +52,8 @@ def test_page_streams_an_answer_keeps_the_conversation_and_resets(micro_run):
             for i, (text, _) in enumerate(messages):
                 driver.find_element(By.ID, "input").send_keys(text)
                 driver.find_element(By.ID, "send").click()
-                wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".msg.assistant[data-state='done']")) == i + 1)
+                done = ".msg.assistant[data-state='done']"
+                wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, done)) == i + 1)
                 history.append({"role": "user", "content": text})
                 want = "".join(d.text for d in engine.chat(history, Sampling(max_tokens=20, temperature=0.0, top_k=50)))
                 history.append({"role": "assistant", "content": want})

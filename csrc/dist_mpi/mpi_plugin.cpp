@@ -73,7 +73,9 @@ bool poll_until(Done done, double timeout_s) {
 int silent_ranks(double grace_s, char* err, int n) {
   std::vector<MPI_Request> reqs;
   std::vector<int> peers;
-  std::vector<int64_t> pongs(size_t(g_size), -1);
+  // Static: a silent rank's answer may still arrive after this returns (the job is being aborted then).
+  static std::vector<int64_t> pongs;
+  pongs.assign(size_t(g_size), -1);
   for (int p = 0; p < g_size; ++p) {
     if (p == g_rank) continue;
     MPI_Request s, r;

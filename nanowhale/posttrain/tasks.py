@@ -35,6 +35,7 @@ class Task:
     name = ""
     default_size = 0
     min_size = 0
+    answer_tokens = 16              # enough for any gold answer (scoring generates at most this many)
 
     def __init__(self, seed: int = 0, split: str = "train", size: int | None = None):
         if split not in ("train", "val", "test"):
@@ -100,6 +101,7 @@ def gsm8k_conversation(record: dict, where: str = "gsm8k") -> list[dict]:
 
 class GSM8K(Task):
     name = "gsm8k"
+    answer_tokens = 256
 
     def __init__(self, seed: int = 0, split: str = "train", size: int | None = None, path: str | Path | None = None):
         super().__init__(seed, split)

@@ -40,6 +40,12 @@ insights.md
 """
 
 
+def heldout_key(result: dict) -> str:
+    """The held-out score a promotion run reports: `heldout_metric` (an entry's own, in the metric's
+    direction, e.g. post-training's test-split reward), else pretraining's `heldout_val_bpb` (lower is better)."""
+    return "heldout_metric" if "heldout_metric" in result else "heldout_val_bpb"
+
+
 def block(**kv) -> str:
     lines = ["---"]
     for k, v in kv.items():
@@ -167,7 +173,7 @@ def _record_run(ctx: Context, role: str, seed: int, res: dict, commit: str | Non
         "commit_sha": commit or ctx.git.head(), "scale": rung_name or ctx.s["scale"],
         "budget": budget or ctx.s["budget"], "seed": seed, "metric_name": ctx.s["metric"],
         "metric": res.get(ctx.s["metric"]) if res["status"] == "done" else None,
-        "heldout_metric": res.get("heldout_val_bpb"), "throughput": res.get("throughput"),
+        "heldout_metric": res.get(heldout_key(res)), "throughput": res.get("throughput"),
         "train_seconds": res.get("training_seconds"), "eval_seconds": res.get("eval_seconds"),
         "peak_memory_mb": res.get("peak_memory_mb"), "status": res["status"], "log_tail": res.get("log_tail")})
 
@@ -297,7 +303,8 @@ def promote(to: str | None = None, repeats: int = 2, budget: str | None = None, 
                     crashed = f"{which} commit {sha[:10]} seed {seed}: {res['status']}\n{res.get('log_tail', '')}"
                     break
                 runs[which].append(res)
-                log(f"  {ctx.s['metric']} {res[ctx.s['metric']]:.6f}, held-out val_bpb {res['heldout_val_bpb']:.6f}")
+                log(f"  {ctx.s['metric']} {res[ctx.s['metric']]:.6f}, held-out {heldout_key(res)} "
+                    f"{res[heldout_key(res)]:.6f}")
             if crashed:
                 break
     finally:
@@ -321,7 +328,7 @@ def promote(to: str | None = None, repeats: int = 2, budget: str | None = None, 
         return verdict, ma, mc, m, f"{key}: start {ma:.6f}, best {mc:.6f}, gain {gain:+.6f}, margin {m:.6f}"
 
     v, ma, mc, m, why = judge(ctx.s["metric"])
-    hv, hma, hmc, hm, hwhy = judge("heldout_val_bpb")
+    hv, hma, hmc, hm, hwhy = judge(heldout_key(runs["start"][0]))
     ctx.ledger.update("promotions", pid, start_mean=ma, best_mean=mc, margin=m, heldout_start_mean=hma,
                       heldout_best_mean=hmc, heldout_margin=hm, verdict=v, heldout_verdict=hv, reason=f"{why}; {hwhy}")
     log(block(promotion=pid, to_scale=target.name, budget=budget, repeats=repeats, start_commit=start[:10],

@@ -13,6 +13,7 @@ from pathlib import Path
 
 DEFAULT_PROTECTED = [
     "nanowhale/evaluate.py",         # the metric
+    "nanowhale/posttrain/tasks.py",  # post-training's metric: the tasks' verifiers and splits
     "nanowhale/data/*",              # data preparation and the tokenizer
     "csrc/data/*",
     "nanowhale/research/*",          # the harness, the ladder

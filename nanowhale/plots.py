@@ -428,28 +428,31 @@ def research_figures(led: ResearchLedger | None) -> dict[str, Figure]:
 # ---- post-training -------------------------------------------------------------------------------------
 
 
-def posttraining_figure(chain: list[Run], max_panels: int = 8) -> Figure:
-    """For each post-training stage of the lineage, every metric it logged (analysis.stage_metrics) against
-    step: one row per stage, one panel per metric."""
+def posttraining_figure(chain: list[Run], max_panels: int = 8, cols: int = 4) -> Figure:
+    """For each post-training stage of the lineage, what it logged (analysis.stage_metrics, the learning
+    signals first) against step: up to max_panels panels per stage, `cols` to a row."""
     stages = [r for r in chain if stage_of(r) != "base"]
     if not stages:
         fig, axes = _figure(1, 1)
         _no_data(axes[0, 0], "no post-training stage yet" if chain else "no lineage yet")
         return fig
     tables = [stage_metrics(r) for r in stages]
-    cols = max(1, min(max_panels, max(len(t.names) - 1 for t in tables)))
-    fig, axes = _figure(len(stages), cols, width=3.4, height=2.8)
-    for row, (run, t) in enumerate(zip(stages, tables)):
-        keys = [k for k in t.names if k != "step"][:cols]
-        for col in range(cols):
-            ax = axes[row, col]
-            if col >= len(keys):
+    keys = [[k for k in t.names if k != "step"][:max_panels] for t in tables]
+    rows = [max(1, -(-len(k) // cols)) for k in keys]  # ceil
+    fig, axes = _figure(sum(rows), cols, width=3.4, height=2.8)
+    row0 = 0
+    for run, t, ks, n_rows in zip(stages, tables, keys, rows):
+        for i in range(n_rows * cols):
+            ax = axes[row0 + i // cols, i % cols]
+            if i >= len(ks):
                 ax.set_axis_off()
                 continue
-            ok = ~np.isnan(t[keys[col]])
-            ax.plot(t["step"][ok], t[keys[col]][ok], marker="o" if ok.sum() < 12 else None)
-            ax.set_title(f"{stage_of(run)}: {keys[col]}", fontsize="medium")
+            ok = ~np.isnan(t[ks[i]])
+            ax.plot(t["step"][ok], t[ks[i]][ok], marker="o" if ok.sum() < 12 else None)
+            ax.set_title(f"{stage_of(run)} ({run.name}): {ks[i]}", fontsize="medium")
             ax.set_xlabel("step")
-        if not keys:
-            _no_data(axes[row, 0], f"{run.name}: no metrics logged yet")
+        if not ks:
+            axes[row0, 0].set_axis_on()
+            _no_data(axes[row0, 0], f"{run.name}: no metrics logged yet")
+        row0 += n_rows
     return fig

@@ -10,6 +10,7 @@ from nanowhale.analysis.posttraining import (
     newest_posttrained,
     stage_metrics,
     stage_of,
+    stage_samples,
 )
 from nanowhale.analysis.research import (
     ResearchLedger,
@@ -50,6 +51,7 @@ from nanowhale.analysis.table import Table
 
 __all__ = [
     "NO_LINEAGE", "compare_samples", "lineage_runs", "lineage_table", "newest_posttrained", "stage_metrics", "stage_of",
+    "stage_samples",
     "ResearchLedger", "baseline_mean", "kept_table", "ledger_summary", "load_ledger", "newest_ledger", "progress_table",
     "promotions_table", "verdict_table",
     "TOKEN_CLASSES", "Routing", "Run", "Table", "classify_tokens", "coselection", "expert_counts", "list_runs",

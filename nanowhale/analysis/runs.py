@@ -65,7 +65,8 @@ class Run:
         return t.sort("seconds", descending=True)
 
 
-def _read_records(path: Path) -> list[dict]:
+def read_records(path: Path) -> list[dict]:
+    """The JSON objects of a metrics.jsonl (a half-written last line, from a run in progress, is skipped)."""
     records = []
     lines = path.read_text().splitlines()
     for i, line in enumerate(lines, 1):
@@ -84,8 +85,8 @@ def _read_records(path: Path) -> list[dict]:
 
 
 def _expert_arrays(steps: list[dict], path: Path):
-    """The per-layer expert records of the steps that have them (post-training stages may log none)."""
-    steps = [r for r in steps if r.get("experts")]
+    """The per-layer expert records of the steps that log the load (post-training stages log only the balance)."""
+    steps = [r for r in steps if r.get("experts") and all("load" in e for e in r["experts"])]
     layers = [e["layer"] for e in steps[0]["experts"]] if steps else []
     S, M = len(steps), len(layers)
     E = len(steps[0]["experts"][0]["load"]) if M else 0
@@ -111,7 +112,7 @@ def load_run(path: str | Path) -> Run:
     metrics = d / "metrics.jsonl"
     if not metrics.exists():
         raise ValueError(f"{d} is not a run directory: it has no metrics.jsonl")
-    records = _read_records(metrics)
+    records = read_records(metrics)
     config = json.loads((d / "config.json").read_text()) if (d / "config.json").exists() else {}
     steps = [r for r in records if "event" not in r]
     events = [r for r in records if "event" in r]
@@ -119,7 +120,9 @@ def load_run(path: str | Path) -> Run:
     step_table = Table.from_records(steps, list(STEP_KEYS))
     # FLOPs per token, from what the trainer logged (achieved GFLOP/s over tokens/s)
     with np.errstate(invalid="ignore", divide="ignore"):
-        flops_tok = np.nanmedian(step_table["gflops"] * 1e9 / step_table["tok_per_s"]) if steps else np.nan
+        ratio = step_table["gflops"] * 1e9 / step_table["tok_per_s"]
+    ratio = ratio[np.isfinite(ratio)]  # post-training stages log tokens/s but no GFLOP/s
+    flops_tok = float(np.median(ratio)) if ratio.size else np.nan
     step_table.columns["flops"] = step_table["tokens"] * flops_tok
     # wall-clock seconds of the training steps so far; with run.log_every > 1 each logged step stands for the
     # unlogged ones before it (evals and checkpoints are not counted)

@@ -80,25 +80,37 @@ def micro_ledger(micro_runs):
 
 
 @pytest.fixture(scope="session")
-def micro_lineage(tmp_path_factory, micro_runs):
-    """ROOT/runs/{base, sft}: base is micro run 'a'; sft continues from its checkpoint (posttrain.json names it)
-    and logs SFT-like metrics with known values after the copied records. Returns ROOT."""
+def micro_lineage(tmp_path_factory, micro_base):
+    """ROOT/runs/{base, sft, dpo, rl}: a real post-training lineage of the micro base (seconds): SFT on toy
+    additions, DPO on a toy preference, RL on arith:3; each stage evaluates at its start and end. Returns ROOT."""
     import json
     import shutil
 
-    from nanowhale.checkpoint import open_checkpoint
+    from nanowhale.posttrain.dpo import DPOSettings, dpo
+    from nanowhale.posttrain.rl import RLSettings, rl
+    from nanowhale.posttrain.sft import SFTSettings, sft
 
     root = tmp_path_factory.mktemp("lineage")
-    base, sft = root / "runs" / "base", root / "runs" / "sft"
-    shutil.copytree(micro_runs / "runs" / "a", base)
-    shutil.copytree(micro_runs / "runs" / "a", sft)
-    (sft / "posttrain.json").write_text(json.dumps({"stage": "sft", "parent": {"checkpoint": str(
-        open_checkpoint(base).dir)}}))
-    with open(sft / "metrics.jsonl", "a") as f:
-        for step, (loss, acc) in enumerate([(1.5, 0.25), (1.25, 0.5)], start=9):
-            f.write(json.dumps({"step": step, "tokens": 999, "loss": loss, "reward_accuracy": acc, "lr_mult": 1.0})
-                    + "\n")
-        f.write(json.dumps({"event": "eval", "step": 10, "val_reward": 0.75}) + "\n")
+    runs = root / "runs"
+    shutil.copytree(micro_base, runs / "base")
+    chats, pairs = root / "chats.jsonl", root / "pairs.jsonl"
+    with open(chats, "w") as f:
+        for i in range(40):
+            a, b = i % 7, (3 * i) % 5
+            f.write(json.dumps({"messages": [{"role": "user", "content": f"add {a} and {b}"},
+                                             {"role": "assistant", "content": f"{a + b}"}]}) + "\n")
+    with open(pairs, "w") as f:
+        for i in range(24):
+            q = f"\n\nHuman: tell me about whales {i}"
+            f.write(json.dumps({"chosen": q + "\n\nAssistant: the whale swims deep",
+                                "rejected": q + "\n\nAssistant: light falls in long lines"}) + "\n")
+    quiet = dict(log=lambda *a: None)
+    sft(SFTSettings(data=[str(chats)], steps=4, batch_rows=8, micro_batch=8, lr_scale=1.0, val_frac=0.1,
+                    n_samples=1), ckpt=runs / "base", run_dir=runs / "sft", **quiet)
+    dpo(DPOSettings(data=[str(pairs)], steps=3, batch_pairs=8, micro_batch=8, lr_scale=1.0, beta=0.5, val_frac=0.2,
+                    n_samples=1), ckpt=runs / "sft", run_dir=runs / "dpo", **quiet)
+    rl(RLSettings(task="arith:3", steps=3, prompts=2, group=4, max_new_tokens=4, eval_problems=4, n_samples=1),
+       ckpt=runs / "dpo", run_dir=runs / "rl", **quiet)
     return root
 
 

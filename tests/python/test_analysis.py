@@ -219,24 +219,44 @@ def test_ledger_of_a_research_night_in_progress_and_absent(tmp_path, monkeypatch
 
 
 def test_posttraining_lineage_tables(micro_lineage, monkeypatch, capsys):
+    from nanowhale.posttrain.sampling import answer
+
     monkeypatch.delenv("NANOWHALE_RUNS", raising=False)
     monkeypatch.chdir(micro_lineage)
-    chain = analysis.lineage_runs()  # the newest post-trained run, and its parents
-    assert [r.name for r in chain] == ["base", "sft"] and [analysis.stage_of(r) for r in chain] == ["base", "sft"]
+    chain = analysis.lineage_runs()  # the newest post-trained run (rl), and its parents
+    assert [r.name for r in chain] == ["base", "sft", "dpo", "rl"]
+    assert [analysis.stage_of(r) for r in chain] == ["base", "sft", "dpo", "rl"]
     rows = analysis.lineage_table(chain).rows()
-    assert [(r["run"], r["stage"], r["step"]) for r in rows] == [("base", "base", 8), ("sft", "sft", 8)]
-    assert rows[0]["val_bpb"] == chain[0].summary["val_bpb"] and rows[1]["reward"] == 0.75
-    m = analysis.stage_metrics(chain[1])
-    assert "lr_mult" not in m and "tok_per_s" not in m  # bookkeeping is left out
-    np.testing.assert_array_equal(m["step"], np.arange(1, 11))
-    np.testing.assert_array_equal(m["reward_accuracy"][-2:], [0.25, 0.5])
-    assert np.isnan(m["reward_accuracy"][0]) and m["loss"][-1] == 1.25 and m["val_reward"][-1] == 0.75
-    assert m["val_bpb"][3] == chain[1].evals["val_bpb"][0]  # the eval at step 4
-    np.testing.assert_array_equal(chain[1].expert_steps, np.arange(1, 9))  # steps 9, 10 log no expert load
-    assert chain[1].expert_load.shape == (8, 2, 4)
-    samples = analysis.compare_samples(chain, ["hi"], max_new_tokens=4)
-    assert samples.names == ["prompt", "base: base", "sft: sft"]
-    assert samples["base: base"][0] == samples["sft: sft"][0]  # the same weights answer the same (greedy)
+    assert [(r["run"], r["stage"], r["step"]) for r in rows] == [("base", "base", 8), ("sft", "sft", 4),
+                                                                 ("dpo", "dpo", 3), ("rl", "rl", 3)]
+    assert rows[0]["val_bpb"] == chain[0].summary["val_bpb"]
+    assert rows[3]["reward"] == [e for e in chain[3].events if e.get("event") == "eval"][-1]["val_reward"]
+
+    records = [json.loads(line) for line in (chain[1].dir / "metrics.jsonl").read_text().splitlines()]
+    sft = analysis.stage_metrics(chain[1])
+    assert sft.names[:3] == ["step", "loss", "val_loss"]  # the learning signals first
+    assert "lr_mult" not in sft and "tok_per_s" not in sft and "supervised_tokens" not in sft
+    logged = {r["step"]: r["loss"] for r in records if "event" not in r}
+    np.testing.assert_array_equal(sft["loss"][np.isin(sft["step"], list(logged))], list(logged.values()))
+    val = [(r["step"], r["val_loss"]) for r in records if r.get("event") == "eval"]
+    assert [(s, sft["val_loss"][list(sft["step"]).index(s)]) for s, _ in val] == val  # at the start and the end
+    dpo, rl = analysis.stage_metrics(chain[2]), analysis.stage_metrics(chain[3])
+    assert dpo.names[1:4] == ["loss", "val_loss", "reward_accuracy"] and "margin" in dpo
+    assert {"reward_mean", "pass_at_k", "val_reward", "kl"} <= set(rl.names)
+    assert np.all(np.isnan(rl["reward_mean"]) | ((rl["reward_mean"] >= 0) & (rl["reward_mean"] <= 1)))
+
+    samples = analysis.stage_samples(chain[1]).rows()[0]
+    first = next(r for r in records if r.get("event") == "eval")["samples"][0]
+    assert samples["prompt"] == first["prompt"] and samples["step 0"] == first["reply"] and "step 4" in samples
+    assert "gold" in analysis.stage_samples(chain[3]).names  # RL samples carry the verifier's answer
+
+    table = analysis.compare_samples(chain, ["add 2 and 3"], max_new_tokens=4)
+    assert table.names == ["prompt", "base: base", "sft: sft", "dpo: dpo", "rl: rl"]
+    sft_model = nw.load(chain[1].dir, device="cpu")
+    assert table["sft: sft"][0] == answer(sft_model.model, sft_model.tokenizer,
+                                          [{"role": "user", "content": "add 2 and 3"}], 4)
+    assert chain[1].expert_load.shape[0] == 0  # post-training logs the balance only, not the load
+
     monkeypatch.chdir(micro_lineage / "runs" / "base")
     assert analysis.lineage_runs() == [] and "no lineage yet" in capsys.readouterr().out
     assert analysis.lineage_table([]).startswith("no lineage yet")

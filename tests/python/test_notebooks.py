@@ -96,9 +96,10 @@ def test_research_notebook_finds_the_ledger(micro_ledger):
 def test_posttraining_notebook_on_the_newest_lineage(micro_lineage):
     nb = execute("posttraining", micro_lineage)
     text = outputs(nb)
-    assert "<td>sft</td>" in text[0] and "<td>base</td>" in text[0]
+    assert all(f"<td>{stage}</td>" in text[0] for stage in ("base", "sft", "dpo", "rl"))  # the lineage report
     assert text.count("PNG") == 1
-    assert "<th>sft: sft</th>" in text[-1]  # the answers of every stage
+    assert "<th>step 0</th>" in "".join(text)  # the replies each stage logged
+    assert "<th>rl: rl</th>" in text[-1]  # the answers of every stage
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -155,14 +155,16 @@ def test_research_figures(micro_ledger):
 
 
 def test_posttraining_figure(micro_lineage):
-    chain = analysis.lineage_runs(micro_lineage / "runs" / "sft")
-    m = analysis.stage_metrics(chain[1])
-    axes = [ax for ax in plots.posttraining_figure(chain).axes if ax.lines]
-    titles = [ax.get_title() for ax in axes]
-    assert titles == [f"sft: {k}" for k in m.names if k != "step"]  # one panel per logged metric
-    acc = axes[titles.index("sft: reward_accuracy")].lines[0]
-    np.testing.assert_array_equal(acc.get_xdata(), [9, 10])
-    np.testing.assert_array_equal(acc.get_ydata(), [0.25, 0.5])
+    chain = analysis.lineage_runs(micro_lineage / "runs" / "rl")
+    axes = [ax for ax in plots.posttraining_figure(chain, max_panels=3).axes if ax.lines]
+    want = [f"{analysis.stage_of(r)} ({r.name}): {k}" for r in chain[1:]
+            for k in analysis.stage_metrics(r).names[1:4]]
+    assert [ax.get_title() for ax in axes] == want  # a row per stage, its first three metrics
+    dpo = analysis.stage_metrics(chain[2])
+    acc = axes[want.index("dpo (dpo): reward_accuracy")].lines[0]
+    ok = ~np.isnan(dpo["reward_accuracy"])
+    np.testing.assert_array_equal(acc.get_xdata(), dpo["step"][ok])
+    np.testing.assert_array_equal(acc.get_ydata(), dpo["reward_accuracy"][ok])
     assert "no post-training stage yet" in _texts(plots.posttraining_figure(chain[:1]).axes[0])[0]
     assert "no lineage yet" in _texts(plots.posttraining_figure([]).axes[0])[0]
 

@@ -30,6 +30,17 @@ def test_route_selects_the_top_k_of_scores_plus_bias_like_training():
         np.testing.assert_array_equal(s["tokens_per_expert"], np.bincount(experts[m].ravel(), minlength=cfg.n_experts))
 
 
+def test_route_after_other_batch_shapes_is_the_same():
+    cfg = micro_config()
+    model = nw.Model(cfg, seed=1)
+    tokens, _ = random_batch(cfg, 3, 8)
+    want = model.route(tokens)
+    model.route(tokens[:1, :5])               # a smaller batch, then a longer one: the activations are reused
+    model.logits(np.tile(tokens, (2, 2)))
+    for got, ref in zip(model.route(tokens), want):
+        np.testing.assert_array_equal(got, ref)
+
+
 def test_route_follows_a_dominant_bias_and_checks_its_input():
     cfg = micro_config()
     model = nw.Model(cfg, seed=0)

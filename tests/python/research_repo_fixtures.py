@@ -87,6 +87,7 @@ def make_research_repo(root: Path, vocab_size: int) -> Path:
     git(repo, "init", "-q", "-b", "main")
     git(repo, "add", "-A")
     git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "nanowhale copy")
-    subprocess.run(["cmake", "-S", str(repo), "-B", str(repo / "build" / "research"), "-DCMAKE_BUILD_TYPE=Release"],
+    gen = ["-G", "Ninja"] if shutil.which("ninja") else []
+    subprocess.run(["cmake", "-S", str(repo), "-B", str(repo / "build" / "research"), *gen, "-DCMAKE_BUILD_TYPE=Release"],
                    check=True, capture_output=True)
     return repo

@@ -94,7 +94,7 @@ def init(tag: str, scale: str = "tiny", budget: str | None = None, data: str = "
     if data and not (Path(data) / "tokenizer.nwtok").exists():
         raise ValueError(f"--data {data}: no tokenizer.nwtok there (prepare it with `nanowhale data prepare --out {data}`)")
     threads = threads or _C.get_num_threads()
-    facts = machine.facts(threads)
+    facts = machine.facts(threads, refresh=True)
 
     git("checkout", "-q", "-b", branch)
     led = Ledger.open(repo / LEDGER_FILE)

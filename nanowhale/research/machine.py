@@ -3,7 +3,7 @@
 The peak is measured, not assumed: a register-resident FMA loop in C++ (csrc/core/peak_flops.cpp) on one
 thread, the best of a few short trials (a neighbour's load only lowers a trial), times the thread count.
 Cached in ~/.cache/nanowhale/peak_flops.json keyed by CPU model, vector width and build, so it costs about
-a second once per machine.
+a second once per machine; `research init` measures again and the cache keeps the highest value seen.
 """
 
 from __future__ import annotations
@@ -45,9 +45,10 @@ def cpu_peak_flops_per_core(refresh: bool = False) -> float:
             cache = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             cache = {}
-    if not refresh and isinstance(cache.get(key), (int, float)) and cache[key] > 0:
-        return float(cache[key])
-    peak = max(_C.measure_peak_flops(1, TRIAL_SECONDS) for _ in range(TRIALS))
+    known = cache.get(key) if isinstance(cache.get(key), (int, float)) and cache[key] > 0 else 0.0
+    if known and not refresh:
+        return float(known)
+    peak = max([known] + [_C.measure_peak_flops(1, TRIAL_SECONDS) for _ in range(TRIALS)])  # a peak only grows
     cache[key] = peak
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
@@ -56,7 +57,7 @@ def cpu_peak_flops_per_core(refresh: bool = False) -> float:
     return peak
 
 
-def facts(threads: int | None = None) -> dict:
+def facts(threads: int | None = None, refresh: bool = False) -> dict:
     """What the ledger records about the machine an experiment ran on."""
     import nanowhale._C as _C
 
@@ -64,7 +65,7 @@ def facts(threads: int | None = None) -> dict:
     if _C.cuda_available():
         gpu = "cuda"
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": threads or _C.get_num_threads(),
-            "gpu": gpu, "cpu_peak_flops_per_core": cpu_peak_flops_per_core(),
+            "gpu": gpu, "cpu_peak_flops_per_core": cpu_peak_flops_per_core(refresh),
             "vector_lanes": _C.peak_flops_vector_width(), "python": platform.python_version(),
             "platform": platform.platform()}
 

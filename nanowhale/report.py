@@ -2,9 +2,10 @@
 
 Given one run, the lineage is found by following each post-training run's parent (RUN/posttrain.json:
 {"stage", "parent": {"checkpoint", ...}}) back to the pretrained base; given several, they are the rows, in
-that order. Per run: its stage, step, val_bpb (the checkpoint's, else the last eval in metrics.jsonl), each
-task's primary accuracy ± standard error from RUN/eval_tasks.json (`nanowhale eval --task`, the entry of the
-latest evaluated step), the chance-centred aggregate, and the RL validation reward (last `val_reward`).
+that order. Per run: its stage, step, val_bpb (measured by `nanowhale eval --task` on the run's validation
+shards, else the checkpoint's, else the last eval in metrics.jsonl), each task's primary accuracy ± standard
+error from RUN/eval_tasks.json (the entry of the latest evaluated step), the chance-centred aggregate, and
+the RL validation reward (the last `val_reward`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 from pathlib import Path
 
 from nanowhale.checkpoint import open_checkpoint
+from nanowhale.tasks import DEFAULT_TASKS
 from nanowhale.tasks.command import run_dir_of
 from nanowhale.tasks.runner import RESULTS_FILE, aggregate
 
@@ -64,9 +66,9 @@ def run_row(run_dir: Path) -> dict:
     pt = _read_json(run_dir / POSTTRAIN_FILE) or {}
     evals = (_read_json(run_dir / RESULTS_FILE) or {}).get("checkpoints", {})
     entry = evals[max(evals, key=int)] if evals else {"tasks": {}}
-    val_bpb = ck.meta.get("val_bpb")
-    return {"run": run_dir.name, "stage": pt.get("stage", "base"), "step": ck.meta["step"],
-            "val_bpb": val_bpb if val_bpb is not None else _last_metric(run_dir, "val_bpb"),
+    val_bpb = next((v for v in (entry.get("val_bpb"), ck.meta.get("val_bpb"), _last_metric(run_dir, "val_bpb"))
+                    if v is not None), None)
+    return {"run": run_dir.name, "stage": pt.get("stage", "base"), "step": ck.meta["step"], "val_bpb": val_bpb,
             "tasks": entry["tasks"], "eval_step": entry.get("step"), "reward": _last_metric(run_dir, "val_reward")}
 
 
@@ -75,7 +77,7 @@ def _cell(value, fmt="{:.4f}") -> str:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    names = []
+    names = [n for n in DEFAULT_TASKS if any(n in r["tasks"] for r in rows)]  # the usual order, then the others
     for r in rows:
         names += [n for n in r["tasks"] if n not in names]
     head = ["run", "stage", "step", "val_bpb"] + names + ["aggregate", "reward"]

@@ -1,5 +1,5 @@
-"""`nanowhale eval --ckpt RUN --task hellaswag,piqa [--limit N] [--shots K]`: the task suite on a checkpoint,
-printed and merged into RUN/eval_tasks.json."""
+"""`nanowhale eval --ckpt RUN --task hellaswag,piqa [--limit N] [--shots K]`: the task suite on a checkpoint, and
+val_bpb on the run's validation shards when they are here, printed and merged into RUN/eval_tasks.json."""
 
 from __future__ import annotations
 
@@ -31,6 +31,12 @@ def eval_tasks(ckpt: str, tasks: str, limit: int | None = None, shots: int = 0, 
         out(format_results({"tasks": {name: result}}))
         save_results(run_dir, str(run.checkpoint.dir), run.step, {"tasks": {name: result}})
 
+    try:  # val_bpb beside the tasks, so a lineage report has it for post-trained runs too
+        bpb = run.val_bpb()["val_bpb"]
+        save_results(run_dir, str(run.checkpoint.dir), run.step, {"val_bpb": bpb})
+        out(f"val_bpb: {bpb:.4f}")
+    except ValueError as e:
+        out(f"val_bpb: not measured ({e})")
     results = run_tasks(scorer, task_list, limit, shots, log=done)
     if len(task_list) > 1:
         out(f"aggregate (chance-centred): {results['aggregate']:.4f}")

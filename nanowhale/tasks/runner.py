@@ -134,11 +134,13 @@ RESULTS_FILE = "eval_tasks.json"
 
 def save_results(run_dir: str | Path, checkpoint: str, step: int, results: dict) -> Path:
     """Merges into RUN/eval_tasks.json, keyed by checkpoint step: a later run of a task replaces its entry,
-    and the aggregate is recomputed over every task evaluated at that step."""
+    and the aggregate is recomputed over every task evaluated at that step. Other keys of `results` (val_bpb)
+    are stored beside the tasks."""
     path = Path(run_dir) / RESULTS_FILE
     data = json.loads(path.read_text()) if path.exists() else {"checkpoints": {}}
     entry = data["checkpoints"].setdefault(str(step), {"checkpoint": checkpoint, "step": step, "tasks": {}})
-    entry["tasks"].update(results["tasks"])
+    entry["tasks"].update(results.get("tasks", {}))
+    entry.update({k: v for k, v in results.items() if k not in ("tasks", "aggregate")})
     entry["aggregate"] = aggregate(entry["tasks"])
     entry["time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     tmp = path.with_suffix(".tmp")

@@ -33,8 +33,11 @@ def lineage_dirs(micro_run, tmp_path):
         (d / "posttrain.json").write_text(json.dumps({"stage": stage, "parent": {"checkpoint": str(parent)}}))
         runs.append(d)
     step = open_checkpoint(base).meta["step"]
-    write_evals(base, step, {"mmlu": task_result(0.25, 0.01), "piqa": task_result(0.6, 0.02, "acc", 0.5)})
+    write_evals(base, step, {"piqa": task_result(0.6, 0.02, "acc", 0.5), "mmlu": task_result(0.25, 0.01)})
     write_evals(runs[1], step, {"mmlu": task_result(0.4, 0.02)})
+    data = json.loads((runs[1] / "eval_tasks.json").read_text())
+    data["checkpoints"][str(step)]["val_bpb"] = 3.25  # measured by eval --task
+    (runs[1] / "eval_tasks.json").write_text(json.dumps(data))
     with open(runs[2] / "metrics.jsonl", "a") as f:
         f.write(json.dumps({"event": "eval", "step": 1, "val_reward": 0.1}) + "\n")
         f.write(json.dumps({"event": "eval", "step": 2, "val_reward": 0.375}) + "\n")
@@ -46,14 +49,14 @@ def test_report_follows_the_lineage(lineage_dirs, capsys):
     assert [p.name for p in lineage(rl)] == ["base", "sft", "rl"]
     assert main(["report", str(rl)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "| run | stage | step | val_bpb | mmlu | piqa | aggregate | reward |"
+    assert lines[0] == "| run | stage | step | val_bpb | mmlu | piqa | aggregate | reward |"  # the usual task order
     assert lines[1] == "|---|---|---|---:|---:|---:|---:|---:|"
     base_row, sft_row, rl_row = (line.split(" | ") for line in lines[2:5])
     val_bpb = open_checkpoint(base).meta["val_bpb"]
     assert base_row[:4] == ["| base", "base", str(open_checkpoint(base).meta["step"]), f"{val_bpb:.4f}"]
     # aggregate: mmlu (0.25 - 0.25) / 0.75 = 0 and piqa (0.6 - 0.5) / 0.5 = 0.2 -> 0.1
     assert base_row[4:] == ["0.250 ± 0.010", "0.600 ± 0.020", "0.1000", "— |"]
-    assert sft_row[1] == "sft" and sft_row[4:] == ["0.400 ± 0.020", "—", "0.2000", "— |"]
+    assert sft_row[1] == "sft" and sft_row[3:] == ["3.2500", "0.400 ± 0.020", "—", "0.2000", "— |"]
     assert rl_row[1] == "rl" and rl_row[4:] == ["—", "—", "—", "0.375 |"]
 
 

@@ -247,6 +247,7 @@ def test_eval_task_cli_writes_results(micro_run, tmp_path, capsys):
     assert r["n"] == 4 and 0 <= r["acc"] <= 1 and entry["aggregate"] is not None
     # the same numbers as scoring directly
     run = nw.load(micro_run)
+    assert entry["val_bpb"] == run.val_bpb()["val_bpb"] and f"val_bpb: {entry['val_bpb']:.4f}" in out
     direct = run_task(ModelScorer(run.model, run.tokenizer), make_task(f"jsonl:{path}"), limit=4)
     assert direct["acc"] == r["acc"] and direct["acc_norm"] == r["acc_norm"]
     assert main(["eval", "--ckpt", str(micro_run), "--task", "nope"]) == 2

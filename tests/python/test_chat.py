@@ -7,6 +7,7 @@ import select
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -132,7 +133,8 @@ def test_repl_through_a_pseudo_terminal(run):
     main_fd, child_fd = pty.openpty()
     proc = subprocess.Popen([sys.executable, "-m", "nanowhale.cli", "chat", "--ckpt", str(run.checkpoint.dir),
                              "--temperature", "0", "--max-tokens", "16"],
-                            stdin=child_fd, stdout=child_fd, stderr=child_fd, close_fds=True)
+                            stdin=child_fd, stdout=child_fd, stderr=child_fd, close_fds=True,
+                            cwd=Path(nw.__file__).resolve().parent.parent)  # the nanowhale this test imported
     os.close(child_fd)
     try:
         assert "/reset" in read_until(main_fd, b"you> ")

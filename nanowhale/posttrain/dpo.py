@@ -1,6 +1,8 @@
 """`nanowhale dpo`: Direct Preference Optimization on chosen/rejected conversation pairs.
 
-For a pair, with log-probabilities summed over the final assistant turn (its tokens and end token):
+For a pair, with log-probabilities summed over the final assistant turn (its tokens and end token); a
+dialogue longer than a row keeps its last seq_len + 1 tokens, so the final turn stays whole and only the
+earliest context goes (a pair whose final turn alone is longer is skipped and counted):
     margin = β·[(log π(chosen) − log π_ref(chosen)) − (log π(rejected) − log π_ref(rejected))]
     loss   = −log σ(margin), averaged over the pairs of a step.
 π_ref is the starting model: its log-probs are computed once, before the first step, and kept
@@ -48,7 +50,7 @@ class PairRows:
     rows: np.ndarray      # (2P, T + 1) int32
     mask: np.ndarray      # (2P, T + 1) uint8
     pairs: int
-    skipped: int          # a side with nothing to learn after truncation (final turn cut off)
+    skipped: int          # a side whose final assistant turn alone is longer than a row
 
 
 def final_turn_mask(ids: np.ndarray, mask: np.ndarray, assistant_start: int) -> np.ndarray:
@@ -60,23 +62,34 @@ def final_turn_mask(ids: np.ndarray, mask: np.ndarray, assistant_start: int) -> 
     return out
 
 
+def fit_final_turn(ids: np.ndarray, mask: np.ndarray, row_len: int, assistant_start: int):
+    """(ids, mask) cut to at most row_len tokens so that the final assistant turn stays whole: a longer
+    dialogue keeps its last row_len tokens (the earliest context goes). None when the final turn alone is
+    longer than a row."""
+    if len(ids) <= row_len:
+        return ids, mask
+    start = np.flatnonzero(ids == assistant_start)[-1]
+    if len(ids) - start > row_len:
+        return None
+    return ids[-row_len:], mask[-row_len:]
+
+
 def pair_rows(tok, pairs: list, row_len: int) -> PairRows:
     chosen = render_dataset(tok, [c for c, _ in pairs], max_tokens=None)
     rejected = render_dataset(tok, [r for _, r in pairs], max_tokens=None)
     if chosen.skipped or rejected.skipped:
         raise ValueError("dpo: every pair needs an assistant turn on both sides")
     a_start = tok.special_id("<|assistant_start|>")
-    keep_c, keep_r, masks_c, masks_r = [], [], [], []
+    kept: list[list] = [[], [], [], []]  # chosen ids, rejected ids, chosen masks, rejected masks
     for i in range(len(pairs)):
-        mc = final_turn_mask(chosen.ids[i], chosen.masks[i], a_start)[:row_len]
-        mr = final_turn_mask(rejected.ids[i], rejected.masks[i], a_start)[:row_len]
-        if mc.any() and mr.any():
-            keep_c.append(chosen.ids[i])
-            keep_r.append(rejected.ids[i])
-            masks_c.append(mc)
-            masks_r.append(mr)
-    rows, mask = pad_rows(keep_c + keep_r, masks_c + masks_r, row_len, tok.special_id("<|bos|>"))
-    return PairRows(rows, mask, len(keep_c), len(pairs) - len(keep_c))
+        c = fit_final_turn(chosen.ids[i], final_turn_mask(chosen.ids[i], chosen.masks[i], a_start), row_len, a_start)
+        r = fit_final_turn(rejected.ids[i], final_turn_mask(rejected.ids[i], rejected.masks[i], a_start), row_len,
+                           a_start)
+        if c is not None and r is not None:
+            for lst, x in zip(kept, (c[0], r[0], c[1], r[1])):
+                lst.append(x)
+    rows, mask = pad_rows(kept[0] + kept[1], kept[2] + kept[3], row_len, tok.special_id("<|bos|>"))
+    return PairRows(rows, mask, len(kept[0]), len(pairs) - len(kept[0]))
 
 
 def select(p: PairRows, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -127,8 +140,8 @@ def dpo(settings: DPOSettings | None = None, *, ckpt=None, resume=None, run_dir=
         np.savez(ref_path, train=ref_train, val=ref_val)
     stage.emit({"event": "data", "step": stage.step, "pairs": len(pairs), "train_pairs": train.pairs,
                 "val_pairs": val.pairs, "skipped": train.skipped + val.skipped})
-    log(f"dpo: {train.pairs} train / {val.pairs} val pairs ({train.skipped + val.skipped} skipped: the final "
-        f"turn does not fit seq_len {T}); {s.steps} steps of {s.batch_pairs} pairs, beta {s.beta}")
+    log(f"dpo: {train.pairs} train / {val.pairs} val pairs ({train.skipped + val.skipped} skipped: a final "
+        f"turn longer than seq_len {T}); {s.steps} steps of {s.batch_pairs} pairs, beta {s.beta}")
 
     def evaluate() -> dict:
         rec = {"event": "eval", "step": stage.step}

@@ -8,7 +8,7 @@ import pytest
 import nanowhale as nw
 from conftest import micro_config
 from nanowhale.posttrain.batch import inputs_targets
-from nanowhale.posttrain.dpo import DPOSettings, dpo, dpo_backward, final_turn_mask, load_pairs
+from nanowhale.posttrain.dpo import DPOSettings, dpo, dpo_backward, final_turn_mask, fit_final_turn, load_pairs
 from test_model_gradients import randomise
 
 EPS = 1e-5
@@ -70,11 +70,16 @@ def test_dpo_loss_and_gradient_equal_a_direct_float64_computation():
     assert checked >= 10  # the check is not vacuous
 
 
-def test_final_turn_mask_covers_only_the_last_assistant_turn():
+def test_final_turn_mask_covers_only_the_last_assistant_turn_and_long_dialogues_keep_their_end():
     A = 9
     ids = np.array([1, 2, A, 5, 6, 3, 2, A, 7, 8, 4])
     mask = np.array([0, 0, 0, 1, 1, 1, 0, 0, 1, 1, 1], np.uint8)
-    assert final_turn_mask(ids, mask, A).tolist() == [0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1]
+    final = final_turn_mask(ids, mask, A)
+    assert final.tolist() == [0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1]
+    assert fit_final_turn(ids, final, 11, A)[0].tolist() == ids.tolist()              # fits: unchanged
+    cut_ids, cut_mask = fit_final_turn(ids, final, 5, A)                               # the earliest context goes
+    assert cut_ids.tolist() == [2, A, 7, 8, 4] and cut_mask.tolist() == [0, 0, 1, 1, 1]
+    assert fit_final_turn(ids, final, 3, A) is None                                    # the final turn alone is longer
 
 
 def test_dpo_learns_a_toy_preference(micro_base, tmp_path):

@@ -43,6 +43,9 @@ def micro_run_config(data_dir: Path, run_dir: Path, vocab_size: int, **sections)
         "eval": dict(tokens=1024, batch_size=4),
         "sample": dict(n=0),
         "run": dict(dir=str(run_dir)),
+        # the learning rates these micro runs were tuned with (before tiny's own were raised): tests that
+        # expect e.g. an RL reward to still have room to rise depend on them
+        "optim": {"muon_lr": 0.02, "embed": {"lr": 0.05}, "head": {"lr": 0.004}},
     }
     for name, values in sections.items():
         cfg.setdefault(name, {}).update(values)

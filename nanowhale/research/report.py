@@ -159,8 +159,11 @@ def plot(out: str | None = None, ledger: str | None = None, dpi: int = 100, path
     ax.set_xlabel(f"experiment ({len(xs)} scored, {crashes} crashed)")
     ax.set_ylabel(f"{ctx.s['metric']} ({ctx.s['direction']} is better)")
     ax.set_title(f"research {ctx.tag}: {ctx.s['scale']}, budget {ctx.s['budget']}")
-    if ys and ctx.s["direction"] == "lower":
-        ax.set_ylim(min(ys + by) - 3 * noise["sigma"], min(max(ys), noise["mean"] + 10 * max(noise["sigma"], abs(noise["mean"] - min(ys + by)))))
+    if ys:  # the running best and the baseline band in view; far-off failures may fall outside
+        span = max(by) - min(by) + 6 * noise["sigma"]
+        lo, hi = min(by) - 3 * noise["sigma"] - 0.1 * span, max(by) + 3 * noise["sigma"] + 0.1 * span
+        ax.set_ylim(min(lo, min(ys)) if ctx.s["direction"] == "higher" else lo,
+                    max(hi, max(ys)) if ctx.s["direction"] == "higher" else hi)
     ax.legend(fontsize=8)
     fig.tight_layout()
     dest = str(ctx.repo / RESEARCH_DIR / "progress.png")

@@ -36,7 +36,7 @@ uint64_t get64(const unsigned char* p) {
 
 // Parses and checks a header against the file size.
 ShardHeader parse_header(const std::string& path, const unsigned char* h, size_t got, uint64_t file_size) {
-  NW_CHECK(got >= kShardHeaderBytes, "shard ", path, " is truncated: ", file_size, " bytes, less than the ",
+  NW_CHECK(got >= kShardHeaderBytes && file_size >= kShardHeaderBytes, "shard ", path, " is truncated: ", file_size, " bytes, less than the ",
            kShardHeaderBytes, "-byte header");
   NW_CHECK(std::memcmp(h, kShardMagic, 8) == 0, "shard ", path, " has a bad magic (not a nanowhale token shard)");
   ShardHeader hd;
@@ -48,18 +48,24 @@ ShardHeader parse_header(const std::string& path, const unsigned char* h, size_t
   NW_CHECK(hd.version == kShardVersion, "shard ", path, " has version ", hd.version, "; this nanowhale reads version ",
            kShardVersion);
   NW_CHECK(header_bytes == kShardHeaderBytes, "shard ", path, " has a bad header size ", header_bytes);
+  NW_CHECK(hd.vocab_size > 0 && hd.vocab_size <= 0x7FFFFFFFu, "shard ", path, " has vocab size ", hd.vocab_size,
+           " in its header (token ids are int32: 1 to 2^31-1)");
   NW_CHECK(hd.token_bytes == (hd.vocab_size <= 65536 ? 2u : 4u), "shard ", path, " has ", hd.token_bytes,
            "-byte tokens for vocab size ", hd.vocab_size, " (expected ", (hd.vocab_size <= 65536 ? 2 : 4), ")");
-  const uint64_t want = kShardHeaderBytes + hd.n_tokens * hd.token_bytes;
-  NW_CHECK(file_size == want, "shard ", path, " is truncated or has trailing bytes: ", file_size,
-           " bytes, the header says ", want, " (", hd.n_tokens, " tokens)");
+  for (uint32_t i = 32; i < kShardHeaderBytes; ++i)
+    NW_CHECK(h[i] == 0, "shard ", path, " has a nonzero reserved header byte at offset ", i);
+  // Division, not n_tokens * token_bytes: a crafted count would wrap around 2^64 and pass a multiply.
+  const uint64_t body = file_size - kShardHeaderBytes;
+  NW_CHECK(body % hd.token_bytes == 0 && hd.n_tokens == body / hd.token_bytes, "shard ", path,
+           " is truncated or has trailing bytes: ", file_size, " bytes hold ", body / hd.token_bytes,
+           " tokens, the header says ", hd.n_tokens);
   return hd;
 }
 
 }  // namespace
 
 void write_shard(const std::string& path, const int32_t* tokens, size_t n, int64_t vocab_size) {
-  NW_CHECK(vocab_size > 0 && vocab_size <= 0xFFFFFFFFll, "vocab_size ", vocab_size, " out of range");
+  NW_CHECK(vocab_size > 0 && vocab_size <= 0x7FFFFFFFll, "vocab_size ", vocab_size, " out of range");
   const uint32_t tb = vocab_size <= 65536 ? 2 : 4;
   for (size_t i = 0; i < n; ++i)
     NW_CHECK(tokens[i] >= 0 && tokens[i] < vocab_size, "token ", tokens[i], " at position ", i,
@@ -119,15 +125,16 @@ Shard::Shard(const std::string& path, int64_t max_vocab) : path_(path) {
   const auto* body = static_cast<const unsigned char*>(map_) + kShardHeaderBytes;
   if (header_.token_bytes == 2) u16_ = reinterpret_cast<const uint16_t*>(body);
   else u32_ = reinterpret_cast<const uint32_t*>(body);
-  if (max_vocab > 0) {
-    uint32_t mx = 0;
-    if (u16_) for (size_t i = 0; i < header_.n_tokens; ++i) mx = std::max<uint32_t>(mx, u16_[i]);
-    else for (size_t i = 0; i < header_.n_tokens; ++i) mx = std::max(mx, u32_[i]);
-    if (header_.n_tokens > 0 && mx >= max_vocab) {
-      ::munmap(map_, map_bytes_);
-      map_ = nullptr;
-      NW_CHECK(false, "shard ", path, " holds token id ", mx, ", outside the tokenizer's vocabulary of ", max_vocab);
-    }
+  // One pass over the ids: each must fit the vocabulary the header names (and the tokenizer's, if given).
+  uint32_t mx = 0;
+  if (u16_) for (size_t i = 0; i < header_.n_tokens; ++i) mx = std::max<uint32_t>(mx, u16_[i]);
+  else for (size_t i = 0; i < header_.n_tokens; ++i) mx = std::max(mx, u32_[i]);
+  const int64_t limit = max_vocab > 0 ? std::min<int64_t>(max_vocab, header_.vocab_size) : header_.vocab_size;
+  if (header_.n_tokens > 0 && mx >= limit) {
+    ::munmap(map_, map_bytes_);
+    map_ = nullptr;
+    NW_CHECK(false, "shard ", path, " holds token id ", mx, ", outside ",
+             limit == max_vocab ? "the tokenizer's vocabulary of " : "the vocabulary of its header, ", limit);
   }
 }
 

@@ -7,7 +7,10 @@
 //   16      4     bytes per token (2 or 4)
 //   20      4     header size in bytes (64)
 //   24      8     token count
-//   32      32    reserved, zero
+//   32      32    reserved, zero (checked)
+//
+// Readers check every field against the file size with division, never a multiply that could wrap, and
+// every token id against the header's vocab_size.
 //
 // Every document in a shard starts with <|bos|>. Shards are written to a temporary name and renamed, so
 // a crash never leaves a partial shard under the final name.
@@ -34,8 +37,8 @@ void write_shard(const std::string& path, const int32_t* tokens, size_t n, int64
 // Reads and checks the header and the file size (not the tokens); ValueError naming the file.
 ShardHeader read_shard_header(const std::string& path);
 
-// A read-only memory map of one shard. `max_vocab` > 0 also rejects a shard written for a larger
-// vocabulary and checks every token is < max_vocab (one pass over the file).
+// A read-only memory map of one shard. Checks every token is < the header's vocab_size (one pass over the
+// file); `max_vocab` > 0 also rejects a shard written for a larger vocabulary and ids >= max_vocab.
 class Shard {
  public:
   Shard(const std::string& path, int64_t max_vocab);

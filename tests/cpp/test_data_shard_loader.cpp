@@ -56,6 +56,22 @@ TEST(DataShard, RoundTripAndRejects) {
   std::remove(temp("nw_shard_c.bin").c_str());
 }
 
+TEST(DataShard, TokenCountThatWrapsTheSizeCheckIsRejected) {
+  // 100 + 2^63 two-byte tokens is 200 bytes modulo 2^64; the loader used to walk 2^63 tokens of the map.
+  const std::string path = temp("nw_shard_wrap.bin");
+  const std::vector<int32_t> toks(100, 0);
+  write_shard(path, toks.data(), toks.size(), 1000);
+  {
+    std::fstream f(path, std::ios::binary | std::ios::in | std::ios::out);
+    f.seekp(24);
+    const uint64_t n = 100 + (uint64_t{1} << 63);
+    for (int i = 0; i < 8; ++i) f.put(static_cast<char>(n >> (8 * i)));
+  }
+  EXPECT_THROW(read_shard_header(path), nw::ValueError);
+  EXPECT_THROW(Shard(path, 1000), nw::ValueError);
+  std::remove(path.c_str());
+}
+
 TEST(DataLoader, PackedRowsTrainOnEachTokenOnceAndResumeExactly) {
   const auto toks = make_stream(400);
   const std::string path = temp("nw_shard_l.bin");

@@ -1,5 +1,8 @@
 """Token shards: round trips, dtype choice, atomic writes and clear rejection of bad files."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -77,3 +80,49 @@ def test_token_outside_tokenizer_vocab(good):
 def test_missing_file(tmp_path):
     with pytest.raises(ValueError, match="missing.bin"):
         read_shard(str(tmp_path / "missing.bin"))
+
+
+def run_isolated(code: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Runs `code` in a fresh interpreter, so a crash (segfault) fails the test instead of killing pytest."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("vocab, wrap", [(1000, 2**63), (100000, 2**62), (100000, 3 * 2**62)])
+def test_token_count_that_wraps_the_size_check(tmp_path, vocab, wrap):
+    # n + 2^63 two-byte tokens (or n + k*2^62 four-byte ones) is n tokens' worth of bytes modulo 2^64.
+    path = tmp_path / "wrap.bin"
+    write_shard(str(path), np.zeros(100, np.int32), vocab)
+    corrupt(path, 24, (100 + wrap).to_bytes(8, "little"))
+    with pytest.raises(ValueError, match=f"{path}.*header says {100 + wrap}"):
+        read_shard_header(str(path))
+    with pytest.raises(ValueError, match=f"{path}.*header says"):
+        read_shard(str(path))
+    for packed in (True, False):  # the loader walked 2^63 tokens of a small map: SIGSEGV
+        r = run_isolated(f"from nanowhale.data.shards import Loader\n"
+                         f"try:\n    Loader([{str(path)!r}], 2, 8, bos_id=0, packed={packed}).next()\n"
+                         f"except ValueError as e:\n    print('ValueError', e)\n")
+        assert r.returncode == 0 and f"ValueError shard {path}" in r.stdout, (r.returncode, r.stdout, r.stderr)
+
+
+def test_ids_checked_against_the_header_vocab(good):
+    corrupt(good, 12, (50).to_bytes(4, "little"))  # the header claims vocab 50; the file holds ids up to 99
+    with pytest.raises(ValueError, match=f"{good}.*token id 99.*vocabulary of its header, 50"):
+        read_shard(str(good))
+    with pytest.raises(ValueError, match=f"{good}.*token id 99.*vocabulary of its header, 50"):
+        read_shard(str(good), 1000)
+
+
+def test_reserved_header_bytes_must_be_zero(good):
+    corrupt(good, 40, b"\x01")
+    with pytest.raises(ValueError, match=f"{good}.*nonzero reserved header byte at offset 40"):
+        read_shard_header(str(good))
+
+
+def test_header_vocab_zero_or_beyond_int32(good):
+    corrupt(good, 12, (0).to_bytes(4, "little"))
+    with pytest.raises(ValueError, match=f"{good}.*vocab size 0"):
+        read_shard_header(str(good))
+    corrupt(good, 12, (2**31).to_bytes(4, "little"))
+    corrupt(good, 16, (4).to_bytes(4, "little"))
+    with pytest.raises(ValueError, match=f"{good}.*vocab size 2147483648"):
+        read_shard_header(str(good))

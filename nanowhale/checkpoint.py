@@ -18,6 +18,7 @@ file gives a clear error instead of garbage weights.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from dataclasses import dataclass
@@ -159,6 +160,10 @@ def find(path: str | Path) -> Path:
     raise ValueError(f"no checkpoint in {p} (expected meta.json, checkpoints/latest or step_* directories)")
 
 
+def _layout(tensors: dict[str, np.ndarray]) -> dict[str, tuple[np.dtype, tuple]]:
+    return {n: (a.dtype, a.shape) for n, a in tensors.items()}
+
+
 @dataclass
 class Checkpoint:
     dir: Path
@@ -168,50 +173,112 @@ class Checkpoint:
     def config(self) -> dict:
         return self.meta["config"]
 
-    @property
-    def tokenizer_path(self) -> Path:
-        return self.dir / TOKENIZER_FILE
-
-    def _read(self, fname: str) -> tuple[dict, dict]:
+    def verify(self, fname: str) -> Path:
+        """The path of `fname` after checking its size and SHA-256 against meta.json."""
         path = self.dir / fname
+        info = self.meta["files"].get(fname)
+        if info is None:
+            raise ValueError(f"checkpoint {self.dir} is corrupt: {META_FILE} 'files' does not list {fname}")
         if not path.exists():
             raise ValueError(f"checkpoint {self.dir} is incomplete: {fname} is missing")
-        info = self.meta.get("files", {}).get(fname)
-        if info is not None:
-            size = path.stat().st_size
-            if size != info["bytes"]:
-                raise ValueError(f"checkpoint {self.dir} is corrupt: {fname} has {size} bytes, expected {info['bytes']}")
-            if sha256_of(path) != info["sha256"]:
-                raise ValueError(f"checkpoint {self.dir} is corrupt: {fname} does not match its SHA-256 in meta.json")
+        size = path.stat().st_size
+        if size != info["bytes"]:
+            raise ValueError(f"checkpoint {self.dir} is corrupt: {fname} has {size} bytes, expected {info['bytes']}")
+        if sha256_of(path) != info["sha256"]:
+            raise ValueError(f"checkpoint {self.dir} is corrupt: {fname} does not match its SHA-256 in meta.json")
+        return path
+
+    def _read(self, fname: str, layout: dict) -> dict[str, np.ndarray]:
         try:
-            return st.read(path)
+            return st.read(self.verify(fname), layout)[0]
         except st.FormatError as e:
             raise ValueError(f"checkpoint {self.dir} is corrupt: {e}") from None
 
     def load_model(self, model) -> None:
-        """Copies parameters and buffers into `model`; every name must be present with the right shape."""
-        tensors, _ = self._read(MODEL_FILE)
-        names = list(model.parameter_names()) + list(model.buffer_names())
-        missing = [n for n in names if n not in tensors]
-        if missing:
-            raise ValueError(f"checkpoint {self.dir}: {MODEL_FILE} lacks {missing[:3]}{'...' if len(missing) > 3 else ''}"
-                             " (a different model configuration?)")
+        """Copies parameters and buffers into `model`; the file must hold exactly the model's tensors, each
+        with the model's dtype and shape (checked whether or not the hashes match)."""
+        tensors = self._read(MODEL_FILE, _layout(model_tensors(model)))
         params = set(model.parameter_names())
-        for n in names:
-            try:
-                (model.set_param if n in params else model.set_buffer)(n, tensors[n])
-            except ValueError as e:
-                raise ValueError(f"checkpoint {self.dir}: {e}") from None
+        for n, a in tensors.items():
+            (model.set_param if n in params else model.set_buffer)(n, a)
 
     def load_optimizer(self, model, optimizer) -> None:
-        tensors, _ = self._read(OPTIM_FILE)
-        for w in OPT_STATES:
-            for n in model.parameter_names():
-                key = f"{w}.{n}"
-                if key not in tensors:
-                    raise ValueError(f"checkpoint {self.dir}: {OPTIM_FILE} lacks {key}")
-                optimizer.set_state(w, n, tensors[key])
-        optimizer.steps = int(self.meta["optimizer_steps"])
+        if "optimizer_steps" not in self.meta:
+            raise ValueError(f"checkpoint {self.dir} is corrupt: {META_FILE} lacks 'optimizer_steps'")
+        tensors = self._read(OPTIM_FILE, _layout(optimizer_tensors(model, optimizer)))
+        for key, a in tensors.items():
+            which, name = key.split(".", 1)
+            optimizer.set_state(which, name, a)
+        optimizer.steps = self.meta["optimizer_steps"]
+
+    def resume_state(self) -> tuple[int, int, list[list[int]], float]:
+        """(step, tokens seen, the loader state of each rank, training seconds) of a training checkpoint."""
+        m = self.meta
+        if "tokens" not in m or not (m.get("loader_states") or "loader_state" in m):
+            raise ValueError(f"checkpoint {self.dir} is corrupt: {META_FILE} lacks 'tokens' or 'loader_state(s)'")
+        return m["step"], m["tokens"], m.get("loader_states") or [m["loader_state"]], m.get("train_seconds", 0.0)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _nonneg_int(v) -> bool:
+    return _is_int(v) and v >= 0
+
+
+def _int64_list(v) -> bool:
+    return isinstance(v, list) and all(_is_int(x) and -2**63 <= x < 2**63 for x in v)
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _file_entry(v) -> bool:
+    return (isinstance(v, dict) and set(v) == {"bytes", "sha256"} and _nonneg_int(v["bytes"])
+            and isinstance(v["sha256"], str) and len(v["sha256"]) == 64
+            and all(c in "0123456789abcdef" for c in v["sha256"]))
+
+
+# meta.json: key -> (required, check, what it must be). One pass checks them all.
+META_SCHEMA = {
+    "format": (True, lambda v: v == FORMAT, f"'{FORMAT}'"),
+    "version": (True, lambda v: _is_int(v) and v == VERSION, f"{VERSION}, the format version this nanowhale reads"),
+    "step": (True, _nonneg_int, "an integer >= 0"),
+    "config": (True, lambda v: isinstance(v, dict), "a table"),
+    "files": (True, lambda v: isinstance(v, dict) and MODEL_FILE in v and set(v) <= {MODEL_FILE, OPTIM_FILE, TOKENIZER_FILE}
+              and all(_file_entry(e) for e in v.values()),
+              f"{{file name: {{bytes, sha256}}}} for {MODEL_FILE} and optionally {OPTIM_FILE}, {TOKENIZER_FILE}"),
+    "optimizer_steps": (False, _nonneg_int, "an integer >= 0"),
+    "tokens": (False, _nonneg_int, "an integer >= 0"),
+    "loader_state": (False, lambda v: _int64_list(v), "a list of int64"),
+    "loader_states": (False, lambda v: isinstance(v, list) and all(_int64_list(s) for s in v),
+                      "a list (one per rank) of lists of int64"),
+    "train_seconds": (False, lambda v: _finite(v) and v >= 0, "a number >= 0"),
+    "seed": (False, _is_int, "an integer"),
+    "rng": (False, lambda v: isinstance(v, dict), "a table"),
+    "tokenizer": (False, lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
+                  "a table of strings"),
+    "data_dir": (False, lambda v: isinstance(v, str), "a string"),
+    "val_bpb": (False, lambda v: v is None or _finite(v), "a number or null"),
+}
+
+
+def check_meta(d: Path, meta) -> None:
+    """ValueError naming the key if a key of meta.json that nanowhale reads is missing or has a bad type or value."""
+    if not isinstance(meta, dict):
+        raise ValueError(f"checkpoint {d}: {META_FILE} is not a nanowhale checkpoint (not a JSON object)")
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"checkpoint {d}: {META_FILE} is not a nanowhale checkpoint (format {meta.get('format')!r})")
+    for key, (required, ok, what) in META_SCHEMA.items():
+        if key not in meta:
+            if required:
+                raise ValueError(f"checkpoint {d} is corrupt: {META_FILE} lacks '{key}'")
+        elif not ok(meta[key]):
+            raise ValueError(f"checkpoint {d} is corrupt: {META_FILE} '{key}' must be {what}, got {meta[key]!r:.200}")
+    if OPTIM_FILE in meta["files"] and "optimizer_steps" not in meta:
+        raise ValueError(f"checkpoint {d} is corrupt: {META_FILE} lists {OPTIM_FILE} but lacks 'optimizer_steps'")
 
 
 def open_checkpoint(path: str | Path) -> Checkpoint:
@@ -221,17 +288,15 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
     if not meta_path.exists():
         raise ValueError(f"checkpoint {d} is incomplete: {META_FILE} is missing")
     try:
-        meta = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        meta = json.loads(meta_path.read_text(), parse_constant=_no_constant)
+    except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise ValueError(f"checkpoint {d} is corrupt: {META_FILE}: {e}") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ValueError(f"checkpoint {d}: {META_FILE} is not a nanowhale checkpoint")
-    if meta.get("version") != VERSION:
-        raise ValueError(f"checkpoint {d}: format version {meta.get('version')}, this nanowhale reads {VERSION}")
-    for k in ("config", "step"):
-        if k not in meta:
-            raise ValueError(f"checkpoint {d} is corrupt: {META_FILE} lacks '{k}'")
+    check_meta(d, meta)
     return Checkpoint(d, meta)
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a number JSON allows")
 
 
 __all__ = ["Checkpoint", "find", "open_checkpoint", "save", "write_text_atomic"]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import nanowhale._C as _C
-from nanowhale.checkpoint import Checkpoint, open_checkpoint
+from nanowhale.checkpoint import TOKENIZER_FILE, Checkpoint, open_checkpoint
 from nanowhale.config import RunConfig
 from nanowhale.data.shards import shard_paths
 from nanowhale.data.tokenizer import Tokenizer
@@ -65,9 +65,7 @@ def load(path: str | Path, device: str = "auto") -> LoadedModel:
         device = "cuda" if _C.cuda_available() else "cpu"
     model = _C.Model(cfg.model_config(), seed=0, device=device)
     ck.load_model(model)
-    if not ck.tokenizer_path.exists():
-        raise ValueError(f"checkpoint {ck.dir} is incomplete: {ck.tokenizer_path.name} is missing")
-    tok = Tokenizer.load(str(ck.tokenizer_path))
+    tok = Tokenizer.load(str(ck.verify(TOKENIZER_FILE)))
     want = ck.meta.get("tokenizer", {}).get("fingerprint")
     if want and tok.fingerprint != want:
         raise ValueError(f"checkpoint {ck.dir} is corrupt: its tokenizer's fingerprint {tok.fingerprint} is not {want}")

@@ -8,6 +8,7 @@ Layout: an 8-byte little-endian header length N, N bytes of JSON {name: {dtype, 
 from __future__ import annotations
 
 import json
+import math
 import struct
 from pathlib import Path
 
@@ -55,8 +56,42 @@ def write(f, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = N
         f.write(b)
 
 
-def read(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """(tensors, metadata); FormatError with the reason if the file is truncated or malformed."""
+def _no_duplicate_keys(pairs):
+    d = {}
+    for k, v in pairs:
+        if k in d:
+            raise FormatError(f"key {k!r} appears twice")
+        d[k] = v
+    return d
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _entry(path, name: str, info) -> tuple[np.dtype, tuple, int, int]:
+    """(dtype, shape, begin, end) of one header entry, every field checked."""
+    if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
+        raise FormatError(f"{path}: entry {name!r} must have exactly dtype, shape and data_offsets")
+    if info["dtype"] not in DTYPES:
+        raise FormatError(f"{path}: entry {name!r} has unknown dtype {info['dtype']!r}")
+    shape, offsets = info["shape"], info["data_offsets"]
+    if not isinstance(shape, list) or not all(_is_int(s) and s >= 0 for s in shape):
+        raise FormatError(f"{path}: entry {name!r} has a bad shape {shape!r}")
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_int(x) for x in offsets):
+        raise FormatError(f"{path}: entry {name!r} has bad data_offsets {offsets!r}")
+    return np.dtype(DTYPES[info["dtype"]]).newbyteorder("<"), tuple(shape), offsets[0], offsets[1]
+
+
+def read(path: str | Path, layout: dict[str, tuple[np.dtype, tuple]] | None = None
+         ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """(tensors, metadata); FormatError naming the file and entry if anything is malformed.
+
+    One validation pass: a well-formed JSON header without repeated keys; every entry's dtype, shape and
+    byte range (sizes in Python ints, which cannot overflow); the ranges disjoint and covering the data
+    exactly. `layout` {name: (dtype, shape)} (the model's own) also refuses unknown or missing tensors and
+    any dtype or shape that differs from it.
+    """
     data = Path(path).read_bytes()
     if len(data) < 8:
         raise FormatError(f"{path}: truncated ({len(data)} bytes)")
@@ -64,30 +99,52 @@ def read(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     if n > len(data) - 8:
         raise FormatError(f"{path}: truncated (header of {n} bytes, file of {len(data)})")
     try:
-        header = json.loads(data[8:8 + n])
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        header = json.loads(data[8:8 + n], object_pairs_hook=_no_duplicate_keys)
+    except FormatError as e:
+        raise FormatError(f"{path}: corrupt header ({e})") from None
+    except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise FormatError(f"{path}: corrupt header ({e})") from None
     if not isinstance(header, dict):
-        raise FormatError(f"{path}: corrupt header")
-    meta = header.pop("__metadata__", {}) or {}
+        raise FormatError(f"{path}: corrupt header (not a JSON object)")
+    meta = header.pop("__metadata__", {})
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise FormatError(f"{path}: __metadata__ must map strings to strings")
     body = memoryview(data)[8 + n:]
-    out = {}
-    end_max = 0
-    for name, info in header.items():
-        try:
-            dtype = np.dtype(DTYPES[info["dtype"]]).newbyteorder("<")
-            shape = tuple(int(s) for s in info["shape"])
-            a, b = (int(x) for x in info["data_offsets"])
-        except (KeyError, TypeError, ValueError):
-            raise FormatError(f"{path}: corrupt entry for {name!r}") from None
-        count = int(np.prod(shape, dtype=np.int64))
-        if not (0 <= a <= b <= len(body)) or b - a != count * dtype.itemsize:
-            raise FormatError(f"{path}: {name!r} lies outside the file or has the wrong size (truncated?)")
-        out[name] = np.frombuffer(body[a:b], dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
-        end_max = max(end_max, b)
-    if end_max != len(body):
-        raise FormatError(f"{path}: {len(body) - end_max} unexpected bytes after the tensors")
+    entries = {name: _entry(path, name, info) for name, info in header.items()}
+    for name, (dtype, shape, a, b) in entries.items():
+        if not 0 <= a <= b <= len(body) or b - a != math.prod(shape) * dtype.itemsize:
+            raise FormatError(f"{path}: entry {name!r}: bytes [{a}, {b}) do not fit {math.prod(shape)} "
+                              f"{dtype.name} values inside the {len(body)} bytes of data (truncated?)")
+    end = 0
+    for name, (_, _, a, b) in sorted(entries.items(), key=lambda e: (e[1][2], e[1][3])):
+        if a != end:
+            raise FormatError(f"{path}: entry {name!r} starts at byte {a}, but the previous data ends at {end} "
+                              "(overlapping tensors or a gap)")
+        end = b
+    if end != len(body):
+        raise FormatError(f"{path}: {len(body) - end} unexpected bytes after the tensors")
+    if layout is not None:
+        _check_layout(path, entries, layout)
+    out = {name: np.frombuffer(body[a:b], dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+           for name, (dtype, shape, a, b) in entries.items()}
     return out, meta
+
+
+def _check_layout(path, entries: dict, layout: dict) -> None:
+    def few(names):
+        names = sorted(names)
+        return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+    unknown, missing = set(entries) - set(layout), set(layout) - set(entries)
+    if missing:
+        raise FormatError(f"{path}: lacks {few(missing)} (a different model configuration?)")
+    if unknown:
+        raise FormatError(f"{path}: has tensors this model does not: {few(unknown)}")
+    for name, (dtype, shape) in layout.items():
+        got_dtype, got_shape = entries[name][0], entries[name][1]
+        if got_dtype != np.dtype(dtype).newbyteorder("<") or got_shape != tuple(shape):
+            raise FormatError(f"{path}: entry {name!r} has dtype {NAMES[got_dtype.str]} and shape {list(got_shape)}; "
+                              f"the model's has {NAMES[np.dtype(dtype).newbyteorder('<').str]} and {list(shape)}")
 
 
 __all__ = ["FormatError", "read", "serialize", "write"]

@@ -262,13 +262,11 @@ def train(config=None, *, resume: str | Path | None = None, overrides: list[str]
                              f"trained with ({want})")
         ck.load_model(model)
         ck.load_optimizer(model, opt)
-        states = ck.meta.get("loader_states") or [ck.meta["loader_state"]]  # one per rank
+        step, tokens_seen, states, clock.seconds = ck.resume_state()  # one loader state per rank
         if len(states) != group.world_size:
             raise ValueError(f"--resume: {ck.dir} was written by a run of {len(states)} process(es); resume it with "
                              f"the same number (this run has {group.world_size})")
         loader.set_state(states[group.rank])
-        step, tokens_seen = ck.meta["step"], ck.meta["tokens"]
-        clock.seconds = ck.meta.get("train_seconds", 0.0)
         log(f"resuming {run_dir} at step {step}")
     last_ckpt = ck.dir if ck is not None else None
 

@@ -1,5 +1,6 @@
 // Bindings for core facilities: threads, devices, argument conversion.
 #include <limits>
+#include <type_traits>
 
 #include "bindings/domains.h"
 #include "core/peak_flops.h"
@@ -15,15 +16,22 @@ py::array_t<int32_t> as_int32(const py::object& obj, const char* what, int ndim)
   const char kind = arr.dtype().kind();
   NW_CHECK(kind == 'i' || kind == 'u', what, " must have an integer dtype, got ", std::string(py::str(arr.dtype())));
   NW_CHECK(arr.ndim() == ndim, what, " must have ", ndim, " dimensions, got shape ", std::string(py::str(obj.attr("shape"))));
-  py::array_t<int64_t, py::array::c_style | py::array::forcecast> wide(arr);
   py::array_t<int32_t> out(std::vector<py::ssize_t>(arr.shape(), arr.shape() + ndim));
-  const int64_t* src = wide.data();
   int32_t* dst = out.mutable_data();
-  for (py::ssize_t i = 0; i < wide.size(); ++i) {
-    NW_CHECK(src[i] >= std::numeric_limits<int32_t>::min() && src[i] <= std::numeric_limits<int32_t>::max(), what,
-             " value ", src[i], " does not fit in int32");
-    dst[i] = static_cast<int32_t>(src[i]);
-  }
+  auto narrow = [&](auto wide) {  // unsigned arrays are read as uint64: forcing them to int64 would wrap 2^64-1 to -1
+    const auto* src = wide.data();
+    using T = std::remove_cv_t<std::remove_reference_t<decltype(*src)>>;
+    constexpr int32_t lo = std::numeric_limits<int32_t>::min(), hi = std::numeric_limits<int32_t>::max();
+    for (py::ssize_t i = 0; i < wide.size(); ++i) {
+      bool fits;
+      if constexpr (std::is_unsigned_v<T>) fits = src[i] <= T(hi);
+      else fits = src[i] >= lo && src[i] <= hi;
+      NW_CHECK(fits, what, " value ", src[i], " does not fit in int32");
+      dst[i] = static_cast<int32_t>(src[i]);
+    }
+  };
+  if (kind == 'u') narrow(py::array_t<uint64_t, py::array::c_style | py::array::forcecast>(arr));
+  else narrow(py::array_t<int64_t, py::array::c_style | py::array::forcecast>(arr));
   return out;
 }
 

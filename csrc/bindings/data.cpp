@@ -1,12 +1,13 @@
 // Bindings for the data domain: tokenizer, piece counter (streaming training), shards, loader.
 #include <pybind11/stl.h>
 
+#include <limits>
+
 #include "bindings/domains.h"
 #include "data/bpe_train.h"
 #include "data/conversation_pack.h"
 #include "data/loader.h"
 #include "data/shard.h"
-#include "data/tokenizer.h"
 #include "data/pretokenize.h"
 #include "data/tokenizer.h"
 #include "data/tokenizer_file.h"
@@ -21,6 +22,26 @@ std::vector<std::string_view> as_views(const std::vector<std::string>& keep) {
   return std::vector<std::string_view>(keep.begin(), keep.end());
 }
 
+// The UTF-8 bytes of a Python str; a lone surrogate (which UTF-8 cannot hold) is a ValueError with its index.
+std::string utf8_of(const py::handle& text, const char* what) {
+  NW_CHECK(PyUnicode_Check(text.ptr()), what, " must be a str, got ", std::string(py::repr(py::type::handle_of(text))));
+  Py_ssize_t n = 0;
+  const char* p = PyUnicode_AsUTF8AndSize(text.ptr(), &n);
+  if (p) return std::string(p, static_cast<size_t>(n));
+  PyErr_Clear();
+  Py_ssize_t at = 0;
+  while (at < PyUnicode_GetLength(text.ptr()) && !Py_UNICODE_IS_SURROGATE(PyUnicode_ReadChar(text.ptr(), at))) ++at;
+  NW_CHECK(false, what, " holds a lone surrogate at index ", at, ", which UTF-8 cannot encode (clean the text, e.g. "
+           "s.encode('utf-8', 'replace').decode())");
+  return {};
+}
+
+std::vector<std::string> utf8_list(const py::iterable& texts) {
+  std::vector<std::string> out;
+  for (const auto& t : texts) out.push_back(utf8_of(t, "each text"));
+  return out;
+}
+
 py::array_t<int32_t> to_numpy(std::vector<int32_t>&& v) {
   auto* heap = new std::vector<int32_t>(std::move(v));
   py::capsule owner(heap, [](void* p) { delete static_cast<std::vector<int32_t>*>(p); });
@@ -30,7 +51,14 @@ py::array_t<int32_t> to_numpy(std::vector<int32_t>&& v) {
 std::vector<int32_t> ids_from(const py::object& ids) {
   if (!py::isinstance<py::array>(ids)) {  // a list or other sequence of ints (possibly empty)
     std::vector<int32_t> out;
-    for (const auto& item : ids) out.push_back(item.cast<int32_t>());
+    for (const auto& item : ids) {
+      NW_CHECK(py::isinstance<py::int_>(item), "ids must be integers, got ", std::string(py::repr(item)));
+      int overflow = 0;
+      const long long v = PyLong_AsLongLongAndOverflow(item.ptr(), &overflow);
+      NW_CHECK(!overflow && v >= 0 && v <= std::numeric_limits<int32_t>::max(), "token id ",
+               std::string(py::repr(item)), " is outside the vocabulary");
+      out.push_back(static_cast<int32_t>(v));
+    }
     return out;
   }
   py::array_t<int32_t> arr = as_int32(ids, "ids", 1);
@@ -58,7 +86,8 @@ void register_data(py::module_& m) {
       .def(py::init<>())
       .def(
           "add",
-          [](data::PieceCounter& c, const std::vector<std::string>& docs, int num_threads) {
+          [](data::PieceCounter& c, const py::iterable& py_docs, int num_threads) {
+            const std::vector<std::string> docs = utf8_list(py_docs);
             py::gil_scoped_release release;
             c.add(as_views(docs), num_threads);
           },
@@ -69,8 +98,9 @@ void register_data(py::module_& m) {
   py::class_<Tokenizer>(m, "Tokenizer", "Byte-level BPE tokenizer (GPT-4-style split, tiktoken-compatible ranks).")
       .def_static(
           "train",
-          [](const std::vector<std::string>& docs, int64_t vocab_size, std::vector<std::string> special_tokens,
+          [](const py::iterable& py_docs, int64_t vocab_size, std::vector<std::string> special_tokens,
              int num_threads, int64_t min_frequency) {
+            const std::vector<std::string> docs = utf8_list(py_docs);
             data::TrainOptions opt{vocab_size, std::move(special_tokens), num_threads, min_frequency};
             py::gil_scoped_release release;
             return Tokenizer::train(as_views(docs), opt);
@@ -113,7 +143,8 @@ void register_data(py::module_& m) {
            py::arg("path"))
       .def(
           "encode",
-          [](const Tokenizer& t, const std::string& text, const py::object& allowed_special) {
+          [](const Tokenizer& t, const py::object& py_text, const py::object& allowed_special) {
+            const std::string text = utf8_of(py_text, "text");
             const auto allowed = allowed_list(t, allowed_special);
             std::vector<int32_t> out;
             {
@@ -127,7 +158,8 @@ void register_data(py::module_& m) {
           "(a collection of names, or 'all').")
       .def(
           "encode_array",
-          [](const Tokenizer& t, const std::string& text, int num_threads) {
+          [](const Tokenizer& t, const py::object& py_text, int num_threads) {
+            const std::string text = utf8_of(py_text, "text");
             std::vector<int32_t> out;
             {
               py::gil_scoped_release release;
@@ -139,8 +171,8 @@ void register_data(py::module_& m) {
           "Ordinary-text ids as an int32 array; a long text is cut into independent chunks across threads.")
       .def(
           "encode_batch",
-          [](const Tokenizer& t, const std::vector<std::string>& texts, const py::object& allowed_special,
-             int num_threads) {
+          [](const Tokenizer& t, const py::iterable& py_texts, const py::object& allowed_special, int num_threads) {
+            const std::vector<std::string> texts = utf8_list(py_texts);
             const auto allowed = allowed_list(t, allowed_special);
             std::vector<std::vector<int32_t>> out;
             {

@@ -273,7 +273,11 @@ void register_model(py::module_& m) {
              const int B = int(p.shape(0)), Tp = int(p.shape(1));
              SamplingParams sp{temperature, top_k, top_p, seed};
              const int stop = stop_token.is_none() ? -1 : stop_token.cast<int>();
-             py::array_t<int32_t> out({B, Tp + std::max(max_new_tokens, 0)});
+             // Checked before the output is allocated (Tp + max_new_tokens could overflow an int).
+             NW_CHECK(max_new_tokens >= 0 && int64_t(Tp) + max_new_tokens <= m.config().seq_len, "prompt (", Tp,
+                      ") + max_new_tokens (", max_new_tokens, ") must be at most seq_len ", m.config().seq_len,
+                      ", with max_new_tokens >= 0");
+             py::array_t<int32_t> out({B, Tp + max_new_tokens});
              int32_t* dst = out.mutable_data();
              int length = 0;
              {

@@ -1,4 +1,6 @@
 // Bindings for the optimizer.
+#include <limits>
+
 #include "bindings/domains.h"
 #include "train/optimizer.h"
 
@@ -29,7 +31,17 @@ void register_optimizer(py::module_& m) {
       .def_readwrite("muon_lr", &OptimizerConfig::muon_lr)
       .def_readwrite("muon_momentum", &OptimizerConfig::muon_momentum)
       .def_readwrite("muon_weight_decay", &OptimizerConfig::muon_weight_decay)
-      .def_readwrite("ns_steps", &OptimizerConfig::ns_steps)
+      .def_property(
+          "ns_steps", [](const OptimizerConfig& c) { return c.ns_steps; },
+          [](OptimizerConfig& c, const py::object& v) {  // out of int range: ValueError, not pybind's TypeError
+            NW_CHECK(py::isinstance<py::int_>(v) && !py::isinstance<py::bool_>(v),
+                     "OptimizerConfig.ns_steps must be an integer, got ", std::string(py::repr(v)));
+            int overflow = 0;
+            const long long n = PyLong_AsLongLongAndOverflow(v.ptr(), &overflow);
+            NW_CHECK(!overflow && n >= std::numeric_limits<int>::min() && n <= std::numeric_limits<int>::max(),
+                     "OptimizerConfig.ns_steps ", std::string(py::repr(v)), " is out of range (validate() allows 1..20)");
+            c.ns_steps = static_cast<int>(n);
+          })
       .def_readwrite("nesterov", &OptimizerConfig::nesterov)
       .def_readwrite("embed", &OptimizerConfig::embed)
       .def_readwrite("head", &OptimizerConfig::head)

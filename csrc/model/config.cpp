@@ -1,6 +1,7 @@
 #include "model/config.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "core/error.h"
 #include "ops/activation.h"
@@ -16,7 +17,29 @@ void ModelConfig::validate() const {
   positive(n_head, "n_head");
   positive(n_kv_head, "n_kv_head");
   positive(head_dim, "head_dim");
-  NW_CHECK(vocab_size <= (1 << 30), "ModelConfig.vocab_size is too large: ", vocab_size);
+  // Upper bounds (each far above DeepSeek-V3's) keep every size computed from the config, such as
+  // num_params(), inside int64; the memory a config needs is checked by the Model before it allocates.
+  auto at_most = [](int v, int max, const char* name) {
+    NW_CHECK(v <= max, "ModelConfig.", name, " must be <= ", max, ", got ", v);
+  };
+  at_most(vocab_size, 1 << 30, "vocab_size");
+  at_most(seq_len, 1 << 24, "seq_len");
+  at_most(d_model, 1 << 16, "d_model");
+  at_most(head_dim, 1 << 16, "head_dim");
+  at_most(n_layer, 1 << 12, "n_layer");
+  at_most(n_head, 1 << 12, "n_head");
+  at_most(n_experts, 1 << 12, "n_experts");
+  at_most(n_shared, 1 << 12, "n_shared");
+  at_most(dense_hidden, 1 << 18, "dense_hidden");
+  at_most(expert_hidden, 1 << 18, "expert_hidden");
+  at_most(shared_hidden, 1 << 18, "shared_hidden");
+  auto finite = [](double v, const char* name) { NW_CHECK(std::isfinite(v), "ModelConfig.", name, " must be finite, got ", v); };
+  finite(rope_base, "rope_base");
+  finite(softcap, "softcap");
+  finite(route_scale, "route_scale");
+  finite(balance_gamma, "balance_gamma");
+  finite(balance_alpha, "balance_alpha");
+  finite(norm_eps, "norm_eps");
   NW_CHECK(n_head % n_kv_head == 0, "ModelConfig.n_head (", n_head, ") must be divisible by n_kv_head (", n_kv_head, ")");
   NW_CHECK(head_dim % 2 == 0, "ModelConfig.head_dim must be even for RoPE, got ", head_dim);
   NW_CHECK(d_model % n_head == 0, "ModelConfig.d_model (", d_model, ") must be divisible by n_head (", n_head, ")");

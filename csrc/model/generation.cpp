@@ -16,7 +16,7 @@ Generation::Generation(Model& model, const int32_t* prompt, int B, int Tp, int m
   NW_CHECK(B >= 1, "generation needs at least one row, got ", B);
   NW_CHECK(Tp >= 1, "generate needs a prompt of at least one token");
   NW_CHECK(max_new >= 0, "max_new_tokens must be >= 0, got ", max_new);
-  NW_CHECK(Tp + max_new <= cfg.seq_len, "prompt (", Tp, ") + max_new_tokens (", max_new, ") exceed seq_len ",
+  NW_CHECK(int64_t(Tp) + max_new <= cfg.seq_len, "prompt (", Tp, ") + max_new_tokens (", max_new, ") exceed seq_len ",
            cfg.seq_len);
   for (int32_t s : stops_)
     NW_CHECK(s >= 0 && s < cfg.vocab_size, "stop token ", s, " is outside the vocabulary [0, ", cfg.vocab_size, ")");

@@ -4,6 +4,8 @@
 //   loss = CE(softcap(head(norm(x))), targets) (+ balance loss of every MoE layer)
 #include "model/model.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -79,11 +81,25 @@ struct Model::Acts {
   Tensor d_xe, d_ye, d_gates, d_router;
 };
 
+namespace {
+// Fails before any allocation when the weights and gradients alone exceed the machine's memory, saying how
+// much the config needs (a mistyped width or depth would otherwise swap, or end in MemoryError much later).
+void check_fits_in_host_memory(const ModelConfig& c, int64_t bytes_per_value) {
+  const double gib = double(int64_t{1} << 30), params = double(c.num_params());
+  const double need = 2 * params * bytes_per_value;  // weights + gradients
+  const double have = double(::sysconf(_SC_PHYS_PAGES)) * double(::sysconf(_SC_PAGE_SIZE));
+  NW_CHECK(have <= 0 || need <= have, "this ModelConfig has ", c.num_params(), " parameters: its weights and gradients "
+           "need ", need / gib, " GiB (training adds ", need / gib, " GiB of optimizer state), more than this machine's ",
+           have / gib, " GiB of memory");
+}
+}  // namespace
+
 Model::Model(const ModelConfig& cfg, uint64_t seed, Device device, DType dtype)
     : cfg_(cfg), device_(device), dtype_(dtype) {
   cfg_.validate();
   NW_CHECK(dtype == DType::F32 || dtype == DType::F64, "Model dtype must be float32 or float64, got ", dtype_name(dtype));
   NW_CHECK(device == Device::CPU || dtype == DType::F32, "float64 models are CPU only (they exist for gradient checks)");
+  if (device == Device::CPU) check_fits_in_host_memory(cfg_, dtype_size(dtype));
   act_ = parse_activation(cfg_.activation);
   const int64_t C = cfg_.d_model, D = cfg_.head_dim, V = cfg_.vocab_size;
   layout_ = std::make_shared<Layout>();

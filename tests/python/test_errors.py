@@ -102,3 +102,60 @@ def test_bad_optimizer_arguments(model):
         opt.step(lr_mult=-1.0)
     with pytest.raises(ValueError, match="balance_gamma"):
         opt.step(balance_gamma=-0.1)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"n_layer": 10**9}, "n_layer must be <= 4096"),  # main built layer names for 120 s
+    ({"d_model": 2**20}, "d_model must be <= 65536"),
+    ({"n_experts": 10**6, "top_k": 1}, "n_experts must be <= 4096"),
+    ({"route_scale": float("inf")}, "route_scale must be finite"),  # main: a NaN loss
+    ({"norm_eps": float("inf")}, "norm_eps must be finite"),
+    ({"softcap": float("inf")}, "softcap must be finite"),
+])
+def test_config_upper_bounds(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        nw.Model(micro_config(**overrides))
+
+
+def test_config_too_big_for_memory_fails_before_allocating():
+    # Within every per-field bound, but ~5.6e14 parameters: named with the memory it needs, not a MemoryError.
+    huge = micro_config(vocab_size=2**30, d_model=2**16, n_head=4, n_kv_head=4, head_dim=16)
+    with pytest.raises(ValueError, match=r"parameters: its weights and gradients need [0-9.e+]+ GiB.*machine's"):
+        nw.Model(huge)
+
+
+def test_unsigned_ids_beyond_int32(model):
+    tokens, targets = random_batch(model.config, 2, 8)
+    wide = targets.astype(np.uint64)
+    wide[0, 0] = 2**64 - 1  # main wrapped this to -1, the ignore index: loss 0 for that position, no error
+    with pytest.raises(ValueError, match="targets value 18446744073709551615 does not fit in int32"):
+        model.forward_backward(tokens, wide)
+
+
+def test_generate_length_overflow(model):
+    prompt = np.zeros((1, 2), np.int32)
+    with pytest.raises(ValueError, match=r"max_new_tokens \(2147483647\) must be at most seq_len"):
+        model.generate(prompt, 2**31 - 1)  # main: "negative dimensions are not allowed"
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        model.generate(prompt, -1)
+
+
+def test_ns_steps_beyond_int32():
+    cfg = nw.OptimizerConfig()
+    with pytest.raises(ValueError, match="ns_steps 1099511627776 is out of range"):
+        cfg.ns_steps = 2**40  # main: pybind TypeError
+    cfg.ns_steps = 7
+    assert cfg.ns_steps == 7
+
+
+def test_tokenizer_edges():
+    from nanowhale.data import train_tokenizer
+
+    tok = train_tokenizer(["hello world"] * 10, vocab_size=300)
+    for bad in (2**31, 2**70, -1):
+        with pytest.raises(ValueError, match=f"token id {bad} is outside the vocabulary"):
+            tok.decode([bad])  # main: pybind "Unable to cast"
+    for call in (lambda s: tok.encode(s), lambda s: tok.encode_array(s), lambda s: tok.encode_batch(["ok", s]),
+                 lambda s: train_tokenizer([s], vocab_size=300)):
+        with pytest.raises(ValueError, match="lone surrogate at index 2"):
+            call("ab\ud800c")  # main: TypeError

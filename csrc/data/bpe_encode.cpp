@@ -41,6 +41,7 @@ void Tokenizer::build_index() {
     NW_CHECK(!t.empty(), "token ", i, " has empty bytes");
     NW_CHECK(token_id_.emplace(t, static_cast<int32_t>(i)).second, "token ", i, " duplicates an earlier token");
     if (t.size() == 1) byte_id_[static_cast<unsigned char>(t[0])] = static_cast<int32_t>(i);
+    max_token_bytes_ = std::max(max_token_bytes_, t.size());
   }
   for (int b = 0; b < 256; ++b) NW_CHECK(byte_id_[b] >= 0, "the vocabulary lacks the single byte ", b);
   // Every way to write a token as two tokens is a merge with that token's rank.
@@ -93,10 +94,58 @@ void Tokenizer::encode_piece(std::string_view piece, std::vector<int32_t>& out) 
     out.push_back(byte_id_[static_cast<unsigned char>(piece[0])]);
     return;
   }
-  if (auto it = token_id_.find(std::string(piece)); it != token_id_.end()) {
-    out.push_back(it->second);
-    return;
+  if (piece.size() <= max_token_bytes_) {
+    if (auto it = token_id_.find(std::string(piece)); it != token_id_.end()) {
+      out.push_back(it->second);
+      return;
+    }
   }
+  if (!encode_periodic(piece, out)) merge_piece(piece, out);
+}
+
+namespace {
+// The smallest period p <= max_p of `s` (s[i] == s[i - p] for all i >= p), or 0.
+size_t smallest_period(std::string_view s, size_t max_p) {
+  for (size_t p = 1; p <= max_p && p < s.size(); ++p) {
+    size_t i = p;
+    while (i < s.size() && s[i] == s[i - p]) ++i;
+    if (i == s.size()) return p;
+  }
+  return 0;
+}
+}  // namespace
+
+// A long run of a short repeated unit (spaces, newlines, "aaaa", "abab") would take O(n log n) heap merges
+// (100 MB of spaces: minutes). Merges never cross a final token boundary, so when the encoding of a
+// window of the run has a boundary at b (a multiple of the period, well left of the window's end), the run
+// encodes as those tokens then the run from b, and the same tokens repeat while the rest is long: linear
+// time. The right end of a run changes merges only a bounded distance to its left (a chain of at most one
+// token length per merge level); the window is wider than that bound, and the cut is verified on a longer
+// window before it is used (otherwise the heap path runs), so the ids are exactly the BPE ones.
+bool Tokenizer::encode_periodic(std::string_view piece, std::vector<int32_t>& out) const {
+  const size_t p = smallest_period(piece, 16);
+  if (p == 0) return false;
+  size_t W = std::max<size_t>(1024, 2 * max_token_bytes_ * max_token_bytes_);
+  W += (p - W % p) % p;  // a multiple of the period
+  if (piece.size() < 4 * W) return false;
+  std::vector<int32_t> window;
+  merge_piece(piece.substr(0, 2 * W), window);
+  size_t b = 0, nb = 0, at = 0;  // the last boundary in [W/2, W] at a multiple of p, and the tokens before it
+  for (size_t i = 0; i < window.size() && at <= W; at += tokens_[window[i]].size(), ++i)
+    if (at >= W / 2 && at % p == 0) b = at, nb = i;
+  if (b == 0) return false;
+  std::vector<int32_t> longer;  // must be window[:nb] + window: the cut at b holds for a longer run too
+  merge_piece(piece.substr(0, 2 * W + b), longer);
+  if (longer.size() != nb + window.size() || !std::equal(window.begin(), window.begin() + nb, longer.begin()) ||
+      !std::equal(window.begin(), window.end(), longer.begin() + nb))
+    return false;
+  size_t pos = 0;
+  for (; piece.size() - pos >= 3 * W; pos += b) out.insert(out.end(), window.begin(), window.begin() + nb);
+  merge_piece(piece.substr(pos), out);
+  return true;
+}
+
+void Tokenizer::merge_piece(std::string_view piece, std::vector<int32_t>& out) const {
   const size_t n = piece.size();
   auto rank_of = [&](int32_t a, int32_t b) {
     auto it = pair_rank_.find(pair_key(a, b));

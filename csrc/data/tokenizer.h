@@ -64,6 +64,8 @@ class Tokenizer {
  private:
   void build_index();
   void encode_piece(std::string_view piece, std::vector<int32_t>& out) const;
+  void merge_piece(std::string_view piece, std::vector<int32_t>& out) const;     // BPE merges, any length
+  bool encode_periodic(std::string_view piece, std::vector<int32_t>& out) const;  // long runs, linear time
   void encode_plain(std::string_view text, std::vector<int32_t>& out) const;
 
   std::vector<std::string> tokens_;                               // id -> bytes (ordinary tokens)
@@ -71,6 +73,7 @@ class Tokenizer {
   std::unordered_map<std::string, int32_t> token_id_;             // bytes -> id
   std::unordered_map<uint64_t, int32_t> pair_rank_;               // (left id, right id) -> merged id
   int32_t byte_id_[256] = {};
+  size_t max_token_bytes_ = 1;                                    // the longest ordinary token
 };
 
 }  // namespace nw::data

@@ -139,3 +139,21 @@ def test_errors(tok):
     with pytest.raises(ValueError):
         Tokenizer.from_ranks({b"a": 0}, {})
     assert np.asarray(tok.encode_array("hello world")).dtype == np.int32
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_long_runs_match_tiktoken(seed):
+    # Long runs of a repeated unit take the linear-time path (bpe_encode.cpp, encode_periodic); vocabularies
+    # of run tokens in random rank order (3 and 5 spaces before 4, ...) must still give exact BPE ids.
+    rng = random.Random(seed)
+    unit = [b" ", b"\n", b"a", b"ab", b"\xc3\xa9", b"xyz"][seed % 6]
+    ranks = {bytes([i]): i for i in range(256)}
+    for _ in range(rng.randint(3, 30)):
+        k = rng.randint(2, 12)
+        ranks.setdefault((unit * k)[:rng.randint(2, k * len(unit))], len(ranks))
+    tok = Tokenizer.from_ranks(ranks, {})
+    enc = to_tiktoken(tok)
+    window = max(1024, 2 * max(map(len, ranks)) ** 2)  # runs from 4 windows long take the fast path
+    for n in (4 * window + rng.randint(0, 50), 6 * window + rng.randint(0, 999)):
+        text = (unit * n)[:n - n % len(unit)].decode()
+        assert tok.encode(text) == enc.encode_ordinary(text)

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from nanowhale import safetensors_io as st
+from nanowhale.config import RunConfig
 from nanowhale.data.sources import sha256_of
 
 FORMAT = "nanowhale-checkpoint"
@@ -292,6 +293,10 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
     except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise ValueError(f"checkpoint {d} is corrupt: {META_FILE}: {e}") from None
     check_meta(d, meta)
+    try:  # a config that does not validate is a damaged checkpoint too
+        RunConfig.from_dict(meta["config"])
+    except ValueError as e:
+        raise ValueError(f"checkpoint {d} is corrupt: {META_FILE} 'config': {e}") from None
     return Checkpoint(d, meta)
 
 

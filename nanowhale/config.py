@@ -325,7 +325,7 @@ def load_toml(path: str | Path) -> dict:
             return tomllib.load(f)
     except FileNotFoundError:
         raise ValueError(f"config file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as e:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: invalid TOML: {e}") from None
 
 

@@ -145,3 +145,10 @@ def test_optimizer_state_checked_against_the_optimizer(saved):
     model = nw.Model(cfg, seed=1)
     with pytest.raises(ValueError, match="'exp_avg.final_norm' has dtype I32"):
         ckpt.open_checkpoint(d).load_optimizer(model, nw.Optimizer(model))
+
+
+def test_config_that_does_not_validate(saved):
+    d, cfg = saved
+    edit_meta(d, lambda m: m["config"].update(model="F32"))  # main: the error named no checkpoint
+    with pytest.raises(ValueError, match=f"checkpoint {d} is corrupt: meta.json 'config': model: expected a table"):
+        ckpt.open_checkpoint(d)

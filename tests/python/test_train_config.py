@@ -87,3 +87,17 @@ def test_defaults_are_independent_copies():
     a.optim["embed"]["lr"] = 9.0
     a.sample.prompts.append("x")
     assert b.model["d_model"] == 128 and b.optim["embed"]["lr"] != 9.0 and "x" not in b.sample.prompts
+
+
+def test_non_utf8_toml_names_the_file(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_bytes(b"[train]\nsteps = 3 # caf\xe9\n")  # main: a bare UnicodeDecodeError
+    with pytest.raises(ValueError, match=f"{path}: invalid TOML"):
+        resolve(files=[str(path)])
+
+
+@pytest.mark.parametrize("override, key", [("optim.ns_steps=1099511627776", "optim"),
+                                           ("model.route_scale=inf", "model.*route_scale")])
+def test_values_beyond_the_engine_name_the_key(override, key):
+    with pytest.raises(ValueError, match=key):  # main: pybind TypeError, and a NaN loss
+        resolve(overrides=[override])

@@ -73,7 +73,7 @@ def _entry(path, name: str, info) -> tuple[np.dtype, tuple, int, int]:
     """(dtype, shape, begin, end) of one header entry, every field checked."""
     if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
         raise FormatError(f"{path}: entry {name!r} must have exactly dtype, shape and data_offsets")
-    if info["dtype"] not in DTYPES:
+    if not isinstance(info["dtype"], str) or info["dtype"] not in DTYPES:
         raise FormatError(f"{path}: entry {name!r} has unknown dtype {info['dtype']!r}")
     shape, offsets = info["shape"], info["data_offsets"]
     if not isinstance(shape, list) or not all(_is_int(s) and s >= 0 for s in shape):

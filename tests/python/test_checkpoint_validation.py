@@ -84,6 +84,7 @@ def test_offsets_into_another_tensor(saved):
     (lambda h: h["final_norm"].update(shape=[16.0]), "bad shape"),
     (lambda h: h["final_norm"].update(data_offsets=[0, 2**70]), "do not fit"),
     (lambda h: h["final_norm"].update(dtype="F8"), "unknown dtype"),
+    (lambda h: h["final_norm"].update(dtype=["F32"]), "unknown dtype"),  # found by the fuzzer: a TypeError
     (lambda h: h.update(__metadata__={"a": 1}), "__metadata__"),
 ])
 def test_bad_entries_with_a_matching_hash(saved, edit, message):

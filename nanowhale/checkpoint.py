@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nanowhale import safetensors_io as st
+import nanowhale.safetensors_io as st  # not "from nanowhale import": the package loads lazily
 from nanowhale.config import RunConfig
 from nanowhale.data.sources import sha256_of
 

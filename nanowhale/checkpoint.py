@@ -174,6 +174,10 @@ class Checkpoint:
     def config(self) -> dict:
         return self.meta["config"]
 
+    @property
+    def tokenizer_path(self) -> Path:
+        return self.dir / TOKENIZER_FILE
+
     def verify(self, fname: str) -> Path:
         """The path of `fname` after checking its size and SHA-256 against meta.json."""
         path = self.dir / fname

@@ -123,11 +123,11 @@ size_t smallest_period(std::string_view s, size_t max_p) {
 // token length per merge level); the window is wider than that bound, and the cut is verified on a longer
 // window before it is used (otherwise the heap path runs), so the ids are exactly the BPE ones.
 bool Tokenizer::encode_periodic(std::string_view piece, std::vector<int32_t>& out) const {
+  size_t W = std::max<size_t>(1024, 2 * max_token_bytes_ * max_token_bytes_);
+  if (piece.size() < 4 * W + 64) return false;  // most pieces: no period search
   const size_t p = smallest_period(piece, 16);
   if (p == 0) return false;
-  size_t W = std::max<size_t>(1024, 2 * max_token_bytes_ * max_token_bytes_);
   W += (p - W % p) % p;  // a multiple of the period
-  if (piece.size() < 4 * W) return false;
   std::vector<int32_t> window;
   merge_piece(piece.substr(0, 2 * W), window);
   size_t b = 0, nb = 0, at = 0;  // the last boundary in [W/2, W] at a multiple of p, and the tokens before it

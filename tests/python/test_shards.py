@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -83,8 +84,12 @@ def test_missing_file(tmp_path):
 
 
 def run_isolated(code: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    """Runs `code` in a fresh interpreter, so a crash (segfault) fails the test instead of killing pytest."""
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+    """Runs `code` in a fresh interpreter, so a crash (segfault) fails the test instead of killing pytest. It
+    starts beside the imported package, so `-c` imports the same nanowhale (in CI the installed one)."""
+    import nanowhale
+
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
+                          cwd=Path(nanowhale.__file__).resolve().parent.parent)
 
 
 @pytest.mark.parametrize("vocab, wrap", [(1000, 2**63), (100000, 2**62), (100000, 3 * 2**62)])

@@ -11,6 +11,9 @@ from nanowhale.research.context import EXPERIMENT_CONFIG, Context
 from nanowhale.research.ledger import load_rows
 from research_repo_fixtures import MODEL_CPP, git, make_research_repo
 
+STEP_END = "            dt = time.perf_counter() - t0\n"
+PACED = "            time.sleep(0.03)\n"
+SLOW = "            time.sleep(1.0)\n"
 BAD_LR = "[optim]\nmuon_lr = 1e-5\n[optim.embed]\nlr = 1e-5\n[optim.head]\nlr = 1e-5\n"
 GOOD_LR = "[optim]\nmuon_lr = 0.05\n[optim.embed]\nlr = 0.1\n[optim.head]\nlr = 0.02\n"
 
@@ -40,11 +43,14 @@ def repo(tmp_path_factory):
     r = make_research_repo(root, vocab)
     (r / "research").mkdir()
     (r / EXPERIMENT_CONFIG).write_text(BAD_LR)
+    # Steps paced by a fixed sleep: a micro step's compute lasts milliseconds and swings several-fold between
+    # runs when the machine is busy (CI shares it with the build); the pace keeps the baseline's throughput
+    # noise small enough for time control to see the slow step injected below.
+    edit(r / "nanowhale" / "trainer.py", STEP_END, PACED + STEP_END)
     git(r, "add", "-A")
     git(r, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "a bad learning rate")
     log = Log()
-    # throughput floor 25%: micro steps last milliseconds, and on a machine shared with busy neighbours
-    # their speed swings that much between runs; the injected sleep below makes a step ~15x slower
+    # throughput floor 25%: even paced, a busy machine swings a micro run's speed that much
     assert commands.init("t1", scale="micro", data=str(data), ladder=str(r / "ladder.toml"), threads=1,
                          throughput_floor=0.25, path=r, log=log) == 0
     assert git(r, "rev-parse", "--abbrev-ref", "HEAD").strip() == "research/t1"
@@ -114,12 +120,12 @@ def test_the_verdicts_of_the_loop(repo):
     assert last_row(r)["metric_values"][0] == pytest.approx(ctx.best()["metric_values"][0], abs=0)
 
     # a slower step at equal loss -> discarded by time control
-    edit(r / "nanowhale" / "trainer.py", "            dt = time.perf_counter() - t0\n",
-         "            time.sleep(0.5)\n            dt = time.perf_counter() - t0\n")
+    edit(r / "nanowhale" / "trainer.py", PACED, SLOW)
     rc, log = run(r, "sleep in every step")
     assert log.value("verdict") == "discard" and "time control" in log.value("reason"), log.lines
-    assert "time.sleep(0.5)" in last_row(r)["code_diff"]
-    assert "time.sleep" not in (r / "nanowhale" / "trainer.py").read_text()
+    assert "time.sleep(1.0)" in last_row(r)["code_diff"]
+    assert SLOW not in (r / "nanowhale" / "trainer.py").read_text()
+    assert PACED in (r / "nanowhale" / "trainer.py").read_text()
 
     # an edit to the evaluation -> refused, naming the file; nothing trained
     n = len(load_rows(r / "research" / "ledger.sqlite")["experiments"])

@@ -369,7 +369,7 @@ def main(argv=None) -> int:
         print(f"{fmt:10s} seed {args.seed}: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())), flush=True)
     shutil.rmtree(root / "seeds", ignore_errors=True)
     shutil.rmtree(work, ignore_errors=True)
-    if not failures and not args.keep:
+    if not failures or args.keep:  # else the failing inputs are under root/failures
         shutil.rmtree(root, ignore_errors=True)
     return 1 if failures else 0
 

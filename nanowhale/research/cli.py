@@ -10,7 +10,7 @@ def _init(a):
 
     return init(a.tag, scale=a.scale, budget=a.budget, data=a.data or "", ladder=a.ladder, metric=a.metric,
                 direction=a.direction, k=a.k, throughput_floor=a.throughput_floor, threads=a.threads, timeout_s=a.timeout, memory_mb=a.memory_mb,
-                entry=a.entry)
+                entry=a.entry, pairs=a.pairs, probe_steps=a.probe_steps)
 
 
 def _baseline(a):
@@ -72,6 +72,10 @@ def add_research(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-k", type=float, default=2.0, help="noise margin in sigmas (default 2)")
     p.add_argument("--throughput-floor", type=float, default=0.005,
                    help="throughput sigma is at least this fraction of its mean (raise it on a busy shared machine)")
+    p.add_argument("--pairs", type=int, default=5,
+                   help="--metric paired_tokens_per_second: best/candidate probe pairs per run (default 5)")
+    p.add_argument("--probe-steps", type=int, default=8,
+                   help="--metric paired_tokens_per_second: optimizer steps per probe, 2 of them warm-up (default 8)")
     p.add_argument("--threads", type=int, default=0, help="training threads (default: all cores)")
     p.add_argument("--timeout", type=float, default=0.0, help="seconds per training run (default: 4x the slowest baseline + 120)")
     p.add_argument("--memory-mb", type=int, default=16000, help="address-space limit of a training run")
@@ -89,7 +93,8 @@ def add_research(sub: argparse._SubParsersAction) -> None:
 
     p = rs.add_parser("run", help="one experiment: rebuild, train, score, keep (commit) or discard (restore)")
     p.add_argument("-m", required=True, help="what you changed and why")
-    p.add_argument("--seeds", type=int, default=1, help="run up to K seeds while the result is inside the noise")
+    p.add_argument("--seeds", type=int, default=1,
+                   help="run up to K seeds while the result is inside the noise (paired speed: init --pairs instead)")
     p.set_defaults(func=_run)
 
     p = rs.add_parser("status", help="best so far, lineage, noise floor, counts, the last experiments")

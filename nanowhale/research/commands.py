@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from nanowhale.research import build as build_mod
-from nanowhale.research import machine, protect, stats
+from nanowhale.research import machine, paired, protect, stats
 from nanowhale.research.context import (BRANCH_PREFIX, EXPERIMENT_CONFIG, LEDGER_FILE, RESEARCH_DIR, Context,
                                         agent_id)
 from nanowhale.research.gitops import Git
@@ -37,6 +37,7 @@ runs/
 progress.png
 plots/
 insights.md
+best/
 """
 
 
@@ -55,13 +56,17 @@ def block(**kv) -> str:
     return "\n".join(lines)
 
 
+def _round(x):
+    return "n/a" if x is None else round(x)
+
+
 def _fmt(x, digits=6):
     return "n/a" if x is None else f"{x:.{digits}f}"
 
 
 def init(tag: str, scale: str = "tiny", budget: str | None = None, data: str = "", ladder: str | None = None,
          metric: str = "val_bpb", direction: str = "lower", k: float = 2.0, throughput_floor: float = 0.005,
-         threads: int = 0,
+         threads: int = 0, pairs: int = 5, probe_steps: int = 8,
          timeout_s: float = 0.0, memory_mb: int = 16000, entry: str = "nanowhale.research.worker:pretrain",
          path: str | Path = ".", log=print) -> int:
     repo = Git.toplevel(path)
@@ -74,6 +79,11 @@ def init(tag: str, scale: str = "tiny", budget: str | None = None, data: str = "
         raise ValueError(f"-k must be > 0, got {k}")
     if not 0 <= throughput_floor < 1:
         raise ValueError(f"--throughput-floor must be in [0, 1), got {throughput_floor}")
+    if metric == paired.METRIC:
+        if direction != "higher":
+            raise ValueError(f"--metric {paired.METRIC} is tokens/s: use --direction higher")
+        if pairs < 2 or probe_steps < 3:
+            raise ValueError(f"--pairs must be >= 2 and --probe-steps >= 3, got {pairs} and {probe_steps}")
     dirty = [x for x in git.dirty() if not x[3:].startswith(LEDGER_FILE)]
     if dirty:
         raise ValueError("the working tree has changes; commit or stash them first (init starts from a clean "
@@ -108,7 +118,7 @@ def init(tag: str, scale: str = "tiny", budget: str | None = None, data: str = "
         "tag": tag, "branch": branch, "start_commit": start, "scale": scale, "ladder": ladder_path,
         "budget": budget, "metric": metric, "direction": direction, "k": k, "throughput_floor": throughput_floor,
         "data_dir": str(Path(data).resolve()) if data else "", "threads": threads, "timeout_s": timeout_s,
-        "memory_mb": memory_mb, "entry": entry, "protected": patterns,
+        "memory_mb": memory_mb, "entry": entry, "pairs": pairs, "probe_steps": probe_steps, "protected": patterns,
         "fingerprint": protect.fingerprint(repo, patterns), "build": setup.to_dict(), "machine": facts,
         "created_at": now(), "agent": agent_id(),
     }
@@ -137,6 +147,8 @@ def _tail(text: str, n: int = 40) -> str:
 
 def baseline(repeats: int = 3, path=".", log=print) -> int:
     ctx = Context.open(path)
+    if ctx.s["metric"] == paired.METRIC:
+        raise ValueError(f"{paired.METRIC} needs no baseline: each run times the best commit beside the candidate")
     if ctx.git.dirty():
         raise ValueError("baseline runs the unchanged best commit: the working tree has changes (commit or "
                          "`git stash` them)")
@@ -192,7 +204,8 @@ def run(description: str, seeds: int = 1, path=".", log=print) -> int:
         log(block(verdict="refused", reason="protected files changed: " + ", ".join(touched),
                   fix="revert them (git checkout -- PATH, or delete added files), then run again"))
         return 3
-    ref, best = ctx.reference()
+    is_paired = ctx.s["metric"] == paired.METRIC
+    ref, best = (None, ctx.best()) if is_paired else ctx.reference()
     base = ctx.git.head()
     if base != ctx.best_commit():
         raise ValueError(f"HEAD {base[:10]} is not the best commit {ctx.best_commit()[:10]} (git checkout {ctx.s['branch']})")
@@ -201,7 +214,7 @@ def run(description: str, seeds: int = 1, path=".", log=print) -> int:
            "base_commit": base, "description": description, "code_diff": ctx.git.staged_diff(exclude=[EXPERIMENT_CONFIG]),
            "config_diff": ctx.git.staged_diff([EXPERIMENT_CONFIG]), "scale": ctx.s["scale"], "budget": ctx.s["budget"],
            "seeds": [], "metric_name": ctx.s["metric"], "direction": ctx.s["direction"],
-           "best_metric": ref.metric, "best_throughput": ref.throughput,
+           "best_metric": ref and ref.metric, "best_throughput": ref and ref.throughput,
            "machine": ctx.s["machine"], "status": "running", "verdict": "pending"}
     eid = ctx.ledger.insert("experiments", row)
     log(f"experiment {eid}: {len(paths)} changed file(s){': ' + ', '.join(paths[:6]) if paths else ' (a rerun of the best)'}")
@@ -212,6 +225,9 @@ def run(description: str, seeds: int = 1, path=".", log=print) -> int:
     if not b.ok:
         upd.update(status="build_failed", verdict="crash", reason="the extension did not compile",
                    log_tail=_tail(b.log))
+    elif is_paired:  # the best's and the candidate's step, timed alternately; the medians are the values
+        upd.update(paired.measure(ctx, f"exp-{eid:04d}-paired", log))
+        values = tps = upd["metric_values"]
     else:
         for seed in range(seeds):
             log(f"  training seed {seed} ...")
@@ -231,16 +247,18 @@ def run(description: str, seeds: int = 1, path=".", log=print) -> int:
                        throughput_margin=d.throughput_margin)
             if d.verdict != "inconclusive":
                 break
-    upd.update(seeds=list(range(len(values) if upd["status"] == "done" else len(values) + 1)),
+    upd.update(seeds=[0] if is_paired else list(range(len(values) if upd["status"] == "done" else len(values) + 1)),
                metric_values=values, metric_mean=sum(values) / len(values) if values else None,
                throughput_values=tps, throughput_mean=sum(tps) / len(tps) if tps else None,
                train_seconds=train_s, eval_seconds=eval_s, peak_memory_mb=mem or None,
                steps=res.get("steps"), tokens=res.get("tokens"))
     verdict = upd["verdict"]
+    best_metric = upd.get("best_metric", ref and ref.metric)
     if verdict == "keep":
         mean = upd["metric_mean"]
-        sha = ctx.git.commit(f"{description}\n\n{ctx.s['metric']}: {mean:.6f} (best was {ref.metric:.6f}, "
-                             f"margin {upd['margin']:.6f}, seeds {len(values)}); research experiment {eid}")
+        sha = ctx.git.commit(f"{description}\n\n{ctx.s['metric']}: {mean:.6f} (best was {best_metric:.6f}, "
+                             f"margin {upd['margin']:.6f}, {'pairs' if is_paired else 'seeds'} {len(values)}); "
+                             f"research experiment {eid}")
         upd["commit_sha"] = sha
         after = f"committed {sha[:10]} on {ctx.s['branch']}"
     else:
@@ -254,9 +272,12 @@ def run(description: str, seeds: int = 1, path=".", log=print) -> int:
     overhead = upd["total_seconds"] - train_s - eval_s - upd["rebuild_seconds"]
     log(block(experiment=eid, verdict=verdict, status=upd["status"], reason=upd.get("reason"),
               metric=ctx.s["metric"], mean=upd["metric_mean"] if values else "n/a",
-              values=" ".join(f"{v:.6f}" for v in values) or "n/a", best=ref.metric,
+              values=" ".join(f"{v:.6f}" for v in values) or "n/a", best="n/a" if best_metric is None else best_metric,
+              **({"best_values": " ".join(f"{v:.6f}" for v in upd.get("best_values") or []) or "n/a",
+                  "ratio": _fmt(upd.get("paired_ratio"), 4)} if is_paired else {}),
               margin=upd.get("margin") or "n/a", throughput=round(upd["throughput_mean"]) if tps else "n/a",
-              best_throughput=round(ref.throughput), rebuild_seconds=round(upd["rebuild_seconds"], 1),
+              best_throughput=_round(upd.get("best_throughput", ref and ref.throughput)),
+              rebuild_seconds=round(upd["rebuild_seconds"], 1),
               train_seconds=round(train_s, 1), eval_seconds=round(eval_s, 1), overhead_seconds=round(overhead, 1),
               total_seconds=round(upd["total_seconds"], 1), tree=after))
     return 0

@@ -110,23 +110,35 @@ class Context:
         slowest = max((r["train_seconds"] or 0) + (r["eval_seconds"] or 0) for r in rows)
         return 4 * slowest + 120  # a slow neighbour may slow a run down; a hang may not last forever
 
+    def run_dir(self, name: str) -> Path:
+        """research/runs/NAME, empty."""
+        run_dir = self.repo / RESEARCH_DIR / "runs" / name
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True)
+        return run_dir
+
+    def spec(self, run_dir: Path, seed: int, rung_: Rung | None = None, budget: str | None = None,
+             experiment_config: Path | None = None) -> dict:
+        """The worker's spec (worker.resolve_spec) of a run at the rung, under the harness's forced keys."""
+        rung_ = rung_ or self.rung()
+        kind, amount = parse_budget(budget or self.s["budget"])
+        forced = [f"run.dir={json.dumps(str(run_dir / 'run'))}", "sample.n=0", "eval.every=0",
+                  f"eval.tokens={rung_.eval_tokens}", "run.checkpoint_every=0", "run.keep=1", "run.log_every=1",
+                  f"train.seed={seed}", f"train.threads={int(self.s['threads'])}",
+                  f"data.dir={json.dumps(self.s['data_dir'])}"]
+        return {"preset": rung_.preset, "rung_overrides": rung_.overrides(),
+                "experiment_config": str(experiment_config or self.repo / EXPERIMENT_CONFIG), "forced": forced,
+                "budget_kind": kind, "budget_amount": amount}
+
     def train_one(self, name: str, seed: int, rung_: Rung | None = None, heldout: bool = False,
                   budget: str | None = None) -> dict:
         """Trains the working tree's code and experiment config for one seed; the worker's result dict plus
         'status' (done | crash | timeout | diverged) and 'log_tail' on failure."""
         rung_ = rung_ or self.rung()
-        kind, amount = parse_budget(budget or self.s["budget"])
-        run_dir = self.repo / RESEARCH_DIR / "runs" / name
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
-        run_dir.mkdir(parents=True)
-        forced = [f"run.dir={json.dumps(str(run_dir / 'run'))}", "sample.n=0", "eval.every=0",
-                  f"eval.tokens={rung_.eval_tokens}", "run.checkpoint_every=0", "run.keep=1", "run.log_every=1",
-                  f"train.seed={seed}", f"train.threads={int(self.s['threads'])}",
-                  f"data.dir={json.dumps(self.s['data_dir'])}"]
-        spec = {"preset": rung_.preset, "rung_overrides": rung_.overrides(),
-                "experiment_config": str(self.repo / EXPERIMENT_CONFIG), "forced": forced,
-                "budget_kind": kind, "budget_amount": amount, "heldout": heldout, "entry": self.s["entry"]}
+        run_dir = self.run_dir(name)
+        spec = self.spec(run_dir, seed, rung_, budget)
+        spec.update(heldout=heldout, entry=self.s["entry"])
         (run_dir / "spec.json").write_text(json.dumps(spec, indent=1))
         out = run_dir / "result.json"
         log = run_dir / "train.log"

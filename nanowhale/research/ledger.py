@@ -54,6 +54,9 @@ COLUMNS: dict[str, list[tuple[str, str, str]]] = {
         ("throughput_margin", "REAL", "noise margin of throughput"),
         ("best_metric", "REAL", "the best's mean it was compared to"),
         ("best_throughput", "REAL", "the best's mean throughput"),
+        ("best_values", "TEXT", "paired mode: JSON list of the best's median step tokens/s, one per pair "
+         "(metric_values holds the candidate's, measured alternately with these)"),
+        ("paired_ratio", "REAL", "paired mode: candidate / best tokens/s, exp(mean per-pair log ratio)"),
         ("train_seconds", "REAL", "training seconds, summed over seeds"),
         ("eval_seconds", "REAL", "evaluation seconds, summed over seeds"),
         ("rebuild_seconds", "REAL", "incremental rebuild of the extension (0 when nothing changed)"),
@@ -110,7 +113,7 @@ COLUMNS: dict[str, list[tuple[str, str, str]]] = {
     ],
 }
 
-JSON_COLUMNS = {"seeds", "metric_values", "throughput_values", "machine"}
+JSON_COLUMNS = {"seeds", "metric_values", "throughput_values", "best_values", "machine"}
 
 
 def _create_sql(table: str) -> str:
@@ -147,6 +150,10 @@ class Ledger:
         with led.transaction():
             for table in COLUMNS:
                 conn.execute(_create_sql(table))
+                have = {r["name"] for r in conn.execute(f"PRAGMA table_info({table})")}
+                for name, sqltype, _ in COLUMNS[table]:  # a ledger made before a column was added gains it
+                    if name not in have:
+                        conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {sqltype}")
             conn.execute("CREATE INDEX IF NOT EXISTS experiments_tag ON experiments(tag, id)")
             conn.execute("CREATE INDEX IF NOT EXISTS baselines_tag ON baselines(tag, role, id)")
             conn.execute("INSERT OR IGNORE INTO settings(key, value) VALUES ('schema_version', ?)",

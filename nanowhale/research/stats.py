@@ -88,4 +88,28 @@ def decide(ref: Reference, metric_values: list[float], throughput_values: list[f
     return Decision(verdict, f"{why}: {nums}", mm, tm, gain, slowdown)
 
 
-__all__ = ["Decision", "Reference", "decide", "margin", "mean_std", "metric_sigma", "throughput_sigma"]
+def decide_paired(best: list[float], candidate: list[float], k: float, floor: float) -> Decision:
+    """Paired throughput (tokens/s, higher is better), one (best, candidate) pair per element, measured
+    back to back so machine drift hits both alike: the per-pair log ratios r_i = ln(candidate_i / best_i)
+    have mean g and sample std s (at least `floor`, a relative speed); faster beyond noise when
+    g > k * s / sqrt(K), slower when g < -k * s / sqrt(K), else inconclusive."""
+    if len(best) != len(candidate) or len(best) < 2:
+        raise ValueError(f"paired throughput needs >= 2 pairs of equal length, got {len(best)} and {len(candidate)}")
+    if min(best + candidate) <= 0:
+        raise ValueError(f"paired throughput: non-positive tokens/s in {best} / {candidate}")
+    ratios = [math.log(c / b) for b, c in zip(best, candidate)]
+    g, s = mean_std(ratios)
+    m = k * max(s, floor) / math.sqrt(len(ratios))
+    nums = (f"candidate/best tokens/s x{math.exp(g):.4f} (mean log ratio {g:+.4f}, margin {m:.4f}, "
+            f"{len(ratios)} pairs)")
+    if g > m:
+        verdict, why = "keep", "faster than the best beyond noise"
+    elif g < -m:
+        verdict, why = "discard", "slower than the best beyond noise"
+    else:
+        verdict, why = "inconclusive", "inside the noise margin (more pairs can decide)"
+    return Decision(verdict, f"{why}: {nums}", m, m, g, -g)
+
+
+__all__ = ["Decision", "Reference", "decide", "decide_paired", "margin", "mean_std", "metric_sigma",
+           "throughput_sigma"]

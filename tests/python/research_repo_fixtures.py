@@ -91,3 +91,12 @@ def make_research_repo(root: Path, vocab_size: int) -> Path:
     subprocess.run(["cmake", "-S", str(repo), "-B", str(repo / "build" / "research"), *gen, "-DCMAKE_BUILD_TYPE=Release"],
                    check=True, capture_output=True)
     return repo
+
+
+def make_micro_research_repo(root: Path) -> tuple[Path, Path]:
+    """make_research_repo over micro data prepared in root/data: (repo, data dir)."""
+    from train_fixtures import prepare_micro_data
+    from nanowhale.data.tokenizer import Tokenizer
+
+    data = prepare_micro_data(root / "data")
+    return make_research_repo(root, Tokenizer.load(str(data / "tokenizer.nwtok")).vocab_size), data

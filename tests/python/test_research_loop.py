@@ -9,7 +9,7 @@ import pytest
 from nanowhale.research import build, commands, report
 from nanowhale.research.context import EXPERIMENT_CONFIG, Context
 from nanowhale.research.ledger import load_rows
-from research_repo_fixtures import MODEL_CPP, git, make_research_repo
+from research_repo_fixtures import MODEL_CPP, git, make_micro_research_repo
 
 STEP_END = "            dt = time.perf_counter() - t0\n"
 PACED = "            time.sleep(0.03)\n"
@@ -34,13 +34,7 @@ class Log:
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    from train_fixtures import prepare_micro_data
-    from nanowhale.data.tokenizer import Tokenizer
-
-    root = tmp_path_factory.mktemp("research")
-    data = prepare_micro_data(root / "data")
-    vocab = Tokenizer.load(str(data / "tokenizer.nwtok")).vocab_size
-    r = make_research_repo(root, vocab)
+    r, data = make_micro_research_repo(tmp_path_factory.mktemp("research"))
     (r / "research").mkdir()
     (r / EXPERIMENT_CONFIG).write_text(BAD_LR)
     # Steps paced by a fixed sleep: a micro step's compute lasts milliseconds and swings several-fold between

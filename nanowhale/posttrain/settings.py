@@ -55,18 +55,6 @@ def settings_from_dict(cls, d: dict):
     return s
 
 
-
-def settings_from_dict(cls, d: dict):
-    """A settings dataclass from a dict, naming unknown keys (a typo never silently trains the default)."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise ValueError(f"unknown setting(s) {unknown} (known: {', '.join(sorted(names))})")
-    s = cls(**d)
-    s.validate()
-    return s
-
-
 @dataclass
 class SFTSettings(StageSettings):
     data: list = field(default_factory=list)   # sources (sources.py)

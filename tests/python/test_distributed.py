@@ -58,7 +58,7 @@ def _config(data_dir: Path, vocab: int, run_dir: Path, **train) -> Path:
 PACKAGE_PARENT = str(Path(nanowhale.__file__).resolve().parent.parent)
 
 
-def _run(cmd: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
+def _run(cmd: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1")
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=PACKAGE_PARENT)
 
@@ -195,7 +195,7 @@ def test_collectives(mpirun, tmp_path):
     script = tmp_path / "collectives.py"
     script.write_text(
         "import numpy as np, nanowhale._C as C\n"
-        "c = C.Communicator('cpu', 30.0)\n"
+        "c = C.Communicator('cpu', 120.0)\n"
         "r = c.rank\n"
         "f = np.array([r + 0.5, -r], dtype=np.float32); c.all_reduce(f)\n"
         "d = np.array([r * 2.0], dtype=np.float64); c.all_reduce(d, 'max')\n"

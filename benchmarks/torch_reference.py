@@ -97,7 +97,9 @@ def experts_grouped(x, topk, gates, w_in, w_out, c):
     offs = counts.cumsum(0).to(torch.int32)                           # end row of each expert
     xe = x.to(torch.bfloat16).index_select(0, order // K)             # (N*K, C)
     h = torch._grouped_mm(xe, w_in.to(torch.bfloat16).mT, offs=offs)  # (N*K, Hin)
-    h = activation(h, c["activation"])
+    # Autocast runs some activations in fp32 (relu2's square is a pow), and _grouped_mm does not
+    # autocast: its operands must both be bf16.
+    h = activation(h, c["activation"]).to(torch.bfloat16)
     ye = torch._grouped_mm(h, w_out.to(torch.bfloat16).mT, offs=offs)  # (N*K, C)
     slot_row = torch.empty_like(order).scatter_(0, order, torch.arange(N * K, device=x.device))
     y = ye.index_select(0, slot_row).view(N, K, -1)                   # each token's k rows, in slot order

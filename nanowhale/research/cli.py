@@ -10,7 +10,7 @@ def _init(a):
 
     return init(a.tag, scale=a.scale, budget=a.budget, data=a.data or "", ladder=a.ladder, metric=a.metric,
                 direction=a.direction, k=a.k, throughput_floor=a.throughput_floor, threads=a.threads, timeout_s=a.timeout, memory_mb=a.memory_mb,
-                entry=a.entry, pairs=a.pairs, probe_steps=a.probe_steps)
+                entry=a.entry, pairs=a.pairs, probe_steps=a.probe_steps, ledger_url=a.ledger)
 
 
 def _baseline(a):
@@ -79,6 +79,8 @@ def add_research(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=0, help="training threads (default: all cores)")
     p.add_argument("--timeout", type=float, default=0.0, help="seconds per training run (default: 4x the slowest baseline + 120)")
     p.add_argument("--memory-mb", type=int, default=16000, help="address-space limit of a training run")
+    p.add_argument("--ledger", help="a shared ledger: a SQLite file path or postgresql://USER@HOST/DB for agents on "
+                   "several machines (default: research/ledger.sqlite in this repository)")
     p.add_argument("--entry", default="nanowhale.research.worker:pretrain",
                    help="MODULE:FUNCTION(spec) -> summary dict that trains one run (post-training recipes use their own)")
     p.set_defaults(func=_init)

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from nanowhale.research import build as build_mod
 from nanowhale.research import machine, paired, protect, stats
-from nanowhale.research.context import (BRANCH_PREFIX, EXPERIMENT_CONFIG, LEDGER_FILE, RESEARCH_DIR, Context,
-                                        agent_id)
+from nanowhale.research.context import (BRANCH_PREFIX, EXPERIMENT_CONFIG, LEDGER_FILE, LEDGER_POINTER,
+                                        RESEARCH_DIR, Context, agent_id, ledger_location)
+from nanowhale.research.ledger_db import is_postgres
 from nanowhale.research.gitops import Git
 from nanowhale.research.ladder import DEFAULT_LADDER, load_ladder, parse_budget, rung
 from nanowhale.research.ledger import Ledger, now
@@ -33,6 +34,8 @@ EXPERIMENT_TEMPLATE = """\
 GITIGNORE = """\
 # Written by `nanowhale research`; never committed (the ledger is shared by every research branch).
 ledger.sqlite*
+ledger.url
+swarm/
 runs/
 progress.png
 plots/
@@ -68,6 +71,7 @@ def init(tag: str, scale: str = "tiny", budget: str | None = None, data: str = "
          metric: str = "val_bpb", direction: str = "lower", k: float = 2.0, throughput_floor: float = 0.005,
          threads: int = 0, pairs: int = 5, probe_steps: int = 8,
          timeout_s: float = 0.0, memory_mb: int = 16000, entry: str = "nanowhale.research.worker:pretrain",
+         ledger_url: str | None = None,
          path: str | Path = ".", log=print) -> int:
     repo = Git.toplevel(path)
     git = Git(repo)
@@ -84,15 +88,18 @@ def init(tag: str, scale: str = "tiny", budget: str | None = None, data: str = "
             raise ValueError(f"--metric {paired.METRIC} is tokens/s: use --direction higher")
         if pairs < 2 or probe_steps < 3:
             raise ValueError(f"--pairs must be >= 2 and --probe-steps >= 3, got {pairs} and {probe_steps}")
-    dirty = [x for x in git.dirty() if not x[3:].startswith(LEDGER_FILE)]
+    dirty = [x for x in git.dirty() if not x[3:].startswith((LEDGER_FILE, LEDGER_POINTER))]
     if dirty:
         raise ValueError("the working tree has changes; commit or stash them first (init starts from a clean "
                          f"commit): {', '.join(x[3:] for x in dirty[:5])}{' ...' if len(dirty) > 5 else ''}")
     branch = BRANCH_PREFIX + tag
     if git.branch_exists(branch):
         raise ValueError(f"branch {branch} already exists: choose another tag (or `git checkout {branch}` to continue)")
-    if (repo / LEDGER_FILE).exists() and Ledger.open(repo / LEDGER_FILE).get(f"tag/{tag}") is not None:
-        raise ValueError(f"tag {tag!r} is already in the ledger {repo / LEDGER_FILE}: choose another tag")
+    if ledger_url and not is_postgres(ledger_url):
+        ledger_url = str(Path(ledger_url).resolve())
+    where = ledger_url or ledger_location(repo)
+    if (is_postgres(where) or Path(where).exists()) and Ledger.open(where).get(f"tag/{tag}") is not None:
+        raise ValueError(f"tag {tag!r} is already in the ledger {where}: choose another tag")
     setup = build_mod.detect(repo)
     ladder_path = str(Path(ladder).resolve()) if ladder else str(DEFAULT_LADDER)
     r = rung(load_ladder(ladder_path), scale)
@@ -107,11 +114,13 @@ def init(tag: str, scale: str = "tiny", budget: str | None = None, data: str = "
     facts = machine.facts(threads, refresh=True)
 
     git("checkout", "-q", "-b", branch)
-    led = Ledger.open(repo / LEDGER_FILE)
     (repo / RESEARCH_DIR).mkdir(exist_ok=True)
     if not (repo / EXPERIMENT_CONFIG).exists():
         (repo / EXPERIMENT_CONFIG).write_text(EXPERIMENT_TEMPLATE)
     (repo / RESEARCH_DIR / ".gitignore").write_text(GITIGNORE)
+    if ledger_url:
+        (repo / LEDGER_POINTER).write_text(ledger_url + "\n")
+    led = Ledger.open(where)
     start = git.commit(f"research {tag}: start (scale {scale}, budget {budget}, metric {metric} {direction})")
     patterns = list(protect.DEFAULT_PROTECTED)
     settings = {
@@ -126,7 +135,7 @@ def init(tag: str, scale: str = "tiny", budget: str | None = None, data: str = "
     log(f"created branch {branch} at {start[:10]}; {EXPERIMENT_CONFIG} is the config you edit")
     log(f"build: {setup.note} ({setup.build_dir or 'no build dir'}): C++ changes rebuild incrementally")
     log(block(tag=tag, branch=branch, start_commit=start, scale=scale, budget=budget,
-              metric=f"{metric} ({direction} is better)", k=k, ledger=repo / LEDGER_FILE,
+              metric=f"{metric} ({direction} is better)", k=k, ledger=led.where,
               experiment_config=repo / EXPERIMENT_CONFIG, protected=", ".join(patterns),
               protected_files=len(settings["fingerprint"]), threads=threads, cpu=facts["cpu"],
               cpu_peak_gflops_per_core=round(facts["cpu_peak_flops_per_core"] / 1e9, 1), gpu=facts["gpu"],

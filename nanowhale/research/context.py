@@ -23,12 +23,23 @@ from nanowhale.research.worker import BOOTSTRAP
 RESEARCH_DIR = "research"
 EXPERIMENT_CONFIG = "research/experiment.toml"
 LEDGER_FILE = "research/ledger.sqlite"
+LEDGER_POINTER = "research/ledger.url"  # git-ignored: where this worktree's ledger is, when not LEDGER_FILE
 BRANCH_PREFIX = "research/"
 LOG_TAIL_LINES = 40
 
 
 def agent_id() -> str:
     return os.environ.get("NANOWHALE_AGENT", "agent0")
+
+
+def ledger_location(repo: Path) -> str | Path:
+    """The ledger a repository's research uses: the one its pointer file names (a shared SQLite file or a
+    postgresql:// URL, written by `init --ledger` and `join`), else research/ledger.sqlite in the repository."""
+    pointer = repo / LEDGER_POINTER
+    if pointer.exists():
+        where = pointer.read_text().strip()
+        return where if where.startswith(("postgresql://", "postgres://")) else Path(where)
+    return repo / LEDGER_FILE
 
 
 @dataclass
@@ -43,7 +54,7 @@ class Context:
     def open(path: str | Path = ".", tag: str | None = None) -> "Context":
         repo = Git.toplevel(path)
         git = Git(repo)
-        led = Ledger.open(repo / LEDGER_FILE, create=False)
+        led = Ledger.open(ledger_location(repo), create=False)
         if tag is None:
             branch = git.branch()
             if not branch.startswith(BRANCH_PREFIX):
@@ -52,7 +63,7 @@ class Context:
             tag = branch[len(BRANCH_PREFIX):]
         s = led.get(f"tag/{tag}")
         if s is None:
-            raise ValueError(f"research tag {tag!r} is not in {repo / LEDGER_FILE}")
+            raise ValueError(f"research tag {tag!r} is not in the ledger {led.where}")
         return Context(repo, git, led, tag, s)
 
     @property

@@ -1,25 +1,31 @@
-"""The research ledger: one SQLite file (standard library) that every `nanowhale research` command reads and writes.
+"""The research ledger that every `nanowhale research` command reads and writes: one SQLite file by default
+(standard library), or a PostgreSQL database for agents on several machines; same schema, same code
+(ledger_db.py adapts the connection).
 
     led = Ledger.open("research/ledger.sqlite")     # creates the schema; WAL mode, so readers never block
+    led = Ledger.open("postgresql://host/research") # the same tables in PostgreSQL
     rows = load_rows("research/ledger.sqlite")      # {"experiments": [dict, ...], "baselines": [...], ...}
 
-Designed to be shared by several agents later: every row carries an `agent` id, writes are short
-transactions (BEGIN IMMEDIATE), the file is in WAL mode with a busy timeout, and the state a decision needs
-(the best experiment, the noise floor) is derived from rows, not kept in memory.
+Shared by several agents (a swarm, swarm.py): every row carries an `agent` name, writes are short
+transactions serialised across processes (and machines), and the state a decision needs (the best
+experiment, the noise floor, the open claims) is derived from rows, not kept in memory.
 
 Tables (columns documented in COLUMNS below; JSON columns hold lists or objects as text):
     settings     key/value: the research tag, branch, scale, budget, metric, k, start commit, fingerprints
     experiments  one row per `research run`: the change, its seeds and results, the verdict and why
     baselines    one row per training run of an unchanged commit: `baseline` repeats and `promote` runs
     promotions   one row per `research promote`: both commits' means at the next rung and the verdict
+    claims       one row per `research claim`: what an agent is about to try, under a lease
+    events       what a swarm's coordination did: run slots taken and given back, syncs, merges
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from pathlib import Path
+
+from nanowhale.research.ledger_db import connect, is_postgres
 
 SCHEMA_VERSION = 1
 
@@ -111,79 +117,114 @@ COLUMNS: dict[str, list[tuple[str, str, str]]] = {
         ("heldout_verdict", "TEXT", "transferred | scale-bound on the held-out slice"),
         ("reason", "TEXT", "the numbers behind the verdict"),
     ],
+    "claims": [
+        ("id", "INTEGER PRIMARY KEY AUTOINCREMENT", "claim number"),
+        ("agent", "TEXT NOT NULL", "who claimed it"),
+        ("tag", "TEXT NOT NULL", "the research tag"),
+        ("created_at", "REAL NOT NULL", "unix seconds"),
+        ("description", "TEXT NOT NULL", "the idea, in the agent's words"),
+        ("tags", "TEXT", "JSON list of the agent's labels (--tags)"),
+        ("files", "TEXT", "JSON list of the files changed in the worktree when claimed"),
+        ("config_keys", "TEXT", "JSON list of the experiment-config keys changed when claimed"),
+        ("host", "TEXT NOT NULL", "machine of the claiming process"),
+        ("pid", "INTEGER NOT NULL", "the agent process holding the lease (the claim's parent process)"),
+        ("heartbeat_at", "REAL NOT NULL", "unix seconds of the last sign of life"),
+        ("lease_seconds", "REAL NOT NULL", "the claim expires this long after the last heartbeat"),
+        ("status", "TEXT NOT NULL", "open | done | released | expired"),
+        ("experiment_id", "INTEGER", "the experiment that tried it (status done)"),
+        ("duplicate_of", "TEXT", "'claim N' / 'experiment N' it closely matched when made"),
+    ],
+    "events": [
+        ("id", "INTEGER PRIMARY KEY AUTOINCREMENT", "event number: the order events happened in"),
+        ("agent", "TEXT NOT NULL", "whose"),
+        ("tag", "TEXT NOT NULL", "the research tag"),
+        ("at", "REAL NOT NULL", "unix seconds"),
+        ("kind", "TEXT NOT NULL", "slot_wait | slot_start | slot_end | sync | merge"),
+        ("detail", "TEXT", "JSON: the slot, the commits, what happened"),
+    ],
 }
 
-JSON_COLUMNS = {"seeds", "metric_values", "throughput_values", "best_values", "machine"}
+JSON_COLUMNS = {"seeds", "metric_values", "throughput_values", "best_values", "machine", "tags", "files",
+                "config_keys", "detail"}
 
 
-def _create_sql(table: str) -> str:
-    cols = ",\n  ".join(f"{name} {sqltype}" for name, sqltype, _ in COLUMNS[table])
-    return f"CREATE TABLE IF NOT EXISTS {table} (\n  {cols}\n)"
-
-
-def _decode(row: sqlite3.Row) -> dict:
-    out = dict(row)
-    for k in JSON_COLUMNS & out.keys():
-        if out[k] is not None:
-            out[k] = json.loads(out[k])
-    return out
+def _decode(row: dict) -> dict:
+    for k in JSON_COLUMNS & row.keys():
+        if row[k] is not None:
+            row[k] = json.loads(row[k])
+    return row
 
 
 class Ledger:
-    """A connection to one ledger file. Each write is one short transaction."""
+    """A connection to one ledger (a SQLite file or a PostgreSQL URL). Each write is one short transaction."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path):
-        self.conn = conn
-        self.path = path
+    def __init__(self, db, path: Path | str):
+        self.db = db
+        self.path = path    # the file (SQLite) or the URL (PostgreSQL) it was opened from
+        self.where = db.where
 
     @staticmethod
     def open(path: str | Path, create: bool = True) -> "Ledger":
-        path = Path(path)
-        if not create and not path.exists():
-            raise ValueError(f"{path}: no research ledger here (run `nanowhale research init TAG` first)")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(path), timeout=30.0, isolation_level=None)  # autocommit; explicit BEGINs
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA busy_timeout=30000")
-        led = Ledger(conn, path)
+        if not is_postgres(path):
+            path = Path(path)
+            if not create and not path.exists():
+                raise ValueError(f"{path}: no research ledger here (run `nanowhale research init TAG` first)")
+            path.parent.mkdir(parents=True, exist_ok=True)
+        db = connect(path)
+        led = Ledger(db, path)
+        if not create and is_postgres(path) and not db.table_columns("settings"):
+            raise ValueError(f"{db.where}: no research ledger in this database (run `nanowhale research init TAG "
+                             f"--ledger {db.where}` first)")
         with led.transaction():
             for table in COLUMNS:
-                conn.execute(_create_sql(table))
-                have = {r["name"] for r in conn.execute(f"PRAGMA table_info({table})")}
+                cols = ",\n  ".join(f"{n} {db.column_type(t)}" for n, t, _ in COLUMNS[table])
+                db.execute(f"CREATE TABLE IF NOT EXISTS {table} (\n  {cols}\n)")
+                have = db.table_columns(table)
                 for name, sqltype, _ in COLUMNS[table]:  # a ledger made before a column was added gains it
                     if name not in have:
-                        conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {sqltype}")
-            conn.execute("CREATE INDEX IF NOT EXISTS experiments_tag ON experiments(tag, id)")
-            conn.execute("CREATE INDEX IF NOT EXISTS baselines_tag ON baselines(tag, role, id)")
-            conn.execute("INSERT OR IGNORE INTO settings(key, value) VALUES ('schema_version', ?)",
-                         (json.dumps(SCHEMA_VERSION),))
+                        db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {db.column_type(sqltype)}")
+            db.execute("CREATE INDEX IF NOT EXISTS experiments_tag ON experiments(tag, id)")
+            db.execute("CREATE INDEX IF NOT EXISTS baselines_tag ON baselines(tag, role, id)")
+            db.execute("CREATE INDEX IF NOT EXISTS claims_tag ON claims(tag, status, id)")
+            db.execute("INSERT INTO settings(key, value) VALUES ('schema_version', ?) ON CONFLICT(key) DO NOTHING",
+                       (json.dumps(SCHEMA_VERSION),))
         version = led.get("schema_version")
         if version != SCHEMA_VERSION:
-            raise ValueError(f"{path}: ledger schema version {version}, this nanowhale reads {SCHEMA_VERSION}")
+            raise ValueError(f"{db.where}: ledger schema version {version}, this nanowhale reads {SCHEMA_VERSION}")
         return led
 
     def close(self) -> None:
-        self.conn.close()
+        self.db.close()
 
     def transaction(self):
-        return _Transaction(self.conn)
+        """One write transaction; writers of every process (and machine) take turns."""
+        return _Transaction(self.db)
+
+    def execute(self, sql: str, params: tuple = ()) -> list[dict]:
+        """Raw SQL in the dialect both backends accept (`?` placeholders); rows as dicts, JSON not decoded."""
+        return self.db.execute(sql, params)
 
     # ---- settings ----
     def get(self, key: str, default=None):
-        row = self.conn.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
-        return json.loads(row["value"]) if row else default
+        rows = self.db.execute("SELECT value FROM settings WHERE key = ?", (key,))
+        return json.loads(rows[0]["value"]) if rows else default
 
     def settings(self) -> dict:
-        return {r["key"]: json.loads(r["value"]) for r in self.conn.execute("SELECT key, value FROM settings")}
+        return {r["key"]: json.loads(r["value"]) for r in self.db.execute("SELECT key, value FROM settings")}
 
     def set(self, **values) -> None:
         with self.transaction():
             for k, v in values.items():
-                self.conn.execute("INSERT OR REPLACE INTO settings(key, value) VALUES (?, ?)", (k, json.dumps(v)))
+                self.db.execute("INSERT INTO settings(key, value) VALUES (?, ?) "
+                                "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (k, json.dumps(v)))
 
     # ---- rows ----
     def insert(self, table: str, row: dict) -> int:
+        with self.transaction():
+            return self.insert_in_transaction(table, row)
+
+    def insert_in_transaction(self, table: str, row: dict) -> int:
+        """insert() inside a transaction the caller holds (a check and the write it decides, atomically)."""
         known = {c for c, _, _ in COLUMNS[table]}
         unknown = set(row) - known
         if unknown:
@@ -191,39 +232,41 @@ class Ledger:
         row = {k: (json.dumps(v) if k in JSON_COLUMNS and v is not None else v) for k, v in row.items()}
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)
-        with self.transaction():
-            cur = self.conn.execute(f"INSERT INTO {table} ({cols}) VALUES ({marks})", tuple(row.values()))
-        return int(cur.lastrowid)
+        (out,) = self.db.execute(f"INSERT INTO {table} ({cols}) VALUES ({marks}) RETURNING id", tuple(row.values()))
+        return int(out["id"])
 
     def update(self, table: str, row_id: int, **values) -> None:
         values = {k: (json.dumps(v) if k in JSON_COLUMNS and v is not None else v) for k, v in values.items()}
         sets = ", ".join(f"{k} = ?" for k in values)
         with self.transaction():
-            self.conn.execute(f"UPDATE {table} SET {sets} WHERE id = ?", (*values.values(), row_id))
+            self.db.execute(f"UPDATE {table} SET {sets} WHERE id = ?", (*values.values(), row_id))
 
     def rows(self, table: str, where: str = "", params: tuple = (), order: str = "id",
              columns: tuple[str, ...] | None = None) -> list[dict]:
         cols = ", ".join(columns) if columns else "*"
         sql = f"SELECT {cols} FROM {table}" + (f" WHERE {where}" if where else "") + f" ORDER BY {order}"
-        return [_decode(r) for r in self.conn.execute(sql, params)]
+        return [_decode(r) for r in self.db.execute(sql, params)]
 
     def row(self, table: str, row_id: int) -> dict | None:
-        r = self.conn.execute(f"SELECT * FROM {table} WHERE id = ?", (row_id,)).fetchone()
-        return _decode(r) if r else None
+        rows = self.db.execute(f"SELECT * FROM {table} WHERE id = ?", (row_id,))
+        return _decode(rows[0]) if rows else None
 
 
 class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on an exception): one writer at a time across processes."""
+    """BEGIN (the backend's write lock) ... COMMIT, ROLLBACK on an exception: one writer at a time."""
 
-    def __init__(self, conn: sqlite3.Connection):
-        self.conn = conn
+    def __init__(self, db):
+        self.db = db
 
     def __enter__(self):
-        self.conn.execute("BEGIN IMMEDIATE")
-        return self.conn
+        self.db.begin_write()
+        return self.db
 
     def __exit__(self, exc_type, exc, tb):
-        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        if exc_type:
+            self.db.rollback()
+        else:
+            self.db.commit()
         return False
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 from nanowhale.research.commands import block
-from nanowhale.research.context import LEDGER_FILE, RESEARCH_DIR, Context
+from nanowhale.research.context import RESEARCH_DIR, Context
 
 TSV_COLUMNS = ("commit", "val_bpb", "memory_gb", "status", "description")  # autoresearch's results.tsv order
 AUTORESEARCH_STATUS = {"keep": "keep", "discard": "discard", "inconclusive": "discard", "crash": "crash"}
@@ -169,7 +170,8 @@ def plot(out: str | None = None, ledger: str | None = None, dpi: int = 100, path
     dest = str(ctx.repo / RESEARCH_DIR / "progress.png")
     fig.savefig(dest, dpi=dpi)
     plt.close(fig)
-    figures = ledger_figures(str(ctx.repo / LEDGER_FILE), out or str(ctx.repo / RESEARCH_DIR / "plots"), dpi)
+    figures = (ledger_figures(str(ctx.ledger.path), out or str(ctx.repo / RESEARCH_DIR / "plots"), dpi)
+               if isinstance(ctx.ledger.path, Path) else [])  # the notebook's figures read SQLite files
     log(block(plot=dest, figures=" ".join(figures), experiments=len(xs), kept=len(kept)))
     return 0
 

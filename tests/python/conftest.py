@@ -123,3 +123,26 @@ def micro_base(micro_data, tmp_path_factory):
     run = tmp_path_factory.mktemp("posttrain") / "base"
     nw.train(micro_run_config(data_dir, run, vocab, model={"seq_len": 64}), progress=False, log=lambda *a: None)
     return run
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A postgresql:// URL of a real server started for the session (postgres_server.py); skips without
+    Debian's `postgresql` package, fails then under NANOWHALE_REQUIRE_POSTGRES=1 (CI installs it)."""
+    import os
+
+    from postgres_server import REQUIRE_ENV, postgres_server, server_bin
+
+    if server_bin() is None:
+        why = "no PostgreSQL server binaries under /usr/lib/postgresql/*/bin (apt-get install postgresql)"
+        if os.environ.get(REQUIRE_ENV) == "1":
+            pytest.fail(f"{REQUIRE_ENV}=1 but {why}")
+        pytest.skip(why)
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        if os.environ.get(REQUIRE_ENV) == "1":
+            pytest.fail(f"{REQUIRE_ENV}=1 but psycopg is not installed (pip install '.[test]')")
+        pytest.skip("psycopg is not installed (pip install '.[test]')")
+    with postgres_server() as url:
+        yield url

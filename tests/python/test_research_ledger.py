@@ -25,7 +25,7 @@ def test_rows_round_trip_with_json_columns(tmp_path):
     assert exp["seeds"] == [0, 1] and exp["metric_values"] == [2.0, 2.1] and exp["id"] == eid
     assert set(exp) == {c for c, _, _ in COLUMNS["experiments"]}
     assert rows["baselines"] == [] and rows["promotions"] == []
-    assert led.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert led.execute("PRAGMA journal_mode")[0]["journal_mode"] == "wal"
 
 
 def test_unknown_column_and_missing_ledger_are_errors(tmp_path):

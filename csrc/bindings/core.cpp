@@ -35,6 +35,47 @@ py::array_t<int32_t> as_int32(const py::object& obj, const char* what, int ndim)
   return out;
 }
 
+namespace {
+std::string repr_of(const py::handle& v) {
+  std::string r = py::repr(v);
+  return r.size() > 60 ? r.substr(0, 60) + "..." : r;
+}
+
+// An int (or NumPy integer: anything with __index__), never a bool or a float.
+py::int_ as_integer(const py::handle& v, const char* what) {
+  NW_CHECK(!PyBool_Check(v.ptr()) && PyIndex_Check(v.ptr()), what, " must be an integer, got ", repr_of(v));
+  return py::reinterpret_steal<py::int_>(PyNumber_Index(v.ptr()));
+}
+}  // namespace
+
+int int_arg(const py::handle& v, const char* what, int lo, int hi) {
+  const py::int_ n = as_integer(v, what);
+  int overflow = 0;
+  const long long x = PyLong_AsLongLongAndOverflow(n.ptr(), &overflow);
+  NW_CHECK(!overflow && x >= lo && x <= hi, what, " must be in [", lo, ", ", hi, "], got ", repr_of(v));
+  return static_cast<int>(x);
+}
+
+uint64_t seed_arg(const py::handle& v, const char* what) {
+  const py::int_ n = as_integer(v, what);
+  const unsigned long long x = PyLong_AsUnsignedLongLong(n.ptr());  // OverflowError when < 0 or >= 2^64
+  const bool fits = !(x == static_cast<unsigned long long>(-1) && PyErr_Occurred());
+  PyErr_Clear();
+  NW_CHECK(fits, what, " must be in [0, 2^64 - 1], got ", repr_of(v));
+  return x;
+}
+
+float float_arg(const py::handle& v, const char* what) {
+  const bool real = !PyBool_Check(v.ptr()) && (PyFloat_Check(v.ptr()) || PyIndex_Check(v.ptr()) ||
+                                                py::isinstance(v, py::module_::import("numbers").attr("Real")));
+  NW_CHECK(real, what, " must be a real number, got ", repr_of(v));
+  const double x = PyFloat_AsDouble(v.ptr());  // an int beyond a double's range raises OverflowError
+  const bool fits = !(x == -1.0 && PyErr_Occurred());
+  PyErr_Clear();
+  NW_CHECK(fits, what, " is out of range, got ", repr_of(v));
+  return static_cast<float>(x);  // beyond a float's range: +-inf, which validate() refuses
+}
+
 Device parse_device(const std::string& name) {
   if (name == "cpu") return Device::CPU;
   if (name == "cuda") return Device::CUDA;

@@ -16,6 +16,11 @@ void register_distributed(py::module_& m);
 
 // A NumPy integer array of exactly `ndim` dimensions, as a contiguous int32 copy; ValueError otherwise.
 py::array_t<int32_t> as_int32(const py::object& obj, const char* what, int ndim);
+// Numbers from Python, checked: ValueError naming `what` when the value is not a number of the right kind or
+// does not fit, never pybind11's overflow-as-TypeError (2^80 as a uint64_t argument) or a silent wrap.
+int int_arg(const py::handle& v, const char* what, int lo, int hi);
+uint64_t seed_arg(const py::handle& v, const char* what);  // 0 .. 2^64 - 1
+float float_arg(const py::handle& v, const char* what);    // any real (NaN and inf are for validate() to refuse)
 Device parse_device(const std::string& name);
 // Host copies of device tensors, as float32/float64 NumPy arrays, and back (shape-checked).
 py::array tensor_to_numpy(const Tensor& t);

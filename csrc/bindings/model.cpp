@@ -1,6 +1,8 @@
 // Bindings for ModelConfig and Model. Compute runs with the GIL released.
 #include <pybind11/stl.h>
 
+#include <climits>
+
 #include "bindings/domains.h"
 #include "model/generation.h"
 #include "model/model.h"
@@ -81,6 +83,32 @@ std::pair<py::array_t<int32_t>, py::array_t<int32_t>> batch_arrays(const py::obj
   return {tok, tgt};
 }
 
+// Sampling settings from Python numbers, range-checked (ValueError) before anything runs.
+SamplingParams sampling_args(const py::object& temperature, const py::object& top_k, const py::object& top_p,
+                             const py::object& seed) {
+  SamplingParams sp{float_arg(temperature, "temperature"), int_arg(top_k, "top_k", 0, INT_MAX),
+                    float_arg(top_p, "top_p"), seed_arg(seed, "seed")};
+  sp.validate();
+  return sp;
+}
+
+// Token ids from a Python sequence of ints.
+std::vector<int32_t> token_list(const py::object& ids, const char* what) {
+  std::vector<int32_t> out;
+  for (const py::handle& id : py::iter(ids)) out.push_back(int_arg(id, what, 0, INT_MAX));
+  return out;
+}
+
+// A Generation that holds a reference to its Python Model, so the model outlives it. (Not py::keep_alive<0, 1>:
+// pybind11 3.x runs that policy on a call whose arguments failed to convert, with the "try the next overload"
+// sentinel as the result, and dereferences it: any out-of-range argument then crashed the process.)
+struct OwnedGeneration : Generation {
+  py::object owner;
+  OwnedGeneration(py::object model_obj, Model& m, const int32_t* prompt, int B, int Tp, int max_new,
+                  const SamplingParams& p, std::vector<int32_t> stops)
+      : Generation(m, prompt, B, Tp, max_new, p, std::move(stops)), owner(std::move(model_obj)) {}
+};
+
 const char* kind_name(ParamKind k) {
   switch (k) {
     case ParamKind::Embedding: return "embedding";
@@ -137,10 +165,10 @@ void register_model(py::module_& m) {
       .def_property_readonly("batch", &KVCache::batch)
       .def("reset", &KVCache::reset);
 
-  py::class_<Generation>(m, "Generation", "A generation in progress (Model.start_generation); step(n) yields tokens.")
+  py::class_<OwnedGeneration>(m, "Generation", "A generation in progress (Model.start_generation); step(n) yields tokens.")
       .def("step",
-           [](Generation& g, int n) {
-             NW_CHECK(n >= 1, "step needs n >= 1, got ", n);
+           [](OwnedGeneration& g, const py::object& n_arg) {
+             const int n = int_arg(n_arg, "step n", 1, 1 << 20);
              std::vector<int32_t> buf(int64_t(g.batch()) * n);
              int cols = 0;
              {
@@ -157,14 +185,14 @@ void register_model(py::module_& m) {
       .def_property_readonly("done", &Generation::done)
       .def_property_readonly("produced", &Generation::produced, "Tokens generated so far per row.")
       .def_property_readonly("prompt_length", &Generation::prompt_length)
-      .def_property_readonly("stopped", [](const Generation& g) {
+      .def_property_readonly("stopped", [](const OwnedGeneration& g) {
              std::vector<bool> s(g.stopped().begin(), g.stopped().end());
              return s;
            }, "Per row: whether it has produced a stop token.");
 
   py::class_<Model>(m, "Model", "The nanowhale MoE transformer: parameters, forward and backward.")
-      .def(py::init([](const ModelConfig& c, uint64_t seed, const std::string& device, const std::string& dtype) {
-             return std::make_unique<Model>(c, seed, parse_device(device), parse_dtype(dtype));
+      .def(py::init([](const ModelConfig& c, const py::object& seed, const std::string& device, const std::string& dtype) {
+             return std::make_unique<Model>(c, seed_arg(seed, "seed"), parse_device(device), parse_dtype(dtype));
            }),
            py::arg("config"), py::arg("seed") = 0, py::arg("device") = "cpu", py::arg("dtype") = "float32")
       .def_property_readonly("config", &Model::config)
@@ -267,23 +295,24 @@ void register_model(py::module_& m) {
            py::arg("tokens"), py::arg("cache"),
            "Runs tokens (B, T) as the next positions of the cached sequences; returns soft-capped logits (B, T, V).")
       .def("generate",
-           [](Model& m, const py::object& prompt, int max_new_tokens, float temperature, int top_k, float top_p,
-              uint64_t seed, py::object stop_token) {
+           [](Model& m, const py::object& prompt, const py::object& max_new_tokens, const py::object& temperature,
+              const py::object& top_k, const py::object& top_p, const py::object& seed, const py::object& stop_token) {
              auto p = as_int32(prompt, "prompt", 2);
              const int B = int(p.shape(0)), Tp = int(p.shape(1));
-             SamplingParams sp{temperature, top_k, top_p, seed};
-             const int stop = stop_token.is_none() ? -1 : stop_token.cast<int>();
+             const SamplingParams sp = sampling_args(temperature, top_k, top_p, seed);
+             const int max_new = int_arg(max_new_tokens, "max_new_tokens", INT_MIN, INT_MAX);
+             const int stop = stop_token.is_none() ? -1 : int_arg(stop_token, "stop_token", 0, INT_MAX);
              // Checked before the output is allocated (Tp + max_new_tokens could overflow an int).
-             NW_CHECK(max_new_tokens >= 0 && int64_t(Tp) + max_new_tokens <= m.config().seq_len, "prompt (", Tp,
-                      ") + max_new_tokens (", max_new_tokens, ") must be at most seq_len ", m.config().seq_len,
+             NW_CHECK(max_new >= 0 && int64_t(Tp) + max_new <= m.config().seq_len, "prompt (", Tp,
+                      ") + max_new_tokens (", max_new, ") must be at most seq_len ", m.config().seq_len,
                       ", with max_new_tokens >= 0");
-             py::array_t<int32_t> out({B, Tp + max_new_tokens});
+             py::array_t<int32_t> out({B, Tp + max_new});
              int32_t* dst = out.mutable_data();
              int length = 0;
              {
                py::gil_scoped_release release;
                std::lock_guard<std::mutex> lock(m.compute_mutex());
-               length = m.generate(p.data(), B, Tp, max_new_tokens, sp, stop, dst);
+               length = m.generate(p.data(), B, Tp, max_new, sp, stop, dst);
              }
              return out[py::make_tuple(py::slice(0, B, 1), py::slice(0, length, 1))].cast<py::array>();
            },
@@ -292,16 +321,18 @@ void register_model(py::module_& m) {
            "Prompt (B, Tp) -> (B, Tp + n) int32 with a KV cache. temperature 0 is greedy; stops early once every row "
            "has produced stop_token.")
       .def("start_generation",
-           [](Model& m, const py::object& prompt, int max_new_tokens, float temperature, int top_k, float top_p,
-              uint64_t seed, const std::vector<int32_t>& stop_tokens) {
+           [](const py::object& self, const py::object& prompt, const py::object& max_new_tokens,
+              const py::object& temperature, const py::object& top_k, const py::object& top_p, const py::object& seed,
+              const py::object& stop_tokens) {
+             Model& m = self.cast<Model&>();
              auto p = as_int32(prompt, "prompt", 2);
-             SamplingParams sp{temperature, top_k, top_p, seed};
-             return std::make_unique<Generation>(m, p.data(), int(p.shape(0)), int(p.shape(1)), max_new_tokens, sp,
-                                                 stop_tokens);
+             const SamplingParams sp = sampling_args(temperature, top_k, top_p, seed);
+             const int max_new = int_arg(max_new_tokens, "max_new_tokens", INT_MIN, INT_MAX);
+             return std::make_unique<OwnedGeneration>(self, m, p.data(), int(p.shape(0)), int(p.shape(1)), max_new,
+                                                      sp, token_list(stop_tokens, "stop_tokens"));
            },
            py::arg("prompt"), py::arg("max_new_tokens"), py::arg("temperature") = 1.0f, py::arg("top_k") = 0,
-           py::arg("top_p") = 1.0f, py::arg("seed") = 0, py::arg("stop_tokens") = std::vector<int32_t>{},
-           py::keep_alive<0, 1>(),
+           py::arg("top_p") = 1.0f, py::arg("seed") = 0, py::arg("stop_tokens") = py::list(),
            "A Generation of prompt (B, Tp) to advance with step(n): the same tokens as generate() with the same "
            "arguments, delivered as they come (streaming). A row stops at its first stop token.")
       .def_property_readonly("last_loss", [](const Model& m) { return m.last_loss().loss; })

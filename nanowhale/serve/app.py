@@ -160,15 +160,15 @@ def create_app(engine: Engine, model_name: str, api_key: str | None = None, max_
             raise RequestError(f"The model `{name}` does not exist; this server serves `{model_name}`.", status=404,
                                code="model_not_found", param="model")
 
-    def sampling(req: _Request, max_tokens: int | None) -> Sampling:
+    def sampling(req: _Request, max_tokens: int | None, max_tokens_field: str = "max_tokens") -> Sampling:
         if req.n != 1:
-            raise RequestError(f"n must be 1 on this server, got {req.n}", param="n")
+            raise RequestError(f"n must be 1 on this server, got {str(req.n)[:40]}", param="n")
         stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
         return Sampling(max_tokens=max_tokens,
                         temperature=default_temperature if req.temperature is None else req.temperature,
                         top_k=req.top_k or 0, top_p=1.0 if req.top_p is None else req.top_p,
                         seed=req.seed if req.seed is not None else secrets.randbits(31), stop=stop,
-                        ignore_eos=req.ignore_eos)
+                        ignore_eos=req.ignore_eos, max_tokens_field=max_tokens_field)
 
     async def run(ids: list[int], s: Sampling, chat: bool, stream: bool, shape, include_usage: bool):
         """Checks, takes a slot, and answers: a JSON body, or a stream of SSE chunks."""
@@ -270,7 +270,10 @@ def create_app(engine: Engine, model_name: str, api_key: str | None = None, max_
         for m in req.messages:
             content = m.content if isinstance(m.content, str) else "".join(p.text for p in m.content)
             messages.append({"role": "system" if m.role == "developer" else m.role, "content": content})
-        s = sampling(req, req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens)
+        if req.max_completion_tokens is not None:
+            s = sampling(req, req.max_completion_tokens, "max_completion_tokens")
+        else:
+            s = sampling(req, req.max_tokens)
 
         def shape(rid, text, finish, final, role=False, empty=False):
             if final:

@@ -34,9 +34,10 @@ class Sampling:
     temperature: float = 0.8
     top_k: int = 0
     top_p: float = 1.0
-    seed: int = 0
+    seed: int = 0  # any 64-bit integer, signed (OpenAI's range) or unsigned; taken modulo 2^64
     stop: list[str] = field(default_factory=list)
     ignore_eos: bool = False  # generate max_tokens whatever the model says (benchmarks; vLLM's name)
+    max_tokens_field: str = "max_tokens"  # the request field max_tokens came from, named in errors
 
 
 class Engine:
@@ -69,19 +70,24 @@ class Engine:
         if s.max_tokens is None:
             return min(room, self.max_tokens_cap)
         if s.max_tokens < 1:
-            raise RequestError(f"max_tokens must be at least 1, got {s.max_tokens}", param="max_tokens")
+            raise RequestError(f"{s.max_tokens_field} must be at least 1, got {_short(s.max_tokens)}",
+                               param=s.max_tokens_field)
         if s.max_tokens > self.max_tokens_cap:
-            raise RequestError(f"max_tokens is {s.max_tokens}; this server allows at most {self.max_tokens_cap}",
-                               param="max_tokens", code="max_tokens_exceeded")
+            raise RequestError(f"{s.max_tokens_field} is {_short(s.max_tokens)}; this server allows at most "
+                               f"{self.max_tokens_cap}", param=s.max_tokens_field, code="max_tokens_exceeded")
         return min(s.max_tokens, room)
 
     def _check_sampling(self, s: Sampling) -> None:
+        # Every number is checked against the range the engine takes (its binding refuses the rest with a
+        # ValueError, never a crash): a request gets a 400 naming the field.
+        if not -2**63 <= s.seed < 2**64:
+            raise RequestError(f"seed must be a 64-bit integer, got {_short(s.seed)}", param="seed")
         if not 0 <= s.temperature <= 2:
             raise RequestError(f"temperature must be between 0 and 2, got {s.temperature}", param="temperature")
         if not 0 < s.top_p <= 1:
             raise RequestError(f"top_p must be in (0, 1], got {s.top_p}", param="top_p")
-        if s.top_k < 0:
-            raise RequestError(f"top_k must be >= 0, got {s.top_k}", param="top_k")
+        if not 0 <= s.top_k < 2**31:
+            raise RequestError(f"top_k must be in [0, 2^31), got {_short(s.top_k)}", param="top_k")
         if len(s.stop) > 4:
             raise RequestError(f"at most 4 stop sequences, got {len(s.stop)}", param="stop")
 
@@ -94,13 +100,19 @@ class Engine:
         n = self.prepare(ids, s)
         stops = [] if s.ignore_eos else [self.assistant_end, self.bos] if chat else [self.bos]
         return stream_text(self.model, self.tokenizer, ids, n, temperature=s.temperature, top_k=s.top_k,
-                           top_p=s.top_p, seed=s.seed, stop_tokens=stops, stop=s.stop, chunk=chunk)
+                           top_p=s.top_p, seed=s.seed % 2**64, stop_tokens=stops, stop=s.stop, chunk=chunk)
 
     def complete(self, prompt: str, s: Sampling, chunk: int = 1) -> Iterator[TextDelta]:
         return self.stream(self.completion_ids(prompt), s, chat=False, chunk=chunk)
 
     def chat(self, messages: list[dict], s: Sampling, chunk: int = 1) -> Iterator[TextDelta]:
         return self.stream(self.chat_ids(messages), s, chat=True, chunk=chunk)
+
+
+def _short(value) -> str:
+    """A number as text, shortened (a request may send a 10,000-digit integer)."""
+    text = str(value)
+    return text if len(text) <= 40 else f"{text[:20]}...({len(text)} digits)"
 
 
 __all__ = ["Engine", "RequestError", "Sampling"]

@@ -10,7 +10,8 @@ def _init(a):
 
     return init(a.tag, scale=a.scale, budget=a.budget, data=a.data or "", ladder=a.ladder, metric=a.metric,
                 direction=a.direction, k=a.k, throughput_floor=a.throughput_floor, threads=a.threads, timeout_s=a.timeout, memory_mb=a.memory_mb,
-                entry=a.entry, pairs=a.pairs, probe_steps=a.probe_steps, ledger_url=a.ledger)
+                entry=a.entry, pairs=a.pairs, probe_steps=a.probe_steps, ledger_url=a.ledger,
+                free_size=a.free_size, time_margin=a.time_margin)
 
 
 def _baseline(a):
@@ -76,6 +77,12 @@ def add_research(sub: argparse._SubParsersAction) -> None:
                    help="--metric paired_tokens_per_second: best/candidate probe pairs per run (default 5)")
     p.add_argument("--probe-steps", type=int, default=8,
                    help="--metric paired_tokens_per_second: optimizer steps per probe, 2 of them warm-up (default 8)")
+    p.add_argument("--free-size", action="store_true",
+                   help="do not lock the rung's size class (active parameters, FLOPs/token): find the best size for "
+                   "this budget; such keeps do not promote")
+    p.add_argument("--time-margin", type=float, default=0.05,
+                   help="time control: a would-be keep is discarded only when its step is slower than the best's by "
+                   "more than this fraction, beyond the noise of the paired probe (default 0.05)")
     p.add_argument("--threads", type=int, default=0, help="training threads (default: all cores)")
     p.add_argument("--timeout", type=float, default=0.0, help="seconds per training run (default: 4x the slowest baseline + 120)")
     p.add_argument("--memory-mb", type=int, default=16000, help="address-space limit of a training run")

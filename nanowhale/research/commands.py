@@ -13,6 +13,7 @@ from pathlib import Path
 
 from nanowhale.research import build as build_mod
 from nanowhale.research import machine, paired, protect, stats
+from nanowhale.research import size as size_mod
 from nanowhale.research.context import (BRANCH_PREFIX, EXPERIMENT_CONFIG, LEDGER_FILE, LEDGER_POINTER,
                                         RESEARCH_DIR, Context, agent_id, ledger_location)
 from nanowhale.research.ledger_db import is_postgres
@@ -69,9 +70,9 @@ def _fmt(x, digits=6):
 
 def init(tag: str, scale: str = "tiny", budget: str | None = None, data: str = "", ladder: str | None = None,
          metric: str = "val_bpb", direction: str = "lower", k: float = 2.0, throughput_floor: float = 0.005,
-         threads: int = 0, pairs: int = 5, probe_steps: int = 8,
-         timeout_s: float = 0.0, memory_mb: int = 16000, entry: str = "nanowhale.research.worker:pretrain",
-         ledger_url: str | None = None,
+         threads: int = 0, pairs: int = 5, probe_steps: int = 8, free_size: bool = False,
+         time_margin: float = paired.TIME_MARGIN, timeout_s: float = 0.0, memory_mb: int = 16000,
+         entry: str = "nanowhale.research.worker:pretrain", ledger_url: str | None = None,
          path: str | Path = ".", log=print) -> int:
     repo = Git.toplevel(path)
     git = Git(repo)
@@ -81,6 +82,8 @@ def init(tag: str, scale: str = "tiny", budget: str | None = None, data: str = "
         raise ValueError(f"--direction must be lower or higher, got {direction!r}")
     if not k > 0:
         raise ValueError(f"-k must be > 0, got {k}")
+    if not 0 <= time_margin < 1:
+        raise ValueError(f"--time-margin must be in [0, 1), got {time_margin}")
     if not 0 <= throughput_floor < 1:
         raise ValueError(f"--throughput-floor must be in [0, 1), got {throughput_floor}")
     if metric == paired.METRIC:
@@ -90,8 +93,8 @@ def init(tag: str, scale: str = "tiny", budget: str | None = None, data: str = "
             raise ValueError(f"--pairs must be >= 2 and --probe-steps >= 3, got {pairs} and {probe_steps}")
     dirty = [x for x in git.dirty() if not x[3:].startswith((LEDGER_FILE, LEDGER_POINTER))]
     if dirty:
-        raise ValueError("the working tree has changes; commit or stash them first (init starts from a clean "
-                         f"commit): {', '.join(x[3:] for x in dirty[:5])}{' ...' if len(dirty) > 5 else ''}")
+        raise ValueError(f"the working tree has changes: {describe_dirty(dirty)}; commit or stash them first "
+                         "(init starts from a clean commit)")
     branch = BRANCH_PREFIX + tag
     if git.branch_exists(branch):
         raise ValueError(f"branch {branch} already exists: choose another tag (or `git checkout {branch}` to continue)")
@@ -110,6 +113,11 @@ def init(tag: str, scale: str = "tiny", budget: str | None = None, data: str = "
     parse_budget(budget)
     if data and not (Path(data) / "tokenizer.nwtok").exists():
         raise ValueError(f"--data {data}: no tokenizer.nwtok there (prepare it with `nanowhale data prepare --out {data}`)")
+    vocab_size = 0
+    if data:
+        from nanowhale.data.tokenizer import Tokenizer
+
+        vocab_size = Tokenizer.load(str(Path(data) / "tokenizer.nwtok")).vocab_size
     threads = threads or _C.get_num_threads()
     facts = machine.facts(threads, refresh=True)
 
@@ -128,19 +136,34 @@ def init(tag: str, scale: str = "tiny", budget: str | None = None, data: str = "
         "budget": budget, "metric": metric, "direction": direction, "k": k, "throughput_floor": throughput_floor,
         "data_dir": str(Path(data).resolve()) if data else "", "threads": threads, "timeout_s": timeout_s,
         "memory_mb": memory_mb, "entry": entry, "pairs": pairs, "probe_steps": probe_steps, "protected": patterns,
+        "free_size": bool(free_size), "time_margin": time_margin, "vocab_size": vocab_size,
         "fingerprint": protect.fingerprint(repo, patterns), "build": setup.to_dict(), "machine": facts,
         "created_at": now(), "agent": agent_id(),
     }
     led.set(**{f"tag/{tag}": settings, "current": tag})
     log(f"created branch {branch} at {start[:10]}; {EXPERIMENT_CONFIG} is the config you edit")
+    if free_size:
+        log("free size: the rung's size class is not locked, so keeps find the best size for this budget; "
+            "they do not promote (a size found at one budget is not a finding at the next)")
     log(f"build: {setup.note} ({setup.build_dir or 'no build dir'}): C++ changes rebuild incrementally")
     log(block(tag=tag, branch=branch, start_commit=start, scale=scale, budget=budget,
               metric=f"{metric} ({direction} is better)", k=k, ledger=led.where,
               experiment_config=repo / EXPERIMENT_CONFIG, protected=", ".join(patterns),
-              protected_files=len(settings["fingerprint"]), threads=threads, cpu=facts["cpu"],
+              protected_files=len(settings["fingerprint"]), free_size=bool(free_size), threads=threads, cpu=facts["cpu"],
               cpu_peak_gflops_per_core=round(facts["cpu_peak_flops_per_core"] / 1e9, 1), gpu=facts["gpu"],
               next="nanowhale research baseline"))
     return 0
+
+
+def describe_dirty(lines: list[str], most: int = 8) -> str:
+    """`git status --porcelain` lines as "research.log (untracked), nanowhale/trainer.py (modified)"."""
+    kinds = {"??": "untracked", "A": "added", "M": "modified", "D": "deleted", "R": "renamed"}
+
+    def kind(code: str) -> str:
+        return kinds.get(code, kinds.get(code.strip()[:1], "changed"))
+
+    out = [f"{x[3:]} ({kind(x[:2])})" for x in lines[:most]]
+    return ", ".join(out) + (f" and {len(lines) - most} more" if len(lines) > most else "")
 
 
 def _ensure_built(ctx: Context, log) -> build_mod.BuildResult:
@@ -159,8 +182,8 @@ def baseline(repeats: int = 3, path=".", log=print) -> int:
     if ctx.s["metric"] == paired.METRIC:
         raise ValueError(f"{paired.METRIC} needs no baseline: each run times the best commit beside the candidate")
     if ctx.git.dirty():
-        raise ValueError("baseline runs the unchanged best commit: the working tree has changes (commit or "
-                         "`git stash` them)")
+        raise ValueError(f"baseline runs the unchanged best commit: the working tree has changes: "
+                         f"{describe_dirty(ctx.git.dirty())} (commit, `git stash -u` or delete them)")
     if ctx.git.head() != ctx.best_commit():
         raise ValueError(f"HEAD is not the best commit {ctx.best_commit()[:10]}")
     b = _ensure_built(ctx, log)
@@ -199,9 +222,105 @@ def _record_run(ctx: Context, role: str, seed: int, res: dict, commit: str | Non
         "peak_memory_mb": res.get("peak_memory_mb"), "status": res["status"], "log_tail": res.get("log_tail")})
 
 
+PRETRAIN_ENTRY = "nanowhale.research.worker:pretrain"
+
+
+def size_check(ctx: Context) -> tuple[str | None, size_mod.Size | None]:
+    """(why the working tree's experiment is refused, its size): its config must resolve and, unless the tag
+    is free-size, stay in the rung's size class. Only the pretraining entry's configs have a size."""
+    if ctx.s["entry"] != PRETRAIN_ENTRY:
+        return None, None
+    try:
+        cfg = ctx.resolve()
+    except ValueError as e:
+        return f"{EXPERIMENT_CONFIG} does not resolve: {e}", None
+    size = size_mod.Size.of(cfg)
+    if ctx.s.get("free_size"):
+        return None, size
+    return size_mod.refusal(ctx.resolve({}), cfg, ctx.rung().size_tolerance), size
+
+
+def change_description(ctx: Context, row: dict) -> str:
+    """The description of the change itself: a rerun of an earlier experiment's exact diff on the same
+    commit (`show ID --diff | git apply`) is described by that experiment's -m, not by the rerun's."""
+    same = ctx.ledger.rows("experiments", "tag = ? AND base_commit = ? AND COALESCE(code_diff, '') = ? AND "
+                           "COALESCE(config_diff, '') = ?", (ctx.tag, row["base_commit"], row["code_diff"] or "",
+                                                             row["config_diff"] or ""), order="id LIMIT 1")
+    return same[0]["description"] if same else row["description"]
+
+
+def _train_seeds(ctx: Context, eid: int, seeds: range, values: list, tps: list, acc: dict, log) -> dict:
+    """Trains the working tree for each seed, appending to values/tps and summing seconds into acc; the
+    result of the last run (its status is not 'done' on a failure, which ends the loop)."""
+    res: dict = {"status": "done"}
+    for seed in seeds:
+        log(f"  training seed {seed} ...")
+        res = ctx.train_one(f"exp-{eid:04d}-seed{seed}", seed)
+        acc["train"] += res.get("training_seconds") or 0.0
+        acc["eval"] += res.get("eval_seconds") or 0.0
+        acc["mem"] = max(acc["mem"], res.get("peak_memory_mb") or 0.0)
+        if res["status"] != "done":
+            return res
+        values.append(float(res[ctx.s["metric"]]))
+        tps.append(float(res["throughput"]))
+        log(f"  {ctx.s['metric']} {values[-1]:.6f} ({tps[-1]:,.0f} tok/s)")
+    return res
+
+
+def _crash(res: dict) -> dict:
+    return dict(status=res["status"], verdict="crash", log_tail=res.get("log_tail"),
+                reason=res.get("reason") or f"training ended with status {res['status']}")
+
+
+def _judge(ctx: Context, eid: int, ref: stats.Reference, seeds: int, code_changed: bool, log) -> tuple[dict, list, list, dict, dict]:
+    """Seeds while inconclusive (up to `seeds`); a would-be keep is then timed beside the best (paired time
+    control) and confirmed over as many seeds as the baseline, so the new best is a mean like the baseline."""
+    values, tps, acc = [], [], {"train": 0.0, "eval": 0.0, "mem": 0.0}
+    pretrain = ctx.s["entry"] == PRETRAIN_ENTRY
+    upd: dict = {}
+    res: dict = {}
+    d = None
+    for seed in range(seeds):
+        res = _train_seeds(ctx, eid, range(seed, seed + 1), values, tps, acc, log)
+        if res["status"] != "done":
+            return _crash(res), values, tps, acc, res
+        d = stats.decide(ref, values, tps, ctx.s["k"], ctx.s["direction"], time_control=not pretrain)
+        log(f"  {d.verdict} so far")
+        if d.verdict != "inconclusive":
+            break
+    upd.update(status="done", verdict=d.verdict, reason=d.reason, margin=d.margin, throughput_margin=d.throughput_margin)
+    if d.verdict != "keep" or not pretrain:
+        return upd, values, tps, acc, res
+    log(f"  better beyond noise: timing its step beside the best's ({int(ctx.s['pairs'])} pairs) ...")
+    try:
+        timing = paired.time_control(ctx, f"exp-{eid:04d}-time", code_changed, log)
+    except ValueError as e:
+        upd.update(status="crash", verdict="crash", reason="time control could not run: " + str(e).splitlines()[0],
+                   log_tail=str(e))
+        return upd, values, tps, acc, res
+    upd.update(timing)
+    if timing["time_verdict"] == "slower":
+        upd.update(verdict="discard", reason=f"slower than the best beyond noise (time control, paired): "
+                   f"{timing['time_reason']}; {d.reason}")
+        return upd, values, tps, acc, res
+    want = ctx.noise()["r"]
+    if len(values) < want:
+        log(f"  confirming over {want} seeds, as many as the baseline ...")
+        res = _train_seeds(ctx, eid, range(len(values), want), values, tps, acc, log)
+        if res["status"] != "done":
+            upd.update(_crash(res))
+            return upd, values, tps, acc, res
+        d = stats.decide(ref, values, tps, ctx.s["k"], ctx.s["direction"], time_control=False)
+    why = d.reason if d.verdict == "keep" else f"not confirmed over {len(values)} seeds: {d.reason}"
+    upd.update(verdict=d.verdict, reason=f"{why}; time {timing['time_verdict']}: {timing['time_reason']}",
+               margin=d.margin)
+    return upd, values, tps, acc, res
+
+
 def run(description: str, seeds: int = 1, path=".", log=print) -> int:
-    """One experiment: refuse protected edits, rebuild, train (more seeds while inconclusive, up to `seeds`),
-    decide, record, then commit (keep) or restore the best commit (anything else)."""
+    """One experiment: refuse protected edits and size changes, rebuild, train (more seeds while
+    inconclusive, up to `seeds`), time a would-be keep beside the best and confirm it over the baseline's
+    number of seeds, record, then commit (keep) or restore the best commit (anything else)."""
     t_start = time.perf_counter()
     ctx = Context.open(path)
     if not description.strip():
@@ -214,6 +333,12 @@ def run(description: str, seeds: int = 1, path=".", log=print) -> int:
                   fix="revert them (git checkout -- PATH, or delete added files), then run again"))
         return 3
     is_paired = ctx.s["metric"] == paired.METRIC
+    refused, size = (None, None) if is_paired else size_check(ctx)
+    if refused:
+        log(block(verdict="refused", reason=refused,
+                  fix="reallocate instead (depth for width, experts for expert width, ...) so active parameters "
+                      "and FLOPs/token stay in the class; or start a tag with `init --free-size`"))
+        return 3
     ref, best = (None, ctx.best()) if is_paired else ctx.reference()
     base = ctx.git.head()
     if base != ctx.best_commit():
@@ -224,12 +349,15 @@ def run(description: str, seeds: int = 1, path=".", log=print) -> int:
            "config_diff": ctx.git.staged_diff([EXPERIMENT_CONFIG]), "scale": ctx.s["scale"], "budget": ctx.s["budget"],
            "seeds": [], "metric_name": ctx.s["metric"], "direction": ctx.s["direction"],
            "best_metric": ref and ref.metric, "best_throughput": ref and ref.throughput,
-           "machine": ctx.s["machine"], "status": "running", "verdict": "pending"}
+           "machine": ctx.s["machine"], "status": "running", "verdict": "pending",
+           "active_params": size and size.active_params, "flops_per_token": size and size.flops_per_token,
+           "free_size": int(bool(ctx.s.get("free_size")))}
+    what = change_description(ctx, row)
     eid = ctx.ledger.insert("experiments", row)
     log(f"experiment {eid}: {len(paths)} changed file(s){': ' + ', '.join(paths[:6]) if paths else ' (a rerun of the best)'}")
     b = _ensure_built(ctx, log)
     upd = {"rebuild_seconds": b.seconds if b.rebuilt else 0.0}
-    values, tps, train_s, eval_s, mem = [], [], 0.0, 0.0, 0.0
+    values, tps, acc = [], [], {"train": 0.0, "eval": 0.0, "mem": 0.0}
     res: dict = {}
     if not b.ok:
         upd.update(status="build_failed", verdict="crash", reason="the extension did not compile",
@@ -238,36 +366,25 @@ def run(description: str, seeds: int = 1, path=".", log=print) -> int:
         upd.update(paired.measure(ctx, f"exp-{eid:04d}-paired", log))
         values = tps = upd["metric_values"]
     else:
-        for seed in range(seeds):
-            log(f"  training seed {seed} ...")
-            res = ctx.train_one(f"exp-{eid:04d}-seed{seed}", seed)
-            train_s += res.get("training_seconds") or 0.0
-            eval_s += res.get("eval_seconds") or 0.0
-            mem = max(mem, res.get("peak_memory_mb") or 0.0)
-            if res["status"] != "done":
-                upd.update(status=res["status"], verdict="crash", log_tail=res.get("log_tail"),
-                           reason=res.get("reason") or f"training ended with status {res['status']}")
-                break
-            values.append(float(res[ctx.s["metric"]]))
-            tps.append(float(res["throughput"]))
-            d = stats.decide(ref, values, tps, ctx.s["k"], ctx.s["direction"])
-            log(f"  {ctx.s['metric']} {values[-1]:.6f} ({tps[-1]:,.0f} tok/s): {d.verdict} so far")
-            upd.update(status="done", verdict=d.verdict, reason=d.reason, margin=d.margin,
-                       throughput_margin=d.throughput_margin)
-            if d.verdict != "inconclusive":
-                break
+        judged, values, tps, acc, res = _judge(ctx, eid, ref, seeds, bool(row["code_diff"]), log)
+        upd.update(judged)
+    train_s, eval_s = acc["train"], acc["eval"]
     upd.update(seeds=[0] if is_paired else list(range(len(values) if upd["status"] == "done" else len(values) + 1)),
                metric_values=values, metric_mean=sum(values) / len(values) if values else None,
                throughput_values=tps, throughput_mean=sum(tps) / len(tps) if tps else None,
-               train_seconds=train_s, eval_seconds=eval_s, peak_memory_mb=mem or None,
+               train_seconds=train_s, eval_seconds=eval_s, peak_memory_mb=acc["mem"] or None,
                steps=res.get("steps"), tokens=res.get("tokens"))
     verdict = upd["verdict"]
     best_metric = upd.get("best_metric", ref and ref.metric)
+    time_reason = upd.pop("time_reason", None)
     if verdict == "keep":
         mean = upd["metric_mean"]
-        sha = ctx.git.commit(f"{description}\n\n{ctx.s['metric']}: {mean:.6f} (best was {best_metric:.6f}, "
-                             f"margin {upd['margin']:.6f}, {'pairs' if is_paired else 'seeds'} {len(values)}); "
-                             f"research experiment {eid}")
+        evidence = (f"{ctx.s['metric']}: {mean:.6f} over {len(values)} {'pairs' if is_paired else 'seeds'} "
+                    f"({' '.join(f'{v:.6f}' for v in values)}); best was {best_metric:.6f}, margin {upd['margin']:.6f}")
+        if time_reason:
+            evidence += f"\ntime control: {upd['time_verdict']}, {time_reason}"
+        rerun = f"\nrun as: {description}" if what != description else ""
+        sha = ctx.git.commit(f"{what}\n\n{evidence}{rerun}\nresearch experiment {eid}")
         upd["commit_sha"] = sha
         after = f"committed {sha[:10]} on {ctx.s['branch']}"
     else:
@@ -284,6 +401,8 @@ def run(description: str, seeds: int = 1, path=".", log=print) -> int:
               values=" ".join(f"{v:.6f}" for v in values) or "n/a", best="n/a" if best_metric is None else best_metric,
               **({"best_values": " ".join(f"{v:.6f}" for v in upd.get("best_values") or []) or "n/a",
                   "ratio": _fmt(upd.get("paired_ratio"), 4)} if is_paired else {}),
+              **({"time_verdict": upd["time_verdict"], "time_ratio": _fmt(upd["time_ratio"], 4)}
+                 if "time_verdict" in upd else {}),
               margin=upd.get("margin") or "n/a", throughput=round(upd["throughput_mean"]) if tps else "n/a",
               best_throughput=_round(upd.get("best_throughput", ref and ref.throughput)),
               rebuild_seconds=round(upd["rebuild_seconds"], 1),
@@ -299,8 +418,12 @@ def promote(to: str | None = None, repeats: int = 2, budget: str | None = None, 
     ctx = Context.open(path)
     if repeats < 2:
         raise ValueError("--repeats must be >= 2 (the noise at the new rung is measured from these runs)")
+    if ctx.s.get("free_size"):
+        raise ValueError(f"tag {ctx.tag} was started with --free-size: its keeps found the best size for its budget, "
+                         "not a change that carries to another rung, so they do not promote")
     if ctx.git.dirty():
-        raise ValueError("promote checks out commits: the working tree has changes (run or discard them first)")
+        raise ValueError(f"promote checks out commits: the working tree has changes: {describe_dirty(ctx.git.dirty())} "
+                         "(run or discard them first)")
     from nanowhale.research.ladder import next_rung
 
     ladder = ctx.ladder()

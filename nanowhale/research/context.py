@@ -138,9 +138,21 @@ class Context:
                   f"eval.tokens={rung_.eval_tokens}", "run.checkpoint_every=0", "run.keep=1", "run.log_every=1",
                   f"train.seed={seed}", f"train.threads={int(self.s['threads'])}",
                   f"data.dir={json.dumps(self.s['data_dir'])}"]
+        if self.s.get("vocab_size"):  # the data's tokenizer fixes it (the agent's config need not)
+            forced.append(f"model.vocab_size={int(self.s['vocab_size'])}")
         return {"preset": rung_.preset, "rung_overrides": rung_.overrides(),
                 "experiment_config": str(experiment_config or self.repo / EXPERIMENT_CONFIG), "forced": forced,
                 "budget_kind": kind, "budget_amount": amount}
+
+    def resolve(self, experiment: dict | None = None, rung_: Rung | None = None, budget: str | None = None):
+        """The RunConfig a run at the rung trains: the experiment config given as a dict (None: the working
+        tree's research/experiment.toml; {}: the rung's own config), under the harness's forced keys."""
+        from nanowhale.research.worker import resolve_spec
+
+        spec = self.spec(self.repo / RESEARCH_DIR / "runs" / "resolve", 0, rung_, budget)
+        if experiment is not None:
+            spec["experiment"] = experiment
+        return resolve_spec(spec)
 
     def train_one(self, name: str, seed: int, rung_: Rung | None = None, heldout: bool = False,
                   budget: str | None = None) -> dict:

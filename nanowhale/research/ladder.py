@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nanowhale.research.size import DEFAULT_TOLERANCE
+
 DEFAULT_LADDER = Path(__file__).with_name("ladder.toml")
 BUDGET_KINDS = ("flops", "tokens", "time")
 
@@ -17,6 +19,7 @@ class Rung:
     budget_gpu: str
     eval_tokens: int
     set: dict = field(default_factory=dict)   # {"model.d_model": 64, ...} as --set overrides
+    size_tolerance: float = DEFAULT_TOLERANCE  # relative change of active params and FLOPs/token allowed (size.py)
 
     def overrides(self) -> list[str]:
         from nanowhale.config import to_toml
@@ -46,18 +49,26 @@ def load_ladder(path: str | Path = DEFAULT_LADDER) -> list[Rung]:
     rungs = d.get("rung")
     if not isinstance(rungs, list) or not rungs:
         raise ValueError(f"{path}: expected [[rung]] tables")
+    tolerance = _tolerance(d.get("size_tolerance", DEFAULT_TOLERANCE), f"{path}: size_tolerance")
     out = []
     for i, r in enumerate(rungs):
         missing = [k for k in ("name", "preset", "budget_cpu", "budget_gpu", "eval_tokens") if k not in r]
         if missing:
             raise ValueError(f"{path}: rung {i + 1} lacks {', '.join(missing)}")
-        unknown = set(r) - {"name", "preset", "budget_cpu", "budget_gpu", "eval_tokens", "set"}
+        unknown = set(r) - {"name", "preset", "budget_cpu", "budget_gpu", "eval_tokens", "set", "size_tolerance"}
         if unknown:
             raise ValueError(f"{path}: rung {r['name']}: unknown keys {sorted(unknown)}")
         parse_budget(r["budget_cpu"]), parse_budget(r["budget_gpu"])
         out.append(Rung(r["name"], r["preset"], r["budget_cpu"], r["budget_gpu"], int(r["eval_tokens"]),
-                        _flatten(r.get("set", {}))))
+                        _flatten(r.get("set", {})),
+                        _tolerance(r.get("size_tolerance", tolerance), f"{path}: rung {r['name']}: size_tolerance")))
     return out
+
+
+def _tolerance(value, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise ValueError(f"{where}: expected a fraction in (0, 1), e.g. 0.1 for ±10%, got {value!r}")
+    return float(value)
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

@@ -75,6 +75,13 @@ COLUMNS: dict[str, list[tuple[str, str, str]]] = {
         ("verdict", "TEXT NOT NULL", "keep | discard | inconclusive | crash"),
         ("reason", "TEXT", "why, in numbers"),
         ("log_tail", "TEXT", "last lines of the training log on a crash"),
+        ("active_params", "INTEGER", "the experiment model's active parameters (its size class, size.py)"),
+        ("flops_per_token", "REAL", "the experiment model's training FLOPs per token"),
+        ("free_size", "INTEGER", "1: run under `init --free-size` (the size class not locked; keeps do not promote)"),
+        ("time_verdict", "TEXT", "time control of a would-be keep: faster | inconclusive | slower (paired probe)"),
+        ("time_best_values", "TEXT", "time control: JSON list of the best's median step tokens/s, one per pair"),
+        ("time_candidate_values", "TEXT", "time control: JSON list of the candidate's, measured alternately"),
+        ("time_ratio", "REAL", "time control: candidate / best tokens/s, exp(mean per-pair log ratio)"),
     ],
     "baselines": [
         ("id", "INTEGER PRIMARY KEY AUTOINCREMENT", "row number"),
@@ -145,7 +152,7 @@ COLUMNS: dict[str, list[tuple[str, str, str]]] = {
 }
 
 JSON_COLUMNS = {"seeds", "metric_values", "throughput_values", "best_values", "machine", "tags", "files",
-                "config_keys", "detail"}
+                "config_keys", "detail", "time_best_values", "time_candidate_values"}
 
 
 def _decode(row: dict) -> dict:

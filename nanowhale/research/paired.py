@@ -33,6 +33,7 @@ PROBE = "nanowhale.research.speed"
 CACHE_KEYS = ("CMAKE_GENERATOR", "CMAKE_MAKE_PROGRAM", "CMAKE_BUILD_TYPE", "CMAKE_CXX_COMPILER",
               "CMAKE_CUDA_COMPILER", "CMAKE_CUDA_ARCHITECTURES", "Python_EXECUTABLE", "pybind11_DIR")
 LOG_TAIL_LINES = 40
+TIME_MARGIN = 0.05  # time control: a would-be keep is discarded only when > 5% slower, beyond the pairs' noise
 
 
 def _cache_entries(cache: Path) -> dict[str, str]:
@@ -104,25 +105,42 @@ def probe(ctx: Context, tree: Path, spec_path: Path, out: Path) -> float:
     return float(json.loads(out.read_text())["tokens_per_second"])
 
 
+def alternate(ctx: Context, runs: dict[str, tuple[Path, Path]], pairs: int, run_dir: Path, log=print) -> dict:
+    """K pairs of probes of runs {"best": (tree, spec), "candidate": (tree, spec)}, in turn:
+    {"best": [tokens/s, ...], "candidate": [...]} (ValueError naming the probe that failed)."""
+    tps: dict[str, list[float]] = {"best": [], "candidate": []}
+    order = ["best", "candidate"]
+    for i in range(pairs):
+        # A B, then B A: a drift that is linear over a pair of pairs, or a cost of going first, cancels
+        for which in order if i % 2 == 0 else order[::-1]:
+            tree, spec_path = runs[which]
+            tps[which].append(probe(ctx, tree, spec_path, run_dir / f"{which}-{i}.json"))
+        log(f"  pair {i}: best {tps['best'][-1]:,.0f} tok/s, candidate {tps['candidate'][-1]:,.0f} tok/s")
+    return tps
+
+
+def _write_spec(ctx: Context, run_dir: Path, name: str, experiment: dict | None = None,
+                experiment_config: Path | None = None) -> Path:
+    spec = ctx.spec(run_dir, seed=0, experiment_config=experiment_config)
+    if experiment is not None:
+        spec["experiment"] = experiment
+    spec["probe_steps"] = int(ctx.s["probe_steps"])
+    path = run_dir / f"{name}.spec.json"
+    path.write_text(json.dumps(spec, indent=1))
+    return path
+
+
 def measure(ctx: Context, name: str, log=print) -> dict:
     """K pairs of probes, best and candidate in turn; the ledger fields of the experiment (verdict included)."""
     best_tree = best_checkout(ctx, log)
     run_dir = ctx.run_dir(name)
-    spec = ctx.spec(run_dir, seed=0, experiment_config=best_tree / EXPERIMENT_CONFIG)
-    spec["probe_steps"] = int(ctx.s["probe_steps"])
-    spec_path = run_dir / "spec.json"
-    spec_path.write_text(json.dumps(spec, indent=1))
-    tps: dict[str, list[float]] = {"best": [], "candidate": []}
-    trees = [("best", best_tree), ("candidate", ctx.repo)]
+    spec_path = _write_spec(ctx, run_dir, "probe", experiment_config=best_tree / EXPERIMENT_CONFIG)
     try:
-        for i in range(int(ctx.s["pairs"])):
-            # A B, then B A: a drift that is linear over a pair of pairs, or a cost of going first, cancels
-            for which, tree in trees if i % 2 == 0 else trees[::-1]:
-                tps[which].append(probe(ctx, tree, spec_path, run_dir / f"{which}-{i}.json"))
-            log(f"  pair {i}: best {tps['best'][-1]:,.0f} tok/s, candidate {tps['candidate'][-1]:,.0f} tok/s")
+        tps = alternate(ctx, {"best": (best_tree, spec_path), "candidate": (ctx.repo, spec_path)},
+                        int(ctx.s["pairs"]), run_dir, log)
     except ValueError as e:
         return {"status": "crash", "verdict": "crash", "reason": str(e).splitlines()[0], "log_tail": str(e),
-                "metric_values": tps["candidate"], "best_values": tps["best"]}
+                "metric_values": [], "best_values": []}
     best, cand = tps["best"], tps["candidate"]
     d = stats.decide_paired(best, cand, ctx.s["k"], ctx.s["throughput_floor"])
     return {"status": "done", "verdict": d.verdict, "reason": d.reason, "margin": d.margin,
@@ -131,4 +149,25 @@ def measure(ctx: Context, name: str, log=print) -> dict:
             "best_throughput": sum(best) / len(best)}
 
 
-__all__ = ["BEST_CHECKOUT", "METRIC", "best_checkout", "checkout_build", "measure", "probe"]
+def time_control(ctx: Context, name: str, code_changed: bool, log=print) -> dict:
+    """Is the candidate (the working tree, its own experiment config) slower than the best (HEAD's code and
+    experiment config)? Both steps probed alternately, `pairs` times; a config-only change is probed in the
+    working tree itself (same code), a code change against the best checkout. The ledger's time_* fields:
+    time_verdict faster | inconclusive | slower, the pairs, the ratio and the reason."""
+    run_dir = ctx.run_dir(name)
+    best_tree = best_checkout(ctx, log) if code_changed else ctx.repo
+    head_config = ctx.git("show", f"HEAD:{EXPERIMENT_CONFIG}", check=False)
+    from nanowhale.config import tomllib
+
+    runs = {"best": (best_tree, _write_spec(ctx, run_dir, "best", experiment=tomllib.loads(head_config))),
+            "candidate": (ctx.repo, _write_spec(ctx, run_dir, "candidate", experiment_config=ctx.repo / EXPERIMENT_CONFIG))}
+    tps = alternate(ctx, runs, int(ctx.s["pairs"]), run_dir, log)
+    d = stats.decide_paired(tps["best"], tps["candidate"], ctx.s["k"], ctx.s["throughput_floor"],
+                            float(ctx.s.get("time_margin", TIME_MARGIN)))
+    verdict = {"keep": "faster", "discard": "slower"}.get(d.verdict, "inconclusive")
+    return {"time_verdict": verdict, "time_best_values": tps["best"], "time_candidate_values": tps["candidate"],
+            "time_ratio": math.exp(d.gain), "time_reason": d.reason}
+
+
+__all__ = ["BEST_CHECKOUT", "METRIC", "TIME_MARGIN", "alternate", "best_checkout", "checkout_build", "measure", "probe",
+           "time_control"]

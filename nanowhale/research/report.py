@@ -37,6 +37,8 @@ def summary(ctx: Context, last: int = 10) -> dict:
         "throughput_sigma": noise["throughput_sigma"] if noise else None,
         "best": best["metric_mean"] if best else (noise["mean"] if noise else None),
         "best_experiment": best["id"] if best else None,
+        "best_seeds": len(best["metric_values"]) if best else (noise["r"] if noise else 0),
+        "best_values": " ".join(f"{v:.6f}" for v in (best["metric_values"] if best else (noise["metric_values"] if noise else []))),
         "best_commit": ctx.best_commit(),
         "gain_vs_baseline": (abs(best["metric_mean"] - noise["mean"]) * (1 if _better(ctx, best["metric_mean"], noise["mean"]) else -1)
                              if best and noise else 0.0),

@@ -65,7 +65,10 @@ class Decision:
 
 
 def decide(ref: Reference, metric_values: list[float], throughput_values: list[float], k: float,
-           direction: str) -> Decision:
+           direction: str, time_control: bool = True) -> Decision:
+    """The verdict on the metric and, with time_control, on throughput against the best's mean (unpaired).
+    The research loop judges the metric alone (time_control=False) and times a would-be keep side by side
+    with the best (decide_paired), since two runs' throughputs measured hours apart differ by load alone."""
     if direction not in ("lower", "higher"):
         raise ValueError(f"direction must be 'lower' or 'higher', got {direction!r}")
     n = len(metric_values)
@@ -77,7 +80,7 @@ def decide(ref: Reference, metric_values: list[float], throughput_values: list[f
     slowdown = ref.throughput - tp
     nums = (f"metric {m:.6f} vs best {ref.metric:.6f} (gain {gain:+.6f}, margin {mm:.6f}); "
             f"throughput {tp:,.0f} vs {ref.throughput:,.0f} tok/s (margin {tm:,.0f})")
-    if slowdown > tm:
+    if time_control and slowdown > tm:
         verdict, why = "discard", "slower than the best beyond noise (time control)"
     elif gain > mm:
         verdict, why = "keep", "better than the best beyond noise, not slower"
@@ -88,18 +91,21 @@ def decide(ref: Reference, metric_values: list[float], throughput_values: list[f
     return Decision(verdict, f"{why}: {nums}", mm, tm, gain, slowdown)
 
 
-def decide_paired(best: list[float], candidate: list[float], k: float, floor: float) -> Decision:
+def decide_paired(best: list[float], candidate: list[float], k: float, floor: float,
+                  min_effect: float = 0.0) -> Decision:
     """Paired throughput (tokens/s, higher is better), one (best, candidate) pair per element, measured
     back to back so machine drift hits both alike: the per-pair log ratios r_i = ln(candidate_i / best_i)
     have mean g and sample std s (at least `floor`, a relative speed); faster beyond noise when
-    g > k * s / sqrt(K), slower when g < -k * s / sqrt(K), else inconclusive."""
+    g > k * s / sqrt(K), slower when g < -k * s / sqrt(K), else inconclusive. With min_effect > 0 the
+    speed must also differ by more than that fraction (time control's relative margin: a few percent is
+    not worth a verdict on a loaded machine)."""
     if len(best) != len(candidate) or len(best) < 2:
         raise ValueError(f"paired throughput needs >= 2 pairs of equal length, got {len(best)} and {len(candidate)}")
     if min(best + candidate) <= 0:
         raise ValueError(f"paired throughput: non-positive tokens/s in {best} / {candidate}")
     ratios = [math.log(c / b) for b, c in zip(best, candidate)]
     g, s = mean_std(ratios)
-    m = k * max(s, floor) / math.sqrt(len(ratios))
+    m = max(k * max(s, floor) / math.sqrt(len(ratios)), -math.log(1.0 - min_effect))
     nums = (f"candidate/best tokens/s x{math.exp(g):.4f} (mean log ratio {g:+.4f}, margin {m:.4f}, "
             f"{len(ratios)} pairs)")
     if g > m:

@@ -41,12 +41,17 @@ def budget_overrides(cfg, kind: str, amount: float) -> list[str]:
 
 
 def resolve_spec(spec: dict):
-    """The RunConfig a spec describes: preset -> rung overrides -> experiment config -> forced keys -> budget."""
+    """The RunConfig a spec describes: preset -> rung overrides -> experiment config (spec["experiment"], a
+    dict, or the TOML file spec["experiment_config"]) -> forced keys -> budget."""
     from nanowhale.config import load_toml, resolve
 
-    exp = load_toml(spec["experiment_config"]) if spec.get("experiment_config") else {}
+    if "experiment" in spec:  # a config given as a dict (the harness's own resolutions, carried configs)
+        exp, where = spec["experiment"], "the experiment config"
+    else:
+        where = spec.get("experiment_config") or "the experiment config"
+        exp = load_toml(spec["experiment_config"]) if spec.get("experiment_config") else {}
     if "preset" in exp:
-        raise ValueError(f"{spec['experiment_config']}: `preset` is chosen by the harness (the scale); remove it")
+        raise ValueError(f"{where}: `preset` is chosen by the harness (the scale); remove it")
     overrides = list(spec.get("rung_overrides", []))
     cfg = resolve(spec["preset"], [], overrides)
     from nanowhale.config import merge, parse_override, validate

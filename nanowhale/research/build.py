@@ -38,6 +38,14 @@ class BuildSetup:
     def from_dict(d: dict) -> "BuildSetup":
         return BuildSetup(**d)
 
+    @staticmethod
+    def detect_or_none(repo: Path) -> "BuildSetup":
+        """detect(), or a setup that rebuilds nothing, saying why (a swarm worktree without its own build)."""
+        try:
+            return detect(repo)
+        except ValueError as e:
+            return BuildSetup("none", note=f"C++ changes are not rebuilt here: {e}")
+
 
 def _editable_hook() -> Path | None:
     for entry in sys.path:

@@ -56,6 +56,30 @@ def _promote(a):
     return promote(a.to, a.repeats, a.budget)
 
 
+def _join(a):
+    from nanowhale.research.swarm import join
+
+    return join(a.tag, a.agent, directory=a.dir, remote=a.remote, ledger_url=a.ledger, slots=a.slots)
+
+
+def _claim(a):
+    from nanowhale.research.swarm import claim
+
+    return claim(a.idea, tags=[t for t in (a.tags or "").split(",") if t], lease_seconds=a.lease)
+
+
+def _sync(a):
+    from nanowhale.research.swarm import sync
+
+    return sync()
+
+
+def _merge(a):
+    from nanowhale.research.swarm import merge
+
+    return merge(seeds=a.seeds)
+
+
 def add_research(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("research", help="the autoresearch loop: an agent edits, the harness measures and decides",
                        description="Run inside a git clone of nanowhale installed with "
@@ -105,6 +129,31 @@ def add_research(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=int, default=1,
                    help="run up to K seeds while the result is inside the noise (paired speed: init --pairs instead)")
     p.set_defaults(func=_run)
+
+    p = rs.add_parser("join", help="a swarm agent: worktree and branch research/TAG/AGENT at the global best, shared ledger")
+    p.add_argument("tag")
+    p.add_argument("--agent", required=True, help="the agent's name (on every ledger row it writes)")
+    p.add_argument("--dir", help="the worktree (default: beside the repository, REPO-TAG-AGENT)")
+    p.add_argument("--remote", help="git remote (bare repo path or URL) the kept code travels through; set by the "
+                   "first join (default: a bare repo beside a SQLite ledger)")
+    p.add_argument("--ledger", help="the shared ledger (default: this repository's)")
+    p.add_argument("--slots", type=int, default=0,
+                   help="runs at once on a machine (default: one per GPU, or per `threads` CPU cores)")
+    p.set_defaults(func=_join)
+
+    p = rs.add_parser("claim", help="say what you are about to try; flags a claim like an earlier claim or experiment")
+    p.add_argument("idea")
+    p.add_argument("--tags", help="comma-separated labels, e.g. lr,schedule")
+    p.add_argument("--lease", type=float, default=1800.0,
+                   help="seconds the claim lives without a sign of life from you (default 1800)")
+    p.set_defaults(func=_claim)
+
+    p = rs.add_parser("sync", help="move to the global best; your change in progress is re-applied on top of it")
+    p.set_defaults(func=_sync)
+
+    p = rs.add_parser("merge", help="re-run every agent's stale winners on the global best, best first; keep what helps")
+    p.add_argument("--seeds", type=int, default=1)
+    p.set_defaults(func=_merge)
 
     p = rs.add_parser("status", help="best so far, lineage, noise floor, counts, the last experiments")
     p.add_argument("--json", action="store_true")

@@ -321,6 +321,8 @@ def run(description: str, seeds: int = 1, path=".", log=print) -> int:
     """One experiment: refuse protected edits and size changes, rebuild, train (more seeds while
     inconclusive, up to `seeds`), time a would-be keep beside the best and confirm it over the baseline's
     number of seeds, record, then commit (keep) or restore the best commit (anything else)."""
+    from nanowhale.research import swarm  # the swarm's part of a run (it uses this module's block())
+
     t_start = time.perf_counter()
     ctx = Context.open(path)
     if not description.strip():
@@ -332,6 +334,8 @@ def run(description: str, seeds: int = 1, path=".", log=print) -> int:
         log(block(verdict="refused", reason="protected files changed: " + ", ".join(touched),
                   fix="revert them (git checkout -- PATH, or delete added files), then run again"))
         return 3
+    if ctx.swarm is not None:
+        swarm.before_run(ctx)
     is_paired = ctx.s["metric"] == paired.METRIC
     refused, size = (None, None) if is_paired else size_check(ctx)
     if refused:
@@ -355,6 +359,7 @@ def run(description: str, seeds: int = 1, path=".", log=print) -> int:
     what = change_description(ctx, row)
     eid = ctx.ledger.insert("experiments", row)
     log(f"experiment {eid}: {len(paths)} changed file(s){': ' + ', '.join(paths[:6]) if paths else ' (a rerun of the best)'}")
+    slot = swarm.take_slot(ctx, eid, log) if ctx.swarm is not None else None  # agents queue for the machine
     b = _ensure_built(ctx, log)
     upd = {"rebuild_seconds": b.seconds if b.rebuilt else 0.0}
     values, tps, acc = [], [], {"train": 0.0, "eval": 0.0, "mem": 0.0}
@@ -374,6 +379,10 @@ def run(description: str, seeds: int = 1, path=".", log=print) -> int:
                throughput_values=tps, throughput_mean=sum(tps) / len(tps) if tps else None,
                train_seconds=train_s, eval_seconds=eval_s, peak_memory_mb=acc["mem"] or None,
                steps=res.get("steps"), tokens=res.get("tokens"))
+    if slot is not None:
+        slot.release()
+    if upd["verdict"] == "keep" and ctx.swarm is not None:  # only if no other agent kept meanwhile
+        swarm.confirm_keep(ctx, eid, best, upd)
     verdict = upd["verdict"]
     best_metric = upd.get("best_metric", ref and ref.metric)
     time_reason = upd.pop("time_reason", None)
@@ -387,12 +396,16 @@ def run(description: str, seeds: int = 1, path=".", log=print) -> int:
         sha = ctx.git.commit(f"{what}\n\n{evidence}{rerun}\nresearch experiment {eid}")
         upd["commit_sha"] = sha
         after = f"committed {sha[:10]} on {ctx.s['branch']}"
+        if ctx.swarm is not None:
+            swarm.publish(ctx, sha)
     else:
         ctx.git.restore()
         after = f"restored the tree to {base[:10]}; the diff is in the ledger (nanowhale research show {eid})"
     upd["finished_at"] = now()
     upd["total_seconds"] = time.perf_counter() - t_start
     ctx.ledger.update("experiments", eid, **upd)
+    if ctx.swarm is not None:
+        swarm.close_claims(ctx, eid)
     if upd["status"] != "done" and upd.get("log_tail"):
         log(upd["log_tail"])
     overhead = upd["total_seconds"] - train_s - eval_s - upd["rebuild_seconds"]

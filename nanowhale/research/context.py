@@ -28,8 +28,12 @@ BRANCH_PREFIX = "research/"
 LOG_TAIL_LINES = 40
 
 
+_BRANCH_AGENT: list[str] = []  # the agent a swarm worktree's branch names (research/TAG/NAME), once opened
+
+
 def agent_id() -> str:
-    return os.environ.get("NANOWHALE_AGENT", "agent0")
+    """Who writes the ledger rows: the swarm agent of the worktree, else $NANOWHALE_AGENT, else 'agent0'."""
+    return _BRANCH_AGENT[-1] if _BRANCH_AGENT else os.environ.get("NANOWHALE_AGENT", "agent0")
 
 
 def ledger_location(repo: Path) -> str | Path:
@@ -48,12 +52,15 @@ class Context:
     git: Git
     ledger: Ledger
     tag: str
-    s: dict                 # the tag's settings (see init)
+    s: dict                 # the tag's settings (see init); in a swarm worktree, branch and build are the agent's
+    agent: str = ""         # who writes the rows (agent_id())
+    swarm: dict | None = None  # the tag's swarm settings in a swarm worktree (swarm.py), else None
 
     @staticmethod
     def open(path: str | Path = ".", tag: str | None = None) -> "Context":
         repo = Git.toplevel(path)
         git = Git(repo)
+        _BRANCH_AGENT.clear()
         led = Ledger.open(ledger_location(repo), create=False)
         if tag is None:
             branch = git.branch()
@@ -62,9 +69,16 @@ class Context:
                                  "(or start one with `nanowhale research init TAG`)")
             tag = branch[len(BRANCH_PREFIX):]
         s = led.get(f"tag/{tag}")
+        swarm = None
+        if s is None and "/" in tag:  # research/TAG/NAME: agent NAME of a swarm on TAG
+            tag, agent = tag.split("/", 1)
+            s, swarm = led.get(f"tag/{tag}"), led.get(f"swarm/{tag}")
+            if s is not None and swarm is not None:
+                s = dict(s, branch=git.branch(), build=BuildSetup.detect_or_none(repo).to_dict())
+                _BRANCH_AGENT.append(agent)
         if s is None:
             raise ValueError(f"research tag {tag!r} is not in the ledger {led.where}")
-        return Context(repo, git, led, tag, s)
+        return Context(repo, git, led, tag, s, agent_id(), swarm)
 
     @property
     def build(self) -> BuildSetup:

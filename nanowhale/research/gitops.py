@@ -16,6 +16,10 @@ class Git:
             raise ValueError(f"git {' '.join(args)} failed in {self.repo}: {p.stderr.strip() or p.stdout.strip()}")
         return p.stdout
 
+    def ok(self, *args: str) -> bool:
+        """Whether the git command succeeds (a question: is-ancestor, does a patch apply)."""
+        return subprocess.run(["git", *args], cwd=self.repo, capture_output=True).returncode == 0
+
     @staticmethod
     def toplevel(path: str | Path = ".") -> Path:
         p = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=path, capture_output=True, text=True)

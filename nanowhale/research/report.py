@@ -10,16 +10,17 @@ from nanowhale.research.commands import block
 from nanowhale.research.context import RESEARCH_DIR, Context
 
 TSV_COLUMNS = ("commit", "val_bpb", "memory_gb", "status", "description")  # autoresearch's results.tsv order
-AUTORESEARCH_STATUS = {"keep": "keep", "discard": "discard", "inconclusive": "discard", "crash": "crash"}
+AUTORESEARCH_STATUS = {"keep": "keep", "discard": "discard", "inconclusive": "discard", "stale": "discard",
+                       "crash": "crash"}
 
 
-LIGHT = ("id", "verdict", "metric_mean", "throughput_mean", "description", "total_seconds")  # no diffs, no logs
+LIGHT = ("id", "agent", "verdict", "metric_mean", "throughput_mean", "description", "total_seconds")  # no diffs, no logs
 
 
 def summary(ctx: Context, last: int = 10) -> dict:
     exps = ctx.experiments(LIGHT)
     done = [e for e in exps if e["verdict"] not in ("pending",)]
-    counts = {v: sum(1 for e in done if e["verdict"] == v) for v in ("keep", "discard", "inconclusive", "crash")}
+    counts = {v: sum(1 for e in done if e["verdict"] == v) for v in ("keep", "discard", "inconclusive", "stale", "crash")}
     try:
         noise = ctx.noise()
     except ValueError:
@@ -45,11 +46,18 @@ def summary(ctx: Context, last: int = 10) -> dict:
         "lineage": " -> ".join(lineage),
         "experiments": len(done),
         "keeps": counts["keep"], "discards": counts["discard"], "inconclusive": counts["inconclusive"],
-        "crashes": counts["crash"],
+        "crashes": counts["crash"], "stale": counts["stale"],
         "keep_rate": counts["keep"] / len(done) if done else 0.0,
         "time_spent_s": spent,
-        "last": [{k: e[k] for k in ("id", "verdict", "metric_mean", "throughput_mean", "description")} for e in exps[-last:]],
+        "last": [{k: e[k] for k in ("id", "agent", "verdict", "metric_mean", "throughput_mean", "description")}
+                 for e in exps[-last:]],
     }
+    if ctx.ledger.get(f"swarm/{ctx.tag}") is not None:  # several agents: who did what, what is taken now
+        from nanowhale.research import swarm
+
+        out["agents"] = swarm.agents_summary(ctx)
+        out["claims"] = [{k: c[k] for k in ("id", "agent", "description", "tags", "files", "config_keys", "duplicate_of")}
+                         for c in swarm.open_claims(ctx)]
     return out
 
 
@@ -74,9 +82,19 @@ def status(as_json: bool = False, tsv: bool = False, last: int = 10, path=".", t
         log(json.dumps(s, indent=1))
         return 0
     rows = s.pop("last")
+    agents, claims = s.pop("agents", None), s.pop("claims", None)
     for r in rows:
         m = "n/a" if r["metric_mean"] is None else f"{r['metric_mean']:.6f}"
-        log(f"#{r['id']:<4} {r['verdict']:<12} {m:>10}  {r['description'][:80]}")
+        who = f"{r['agent']:<10} " if agents else ""
+        log(f"#{r['id']:<4} {who}{r['verdict']:<12} {m:>10}  {r['description'][:80]}")
+    if agents is not None:
+        for name, a in sorted(agents.items()):
+            best = "n/a" if a["best"] is None else f"{a['best']:.6f}"
+            log(f"agent {name:<10} {a['experiments']} experiments, {a['keeps']} keeps, {a['stale']} stale, best kept {best}")
+        for c in claims:
+            log(f"claim {c['id']:<4} {c['agent']:<10} {c['description'][:70]}"
+                + (f"  [duplicate of {c['duplicate_of'].split(' (')[0]}]" if c["duplicate_of"] else ""))
+        s["open_claims"] = len(claims)
     s["time_spent"] = time.strftime("%H:%M:%S", time.gmtime(s.pop("time_spent_s")))
     log(block(**s))
     return 0
@@ -144,8 +162,21 @@ def plot(out: str | None = None, ledger: str | None = None, dpi: int = 100, path
     ys = [e["metric_mean"] for e in exps]
     kept = [e for e in exps if e["verdict"] == "keep"]
     other = [e for e in exps if e["verdict"] != "keep"]
-    ax.scatter([e["id"] for e in other], [e["metric_mean"] for e in other], c="#999999", s=18, label="discarded / inconclusive")
-    ax.scatter([e["id"] for e in kept], [e["metric_mean"] for e in kept], c="#1a7f37", s=40, label="kept", zorder=3)
+    agents = sorted({e["agent"] for e in exps})
+    if len(agents) > 1:  # a swarm: each agent its colour; kept ones large and outlined
+        palette = plt.get_cmap("tab10")
+        for i, a in enumerate(agents):
+            mine = [e for e in exps if e["agent"] == a]
+            ax.scatter([e["id"] for e in mine if e["verdict"] != "keep"],
+                       [e["metric_mean"] for e in mine if e["verdict"] != "keep"], color=palette(i % 10), s=18,
+                       alpha=0.6, label=f"{a}: not kept")
+            ax.scatter([e["id"] for e in mine if e["verdict"] == "keep"],
+                       [e["metric_mean"] for e in mine if e["verdict"] == "keep"], color=palette(i % 10), s=60,
+                       edgecolors="black", label=f"{a}: kept", zorder=3)
+    else:
+        ax.scatter([e["id"] for e in other], [e["metric_mean"] for e in other], c="#999999", s=18,
+                   label="discarded / inconclusive")
+        ax.scatter([e["id"] for e in kept], [e["metric_mean"] for e in kept], c="#1a7f37", s=40, label="kept", zorder=3)
     bx, by, best = [0], [noise["mean"]], noise["mean"]
     for e in exps:
         if e["verdict"] == "keep":

@@ -310,6 +310,45 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_serve)
 
 
+def _speedrun(args: argparse.Namespace) -> int:
+    from nanowhale.speedrun import make_plan, speedrun
+
+    plan = make_plan(args.scale, budget=args.budget, data=args.data, sft_data=args.sft_data, dpo_data=args.dpo_data,
+                     source=getattr(args, "from"), run_dir=args.run_dir, sets=args.set)
+    if args.dry_run:
+        print(plan.describe())
+        return 0
+    speedrun(plan)
+    return 0
+
+
+def _add_speedrun(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "speedrun", help="one command from data to a chat model and its report card (data, pretrain, sft, [dpo], "
+        "rl, eval, report)",
+        description="Prints the plan (each stage's share of the budget, its data and settings; the table per scale "
+        "is nanowhale/speedrun/budgets.toml), then runs data -> tokenizer -> pretraining -> SFT -> DPO (with "
+        "--dpo-data) -> RL on a verifiable task -> evaluation on the built-in tasks -> RUN/report.md. Every stage "
+        "is a run directory under RUN with its parent recorded; rerunning the same command after an interruption "
+        "continues where it stopped (finished stages are not redone).")
+    p.add_argument("--scale", default="tiny", help="tiny, small, base or nanowhale-100m (a preset of the ladder)")
+    p.add_argument("--budget", help="wall time of the training stages, e.g. 10m, 4h, 900 (default: the scale's, "
+                   "from budgets.toml)")
+    p.add_argument("--data", help="a prepared data directory, or documents to prepare (files/directories, JSONL, "
+                   "parquet); default: the offline default corpus")
+    p.add_argument("--sft-data", nargs="+", metavar="SPEC",
+                   help="SFT conversations: files or task:NAME[:SIZE][@N] (default: the synthetic tasks)")
+    p.add_argument("--dpo-data", nargs="+", metavar="FILE", help="preference pairs; DPO runs only when given")
+    p.add_argument("--from", metavar="research/TAG",
+                   help="take the model/optim/train settings the research branch's best commit kept")
+    p.add_argument("--run-dir", help="where the stages go (default: runs/speedrun-SCALE)")
+    p.add_argument("--set", action="append", metavar="STAGE.KEY=VALUE",
+                   help="change one setting of a stage: pretrain.<train config key> (pretrain.model.d_model=64), "
+                   "sft.steps=20, rl.task=copy, eval.limit=50, eval.tasks=arc-easy,piqa")
+    p.add_argument("--dry-run", action="store_true", help="print the plan only")
+    p.set_defaults(func=_speedrun)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="nanowhale", description="Train small Mixture-of-Experts language models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -322,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plot(sub)
     _add_chat(sub)
     _add_serve(sub)
+    _add_speedrun(sub)
     from nanowhale.research.cli import add_research
 
     add_research(sub)

@@ -121,6 +121,19 @@ def _train(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from nanowhale.loaded import load
 
+    if args.harness_include and not args.harness:
+        raise ValueError("--harness-include goes with --harness TASKS")
+    if args.harness:
+        if args.task:
+            raise ValueError("give either --task or --harness, not both")
+        try:
+            from nanowhale.lm_eval.command import eval_harness
+        except ImportError as e:
+            raise ValueError(f"--harness needs lm-evaluation-harness ({e}): pip install 'nanowhale[eval]'") from None
+
+        eval_harness(args.ckpt, args.harness, include=args.harness_include, limit=args.limit, shots=args.shots,
+                     device=args.device, batch_rows=args.batch_size or 16)
+        return 0
     if args.task:
         from nanowhale.tasks.command import eval_tasks
 
@@ -226,9 +239,14 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                    "val split, all tokens of given shards)")
     p.add_argument("--batch-size", type=int, help="rows per forward (does not change the result)")
     p.add_argument("--task", help="benchmarks instead of val_bpb: hellaswag,arc-easy,arc-challenge,mmlu,piqa,gsm8k "
-                   "(or all), or jsonl:FILE[?context=..&choices=..&gold=..] (nanowhale/tasks/)")
-    p.add_argument("--limit", type=int, help="--task: the first N items of each task")
-    p.add_argument("--shots", type=int, default=0, help="--task: solved examples before each item")
+                   "(or all), or FILE.jsonl[?kind=..&FIELD=NAME..]: multiple choice, partial scoring, single "
+                   "continuation or rolling documents (nanowhale/tasks/jsonl.py)")
+    p.add_argument("--harness", metavar="TASKS", help="lm-evaluation-harness tasks through the nanowhale harness "
+                   "model (pip install 'nanowhale[eval]'): the built-in names run offline, others are the "
+                   "harness's; results in RUN/eval_harness.json")
+    p.add_argument("--harness-include", metavar="DIR", help="--harness: a folder of task YAMLs to add")
+    p.add_argument("--limit", type=int, help="--task, --harness: the first N items of each task")
+    p.add_argument("--shots", type=int, default=0, help="--task, --harness: solved examples before each item")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_eval)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from nanowhale.checkpoint import open_checkpoint
 from nanowhale.tasks import DEFAULT_TASKS
-from nanowhale.tasks.command import run_dir_of
+from nanowhale.tasks.command import HARNESS_RESULTS_FILE, run_dir_of
 from nanowhale.tasks.runner import RESULTS_FILE, aggregate
 
 POSTTRAIN_FILE = "posttrain.json"
@@ -86,9 +86,36 @@ def markdown_table(rows: list[dict]) -> str:
         cells = [r["run"], r["stage"], str(r["step"]), _cell(r["val_bpb"])]
         for n in names:
             t = r["tasks"].get(n)
-            cells.append("—" if t is None else f"{t[t['primary']]:.3f} ± {t[t['primary'] + '_stderr']:.3f}")
+            err = None if t is None else t.get(t["primary"] + "_stderr")
+            cells.append("—" if t is None else f"{t[t['primary']]:.3f}" + ("" if err is None else f" ± {err:.3f}"))
         cells += [_cell(aggregate(r["tasks"])), _cell(r["reward"], "{:.3f}")]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+HARNESS_METRICS = ("acc", "acc_norm", "acc_bytes", "exact_match", "perplexity", "bits_per_byte", "word_perplexity")
+
+
+def harness_table(dirs: list[Path]) -> str:
+    """lm-evaluation-harness results (RUN/eval_harness.json, latest evaluated step): one row per run and task,
+    each metric ± its standard error where the harness gives one; '' when no run has any."""
+    rows = []
+    for d in dirs:
+        evals = (_read_json(d / HARNESS_RESULTS_FILE) or {}).get("checkpoints", {})
+        if evals:
+            entry = evals[max(evals, key=int)]
+            rows += [(d.name, entry["step"], name, t) for name, t in entry["tasks"].items()]
+    if not rows:
+        return ""
+    metrics = [m for m in HARNESS_METRICS if any(m in t for *_, t in rows)]
+    lines = ["| run | step | harness task | n | " + " | ".join(metrics) + " |",
+             "|---|---:|---|---:|" + "---:|" * len(metrics)]
+    for run, step, name, t in rows:
+        cells = []
+        for m in metrics:
+            err = t.get(m + "_stderr")
+            cells.append("—" if m not in t else f"{t[m]:.3f}" + (f" ± {err:.3f}" if isinstance(err, float) else ""))
+        lines.append(f"| {run} | {step} | {name} | {t.get('n', '—')} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -97,7 +124,8 @@ def report(runs: list[str | Path]) -> str:
     rows = [run_row(d) for d in dirs]
     note = ("Tasks: primary accuracy ± standard error (acc_norm for hellaswag, arc-challenge and piqa; acc "
             "otherwise); aggregate: mean chance-centred accuracy; reward: the RL run's last validation reward.")
-    return markdown_table(rows) + "\n\n" + note
+    harness = harness_table(dirs)
+    return markdown_table(rows) + "\n\n" + note + (f"\n\nlm-evaluation-harness:\n\n{harness}" if harness else "")
 
 
 __all__ = ["lineage", "markdown_table", "report", "run_row"]

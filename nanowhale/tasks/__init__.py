@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from nanowhale.tasks import arc, gsm8k, hellaswag, mmlu, piqa  # noqa: F401  (register the built-in tasks)
 from nanowhale.tasks.base import GenerativeTask, MCItem, MultipleChoiceTask, Task, register, registered
-from nanowhale.tasks.jsonl_mc import JsonlMultipleChoice
+from nanowhale.tasks.jsonl import JsonlMultipleChoice, jsonl_task
 from nanowhale.tasks.runner import aggregate, format_results, run_task, run_tasks, save_results
 from nanowhale.tasks.scoring import ModelScorer, continuation_logprobs
 
@@ -16,13 +16,15 @@ DEFAULT_TASKS = ("hellaswag", "arc-easy", "arc-challenge", "mmlu", "piqa", "gsm8
 
 
 def make_task(spec: str) -> Task:
-    """A registered task by name, or 'jsonl:PATH[?context=..&choices=..&gold=..&sep=..]'."""
+    """A registered task by name, or a JSONL file: 'PATH.jsonl[?kind=..&FIELD=..]' or 'jsonl:PATH[?...]'."""
     spec = spec.strip()
     if spec.startswith("jsonl:"):
-        return JsonlMultipleChoice.from_spec(spec[len("jsonl:"):])
+        return jsonl_task(spec[len("jsonl:"):])
+    if spec.partition("?")[0].endswith((".jsonl", ".jsonl.gz")):
+        return jsonl_task(spec)
     tasks = registered()
     if spec not in tasks:
-        raise ValueError(f"unknown task {spec!r}; known: {', '.join(sorted(tasks))}, or jsonl:PATH")
+        raise ValueError(f"unknown task {spec!r}; known: {', '.join(sorted(tasks))}, or a FILE.jsonl")
     return tasks[spec]()
 
 

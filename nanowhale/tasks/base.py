@@ -1,12 +1,18 @@
 """What an evaluation task is: a small class that loads items, renders them to text and says how to score.
 
-Two kinds, both scored by `nanowhale.tasks.runner`:
+Five kinds (the request kinds of lm-evaluation-harness), all scored by `nanowhale.tasks.runner`:
 
     MultipleChoiceTask   render(item) -> MCItem(context, choices, gold). Each continuation " " + choice is
                          scored by its log-likelihood after the context (summed, and per UTF-8 byte), the
                          highest wins: `acc` (summed) and `acc_norm` (per byte) are both reported.
     GenerativeTask       prompt(item) -> text the model continues (greedy); extract(completion) and
                          target(item) -> the answers compared by exact match.
+    PartialScoringTask   render(item) -> PartialItem(contexts, continuation, gold). The shared continuation is
+                         scored after each context; the context under which it is likeliest wins (`acc`).
+    ContinuationTask     render(item) -> ContinuationItem(context, continuation): `acc` is greedy exact match
+                         (every continuation token is the model's argmax), beside its log-likelihood.
+    RollingTask          render(item) -> a whole document, scored as `nanowhale eval FILE` scores a file:
+                         bits per byte and perplexity (no accuracy).
 
 A new task is one file: subclass one of these, set `name`, implement `load` and `render` (or `prompt`,
 `target`, `extract`), and register it with `@register` (nanowhale/tasks/__init__.py imports the built-ins).
@@ -38,6 +44,11 @@ def shared_data_dir() -> Path:
 
 def read_jsonl(path: str | Path) -> list[dict]:
     """JSON objects, one per line, from a .jsonl or .jsonl.gz file; ValueError naming the file and line."""
+    return [obj for _, obj in read_jsonl_numbered(path)]
+
+
+def read_jsonl_numbered(path: str | Path) -> list[tuple[int, dict]]:
+    """(line number, JSON object) for each non-blank line, as read_jsonl reads them."""
     path = Path(path)
     if not path.exists():
         raise ValueError(f"task data {path} does not exist (set NANOWHALE_SHARED_DATA to the folder holding "
@@ -54,7 +65,7 @@ def read_jsonl(path: str | Path) -> list[dict]:
                 raise ValueError(f"{path}:{i}: not JSON ({e.msg})") from None
             if not isinstance(obj, dict):
                 raise ValueError(f"{path}:{i}: expected a JSON object, got {type(obj).__name__}")
-            items.append(obj)
+            items.append((i, obj))
     return items
 
 
@@ -69,6 +80,25 @@ class MCItem:
             raise ValueError(f"a multiple-choice item needs at least 2 choices, got {len(self.choices)}")
         if not 0 <= self.gold < len(self.choices):
             raise ValueError(f"gold index {self.gold} is outside the {len(self.choices)} choices")
+
+
+@dataclass
+class PartialItem:
+    contexts: list[str]
+    continuation: str  # as scored, starting with its separator
+    gold: int
+
+    def __post_init__(self):
+        if len(self.contexts) < 2:
+            raise ValueError(f"a partial-scoring item needs at least 2 contexts, got {len(self.contexts)}")
+        if not 0 <= self.gold < len(self.contexts):
+            raise ValueError(f"gold index {self.gold} is outside the {len(self.contexts)} contexts")
+
+
+@dataclass
+class ContinuationItem:
+    context: str
+    continuation: str  # as scored, starting with its separator
 
 
 class Task:
@@ -114,6 +144,36 @@ class GenerativeTask(Task):
         raise NotImplementedError
 
 
+class PartialScoringTask(Task):
+    kind = "partial"
+
+    def render(self, item: dict) -> PartialItem:
+        raise NotImplementedError
+
+    def fewshot_text(self, item: dict) -> str:
+        r = self.render(item)
+        return r.contexts[r.gold] + r.continuation
+
+
+class ContinuationTask(Task):
+    kind = "continuation"
+
+    def render(self, item: dict) -> ContinuationItem:
+        raise NotImplementedError
+
+    def fewshot_text(self, item: dict) -> str:
+        r = self.render(item)
+        return r.context + r.continuation
+
+
+class RollingTask(Task):
+    kind = "rolling"
+    primary = "bits_per_byte"
+
+    def render(self, item: dict) -> str:
+        raise NotImplementedError
+
+
 _REGISTRY: dict[str, type[Task]] = {}
 
 
@@ -128,5 +188,6 @@ def registered() -> dict[str, type[Task]]:
     return dict(_REGISTRY)
 
 
-__all__ = ["GenerativeTask", "MCItem", "MultipleChoiceTask", "Task", "read_jsonl", "register", "registered",
+__all__ = ["ContinuationItem", "ContinuationTask", "GenerativeTask", "MCItem", "MultipleChoiceTask", "PartialItem",
+           "PartialScoringTask", "RollingTask", "Task", "read_jsonl", "read_jsonl_numbered", "register", "registered",
            "shared_data_dir"]

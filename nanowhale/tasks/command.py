@@ -6,6 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 
+# `nanowhale eval --harness` results (nanowhale/lm_eval/command.py), beside eval_tasks.json; read by the report
+HARNESS_RESULTS_FILE = "eval_harness.json"
+
+
 def run_dir_of(checkpoint_dir: Path) -> Path:
     """RUN for RUN/checkpoints/step_N; the directory itself for a loose checkpoint."""
     return checkpoint_dir.parent.parent if checkpoint_dir.parent.name == "checkpoints" else checkpoint_dir
@@ -44,4 +48,4 @@ def eval_tasks(ckpt: str, tasks: str, limit: int | None = None, shots: int = 0, 
     return results
 
 
-__all__ = ["eval_tasks", "run_dir_of"]
+__all__ = ["HARNESS_RESULTS_FILE", "eval_tasks", "run_dir_of"]

@@ -5,7 +5,11 @@ aggregate, results as JSON in the run directory.
 
 Multiple choice: `acc` takes the choice with the highest summed log-likelihood, `acc_norm` the highest per
 UTF-8 byte of the continuation (long endings are not penalised for their length). Generative: `acc` is the
-exact-match rate of the extracted answer. The standard error is that of a mean of 0/1 outcomes,
+exact-match rate of the extracted answer. Partial scoring: `acc` takes the context after which the shared
+continuation is likeliest. Single continuation: `acc` is greedy exact match, `perplexity` exp(-mean
+log-likelihood) (as lm-evaluation-harness reports LAMBADA). Rolling documents: `bits_per_byte` (summed nats
+over summed bytes, / ln 2), `perplexity` per token, `byte_perplexity` and `word_perplexity` (the harness's
+three), no accuracy and no place in the aggregate. The standard error is that of a mean of 0/1 outcomes,
 sqrt(p(1-p)/(n-1)). Chance-centred: (acc - chance) / (1 - chance) with the task's primary accuracy and
 chance = mean of 1/#choices (0 for generative tasks); the aggregate is its mean over tasks.
 """
@@ -15,12 +19,14 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 import time
 from pathlib import Path
 
 import numpy as np
 
-from nanowhale.tasks.base import GenerativeTask, MultipleChoiceTask, Task
+from nanowhale.tasks.base import (ContinuationTask, GenerativeTask, MultipleChoiceTask, PartialScoringTask, RollingTask,
+                                  Task)
 
 
 def stderr(outcomes: np.ndarray) -> float:
@@ -101,12 +107,72 @@ def run_generative(scorer, task: GenerativeTask, limit: int | None = None, shots
             "items_per_second": len(items) / max(seconds, 1e-9), "examples": shown}
 
 
+def _rendered(task: Task, items: list[dict], pool: list[dict], shots: int) -> list[tuple[str, object]]:
+    """(few-shot prefix, rendered item) per item; a rendering error names the task and the item."""
+    out = []
+    for i, item in enumerate(items):
+        try:
+            out.append((_fewshot_prefix(task, pool, i, shots, item), task.render(item)))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"task {task.name}, item {i}: {e}") from None
+    return out
+
+
+def run_partial(scorer, task: PartialScoringTask, limit: int | None = None, shots: int = 0) -> dict:
+    items = _items(task, limit)
+    rendered = _rendered(task, items, task.fewshot_items() if shots else [], shots)
+    requests = [(prefix + c, r.continuation) for prefix, r in rendered for c in r.contexts]
+    t0 = time.perf_counter()
+    ll = np.asarray(scorer.loglikelihoods(requests), dtype=np.float64)
+    seconds = time.perf_counter() - t0
+    acc, start = np.zeros(len(items)), 0
+    for k, (_, r) in enumerate(rendered):
+        acc[k] = float(np.argmax(ll[start: start + len(r.contexts)]) == r.gold)
+        start += len(r.contexts)
+    chance = float(np.mean([1.0 / len(r.contexts) for _, r in rendered]))
+    return {"kind": task.kind, "n": len(items), "shots": shots, "acc": float(acc.mean()), "acc_stderr": stderr(acc),
+            "chance": chance, "primary": "acc", "seconds": seconds, "items_per_second": len(items) / max(seconds, 1e-9)}
+
+
+def run_continuation(scorer, task: ContinuationTask, limit: int | None = None, shots: int = 0) -> dict:
+    items = _items(task, limit)
+    rendered = _rendered(task, items, task.fewshot_items() if shots else [], shots)
+    requests = [(prefix + r.context, r.continuation) for prefix, r in rendered]
+    t0 = time.perf_counter()
+    ll = np.asarray(scorer.loglikelihoods(requests), dtype=np.float64)
+    greedy = np.asarray(scorer.greedy(requests), dtype=np.float64)
+    seconds = time.perf_counter() - t0
+    return {"kind": task.kind, "n": len(items), "shots": shots, "acc": float(greedy.mean()),
+            "acc_stderr": stderr(greedy), "loglikelihood": float(ll.mean()), "perplexity": math.exp(-float(ll.mean())),
+            "chance": 0.0, "primary": "acc", "seconds": seconds, "items_per_second": len(items) / max(seconds, 1e-9)}
+
+
+def run_rolling(scorer, task: RollingTask, limit: int | None = None, shots: int = 0) -> dict:
+    if shots:
+        raise ValueError(f"task {task.name}: whole documents are scored without shots")
+    items = _items(task, limit)
+    texts = [text for _, text in _rendered(task, items, [], 0)]
+    t0 = time.perf_counter()
+    docs = scorer.rolling(texts)
+    seconds = time.perf_counter() - t0
+    nats = sum(d["nats"] for d in docs)
+    n_tokens, n_bytes = sum(d["tokens"] for d in docs), sum(d["bytes"] for d in docs)
+    words = sum(len(re.split(r"\s+", t)) for t in texts)  # as the harness counts words
+    return {"kind": task.kind, "n": len(items), "shots": 0, "bits_per_byte": nats / (math.log(2) * n_bytes),
+            "perplexity": math.exp(nats / n_tokens), "byte_perplexity": math.exp(nats / n_bytes),
+            "word_perplexity": math.exp(nats / words), "tokens": n_tokens, "bytes": n_bytes,
+            "primary": "bits_per_byte", "seconds": seconds, "items_per_second": len(items) / max(seconds, 1e-9)}
+
+
+RUNNERS = ((MultipleChoiceTask, run_multiple_choice), (GenerativeTask, run_generative),
+           (PartialScoringTask, run_partial), (ContinuationTask, run_continuation), (RollingTask, run_rolling))
+
+
 def run_task(scorer, task: Task, limit: int | None = None, shots: int = 0) -> dict:
-    if isinstance(task, MultipleChoiceTask):
-        return run_multiple_choice(scorer, task, limit, shots)
-    if isinstance(task, GenerativeTask):
-        return run_generative(scorer, task, limit, shots)
-    raise ValueError(f"task {task.name}: neither a MultipleChoiceTask nor a GenerativeTask")
+    for cls, runner in RUNNERS:
+        if isinstance(task, cls):
+            return runner(scorer, task, limit, shots)
+    raise ValueError(f"task {task.name}: not one of the task kinds {[cls.__name__ for cls, _ in RUNNERS]}")
 
 
 def centred(result: dict) -> float:
@@ -115,8 +181,9 @@ def centred(result: dict) -> float:
 
 
 def aggregate(results: dict[str, dict]) -> float | None:
-    """Mean chance-centred primary accuracy over tasks (None with no task)."""
-    return float(np.mean([centred(r) for r in results.values()])) if results else None
+    """Mean chance-centred primary accuracy over the tasks that measure an accuracy (None with none)."""
+    scored = [centred(r) for r in results.values() if "chance" in r]
+    return float(np.mean(scored)) if scored else None
 
 
 def run_tasks(scorer, tasks: list[Task], limit: int | None = None, shots: int = 0, log=None) -> dict:
@@ -152,9 +219,15 @@ def save_results(run_dir: str | Path, checkpoint: str, step: int, results: dict)
 def format_results(results: dict) -> str:
     lines = []
     for name, r in results["tasks"].items():
+        if r.get("kind") == "rolling":
+            lines.append(f"{name}: bits_per_byte {r['bits_per_byte']:.4f}  perplexity {r['perplexity']:.3f}  "
+                         f"word_perplexity {r['word_perplexity']:.3f}  (n={r['n']}, {r['tokens']} tokens)")
+            continue
         s = f"{name}: acc {r['acc']:.4f} ± {r['acc_stderr']:.4f}"
         if "acc_norm" in r:
             s += f"  acc_norm {r['acc_norm']:.4f} ± {r['acc_norm_stderr']:.4f}"
+        if "perplexity" in r:
+            s += f"  perplexity {r['perplexity']:.3f}"
         lines.append(s + f"  (n={r['n']}, shots={r['shots']}, chance {r['chance']:.3f}, "
                      f"{r['items_per_second']:.1f} items/s)")
     if results.get("aggregate") is not None:

@@ -29,8 +29,10 @@ def _rows(ids: list[int], start: int, T: int) -> list[tuple[np.ndarray, int]]:
     return rows
 
 
-def continuation_logprobs(model, requests: list[tuple[list[int], list[int]]], batch_rows: int = 16) -> np.ndarray:
-    """(N,) float64: sum of log-probabilities of each continuation given its context (lists of token ids)."""
+def _batches(model, requests: list[tuple[list[int], list[int]]], batch_rows: int):
+    """(owner (B,), tokens (B, L), targets (B, L)) batches covering every request's continuation tokens: rows
+    sorted longest first (the model keeps its activation block from the first, largest batch), padded after
+    the real positions with targets -1."""
     T = model.config.seq_len
     rows, owner = [], []
     for i, (ctx, cont) in enumerate(requests):
@@ -40,8 +42,6 @@ def continuation_logprobs(model, requests: list[tuple[list[int], list[int]]], ba
             rows.append(row)
             owner.append(i)
     owner = np.asarray(owner)
-    out = np.zeros(len(requests), dtype=np.float64)
-    # longest first: the model keeps its activation block from the first (largest) batch for the rest
     order = sorted(range(len(rows)), key=lambda r: len(rows[r][0]), reverse=True)
     for lo in range(0, len(order), batch_rows):
         batch = order[lo: lo + batch_rows]
@@ -52,12 +52,32 @@ def continuation_logprobs(model, requests: list[tuple[list[int], list[int]]], ba
             ids, first = rows[r]
             tokens[k, : len(ids) - 1] = ids[:-1]
             targets[k, first - 1: len(ids) - 1] = ids[first:]
-        np.add.at(out, owner[batch], -model.token_losses(tokens, targets).sum(axis=1, dtype=np.float64))
+        yield owner[batch], tokens, targets
+
+
+def continuation_logprobs(model, requests: list[tuple[list[int], list[int]]], batch_rows: int = 16) -> np.ndarray:
+    """(N,) float64: sum of log-probabilities of each continuation given its context (lists of token ids)."""
+    out = np.zeros(len(requests), dtype=np.float64)
+    for owner, tokens, targets in _batches(model, requests, batch_rows):
+        np.add.at(out, owner, -model.token_losses(tokens, targets).sum(axis=1, dtype=np.float64))
+    return out
+
+
+def continuation_is_greedy(model, requests: list[tuple[list[int], list[int]]], batch_rows: int = 16) -> np.ndarray:
+    """(N,) bool: whether every continuation token is the model's most likely next token (ties: the lowest
+    id, as greedy generation picks), over the same rows as continuation_logprobs."""
+    out = np.ones(len(requests), dtype=bool)
+    # the logits are (B, L, V): fewer rows per forward keep them near 128 MiB
+    rows = max(1, min(batch_rows, (1 << 25) // (model.config.seq_len * model.config.vocab_size)))
+    for owner, tokens, targets in _batches(model, requests, rows):
+        hit = (model.logits(tokens).argmax(axis=-1) == targets) | (targets < 0)   # (B, L)
+        np.logical_and.at(out, owner, hit.all(axis=1))
     return out
 
 
 class ModelScorer:
-    """What a task runner needs from a language model; tests substitute a stub with the same two methods.
+    """What a task runner needs from a language model (loglikelihoods, greedy, rolling, complete); tests
+    substitute a stub with the methods a task kind uses.
 
     chat: generative prompts go to the model as a user turn (render_for_completion) and the answer ends at
     <|assistant_end|> — for post-trained checkpoints. Multiple-choice scoring is the same either way."""
@@ -68,8 +88,26 @@ class ModelScorer:
 
     def loglikelihoods(self, requests: list[tuple[str, str]]) -> np.ndarray:
         """(N,) log p(continuation | <|bos|> context), each text encoded on its own."""
-        pairs = [([self.bos] + self.tokenizer.encode(c), self.tokenizer.encode(x)) for c, x in requests]
-        return continuation_logprobs(self.model, pairs, self.batch_rows)
+        return continuation_logprobs(self.model, self._pairs(requests), self.batch_rows)
+
+    def _pairs(self, requests: list[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
+        return [([self.bos] + self.tokenizer.encode(c), self.tokenizer.encode(x)) for c, x in requests]
+
+    def greedy(self, requests: list[tuple[str, str]]) -> np.ndarray:
+        """(N,) bool: whether greedy decoding after <|bos|> context yields exactly the continuation's tokens."""
+        return continuation_is_greedy(self.model, self._pairs(requests), self.batch_rows)
+
+    def rolling(self, texts: list[str]) -> list[dict]:
+        """Each text scored whole as one document, as `nanowhale eval FILE` scores a file: [{'nats' (summed
+        over its tokens), 'tokens', 'bytes'}] (no context but <|bos|>; windows of seq_len at stride seq_len)."""
+        from nanowhale.evaluate import score_tokens
+
+        out = []
+        for ids in self.tokenizer.encode_batch(texts):
+            r = score_tokens(self.model, self.tokenizer, np.asarray([self.bos] + ids, dtype=np.int32),
+                             self.batch_rows)
+            out.append({"nats": r["loss"] * r["tokens"], "tokens": r["tokens"], "bytes": r["bytes"]})
+        return out
 
     def complete(self, prompt: str, stop: tuple[str, ...], max_new_tokens: int) -> str:
         """The greedy continuation of <|bos|> prompt (or of the prompt as a chat turn), up to the first stop
@@ -86,4 +124,4 @@ class ModelScorer:
                                                    stop_tokens=stops, stop=stop, chunk=16))
 
 
-__all__ = ["ModelScorer", "continuation_logprobs"]
+__all__ = ["ModelScorer", "continuation_is_greedy", "continuation_logprobs"]

@@ -205,8 +205,10 @@ def test_generic_jsonl_task_with_field_names(tmp_path):
     assert task.render(rows[0]).choices == [" = blue", " = green"]
     r = run_task(PreferenceStub(task, rows, True), task)
     assert r["acc"] == 1.0
-    with pytest.raises(ValueError, match="lacks field"):
-        run_task(PreferenceStub(task, rows, True), make_task(f"jsonl:{path}"))
+    with pytest.raises(ValueError, match="mine.jsonl:1: cannot tell the task kind"):
+        make_task(f"jsonl:{path}")
+    with pytest.raises(ValueError, match="mine.jsonl:1: missing field 'context'"):
+        make_task(f"jsonl:{path}?kind=multiple_choice").load()
     with pytest.raises(ValueError, match="unknown option"):
         make_task(f"jsonl:{path}?answer=x")
     with pytest.raises(ValueError, match="unknown task"):
@@ -264,3 +266,131 @@ def test_model_scorer_completes_greedily_as_text_or_as_a_chat_turn(micro_run):
     chat = "".join(d.text for d in engine.chat([{"role": "user", "content": "the whale"}], greedy))
     assert ModelScorer(run.model, run.tokenizer).complete("the whale", ("\n\n",), 20) == base
     assert ModelScorer(run.model, run.tokenizer, chat=True).complete("the whale", ("\n\n",), 20) == chat
+
+
+def write_jsonl(path, rows):
+    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def test_jsonl_kind_comes_from_the_fields_or_the_kind_option(tmp_path):
+    files = {"multiple_choice": {"context": "a", "choices": ["b", "c"], "gold": 0},
+             "partial": {"context_options": ["a", "b"], "continuation": "c", "gold": 1},
+             "continuation": {"context": "a", "continuation": "b"}, "rolling": {"text": "a b c"}}
+    for kind, row in files.items():
+        path = write_jsonl(tmp_path / f"{kind}.jsonl", [row])
+        assert make_task(str(path)).kind == kind == make_task(f"jsonl:{path}").kind
+    both = write_jsonl(tmp_path / "both.jsonl", [{"context": "a", "continuation": "b", "text": "a b"}])
+    assert make_task(str(both)).kind == "rolling"
+    assert make_task(f"{both}?kind=continuation").kind == "continuation"
+    renamed = write_jsonl(tmp_path / "renamed.jsonl", [{"doc": "some text"}])
+    assert make_task(f"{renamed}?text=doc").kind == "rolling"
+
+
+class KnowingScorer:
+    """A 'model' that knows one continuation per context (log-likelihood 0, greedy) and nothing else (-10)."""
+
+    def __init__(self, known: dict[str, str]):
+        self.known = known
+
+    def loglikelihoods(self, requests):
+        return [0.0 if self.known.get(c) == x else -10.0 for c, x in requests]
+
+    def greedy(self, requests):
+        return [self.known.get(c) == x for c, x in requests]
+
+
+def test_partial_and_continuation_kinds_score_what_the_model_knows(tmp_path):
+    partial = write_jsonl(tmp_path / "wino.jsonl", [
+        {"context_options": ["Sarah won, so Sarah", "Sarah won, so Maria"], "continuation": "was happy.", "gold": 0},
+        {"context_options": ["x so Sarah", "x so Maria", "x so Ann"], "continuation": "left.", "gold": "x so Ann"}])
+    task = make_task(str(partial))
+    knows = KnowingScorer({"Sarah won, so Sarah": " was happy.", "x so Ann": " left."})
+    r = run_task(knows, task)
+    assert r["acc"] == 1.0 and r["n"] == 2 and r["chance"] == pytest.approx((1 / 2 + 1 / 3) / 2)
+    assert run_task(KnowingScorer({"Sarah won, so Maria": " was happy.", "x so Sarah": " left."}), task)["acc"] == 0
+    lambada = write_jsonl(tmp_path / "lambada.jsonl", [{"context": "The whale", "continuation": "swims"},
+                                                        {"context": "The cat", "continuation": "sleeps"}])
+    task = make_task(str(lambada))
+    r = run_task(KnowingScorer({"The whale": " swims"}), task)
+    assert r["acc"] == 0.5 and r["loglikelihood"] == -5.0 and r["perplexity"] == pytest.approx(math.exp(5.0))
+
+
+def test_jsonl_kinds_through_the_micro_model(micro_run, tmp_path):
+    """Partial scoring agrees with the log-likelihoods it compares; a continuation is an exact match exactly
+    when it is the model's own greedy text; rolling documents give `nanowhale eval FILE`'s bits per byte."""
+    run = nw.load(micro_run)
+    scorer = ModelScorer(run.model, run.tokenizer)
+    options = [["light falls in", "xq zz vv"], ["def return", "the whale"], ["index print", "class import"]]
+    rows = [{"context_options": o, "continuation": "long lines", "gold": 0} for o in options]
+    r = run_task(scorer, make_task(str(write_jsonl(tmp_path / "p.jsonl", rows))))
+    ll = scorer.loglikelihoods([(c, " long lines") for o in options for c in o]).reshape(3, 2)
+    assert r["acc"] == np.mean(ll.argmax(axis=1) == 0)
+
+    known = []  # (context, a continuation the model produces greedily and that encodes back to its tokens)
+    for ctx in ["the whale", "light falls", "def return", "class import", "index print", "the cold"]:
+        text = scorer.complete(ctx, (), 2)
+        if text and scorer.greedy([(ctx, text)])[0]:
+            known.append((ctx, text))
+    assert known, "no greedy continuation to test with"
+    rows = [{"context": c, "continuation": x} for c, x in known] + [{"context": c, "continuation": "zq vv"}
+                                                                      for c, _ in known]
+    r = run_task(scorer, make_task(f"{write_jsonl(tmp_path / 'c.jsonl', rows)}?sep="))  # the text as generated
+    assert r["acc"] == 0.5 and r["n"] == 2 * len(known)
+    assert r["loglikelihood"] == pytest.approx(
+        float(np.mean(scorer.loglikelihoods([(x["context"], x["continuation"]) for x in rows]))))
+
+    docs = ["light falls in long lines " * 30, "def return class import value\n"]
+    r = run_task(scorer, make_task(str(write_jsonl(tmp_path / "r.jsonl", [{"text": d} for d in docs]))))
+    paths = []
+    for i, d in enumerate(docs):
+        paths.append(tmp_path / f"doc{i}.txt")
+        paths[-1].write_text(d)
+    whole = run.score_files([str(p) for p in paths])["total"]
+    assert r["bits_per_byte"] == pytest.approx(whole["bpb"], rel=1e-12)
+    assert r["tokens"] == whole["tokens"] and r["bytes"] == whole["bytes"]
+    assert r["perplexity"] == pytest.approx(math.exp(whole["loss"]), rel=1e-12)
+
+
+BAD_LINES = [  # (kind option, second line, what the error says)
+    ("", "not json", r"bad.jsonl:2: not JSON"),
+    ("", "[1, 2]", r"bad.jsonl:2: expected a JSON object"),
+    ("", '{"context": "a", "gold": 0}', r"bad.jsonl:2: missing field 'choices'"),
+    ("", '{"context": "a", "choices": "b", "gold": 0}', r"bad.jsonl:2: field 'choices' must be a list of at least 2"),
+    ("", '{"context": "a", "choices": ["b"], "gold": 0}', r"bad.jsonl:2: field 'choices' must be a list of at least 2"),
+    ("", '{"context": 3, "choices": ["b", "c"], "gold": 0}', r"bad.jsonl:2: field 'context' must be a string"),
+    ("", '{"context": "a", "choices": ["b", "c"], "gold": 2}', r"bad.jsonl:2: field 'gold' 2 is outside the 2"),
+    ("", '{"context": "a", "choices": ["b", "c"], "gold": "d"}', r"bad.jsonl:2: field 'gold' 'd' is not one of"),
+    ("", '{"context": "a", "choices": ["b", "c"], "gold": true}', r"bad.jsonl:2: field 'gold' must be an index"),
+    ("?kind=partial", '{"context_options": ["a", "b"], "gold": 0}', r"bad.jsonl:2: missing field 'continuation'"),
+    ("?kind=partial", '{"context_options": ["a", "b"], "continuation": "c", "gold": 5}',
+     r"bad.jsonl:2: field 'gold' 5 is outside"),
+    ("?kind=partial", '{"context_options": "a", "continuation": "c", "gold": 0}',
+     r"bad.jsonl:2: field 'context_options' must be a list"),
+    ("?kind=continuation", '{"context": "a"}', r"bad.jsonl:2: missing field 'continuation'"),
+    ("?kind=continuation", '{"context": "a", "continuation": ["b"]}', r"bad.jsonl:2: field 'continuation' must be a s"),
+    ("?kind=rolling", '{"txt": "a"}', r"bad.jsonl:2: missing field 'text'"),
+    ("?kind=rolling", '{"text": ""}', r"bad.jsonl:2: field 'text' is empty"),
+    ("?kind=rolling", '{"text": 1}', r"bad.jsonl:2: field 'text' must be a string"),
+]
+GOOD_FIRST = {"": {"context": "a", "choices": ["b", "c"], "gold": 0},
+              "?kind=partial": {"context_options": ["a", "b"], "continuation": "c", "gold": 0},
+              "?kind=continuation": {"context": "a", "continuation": "b"}, "?kind=rolling": {"text": "a"}}
+
+
+@pytest.mark.parametrize("option, line, message", BAD_LINES)
+def test_each_malformed_line_is_a_clear_error(tmp_path, option, line, message):
+    path = write_jsonl(tmp_path / "bad.jsonl", [GOOD_FIRST[option], line])
+    with pytest.raises(ValueError, match=message):
+        make_task(f"{path}{option}").load()
+
+
+def test_jsonl_spec_errors(tmp_path):
+    with pytest.raises(ValueError, match="kind must be one of"):
+        make_task(f"{write_jsonl(tmp_path / 'a.jsonl', [{'text': 'a'}])}?kind=essay")
+    with pytest.raises(ValueError, match="a.jsonl:1: cannot tell the task kind"):
+        make_task(str(write_jsonl(tmp_path / "a.jsonl", [{"prompt": "a"}])))
+    with pytest.raises(ValueError, match="does not exist"):
+        make_task(str(tmp_path / "missing.jsonl"))
+    with pytest.raises(ValueError, match="no items"):
+        make_task(str(write_jsonl(tmp_path / "empty.jsonl", [""])))

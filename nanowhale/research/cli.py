@@ -59,7 +59,8 @@ def _promote(a):
 def _join(a):
     from nanowhale.research.swarm import join
 
-    return join(a.tag, a.agent, directory=a.dir, remote=a.remote, ledger_url=a.ledger, slots=a.slots)
+    return join(a.tag, a.agent, directory=a.dir, remote=a.remote, ledger_url=a.ledger, slots=a.slots,
+                build=not a.no_build)
 
 
 def _claim(a):
@@ -139,6 +140,8 @@ def add_research(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ledger", help="the shared ledger (default: this repository's)")
     p.add_argument("--slots", type=int, default=0,
                    help="runs at once on a machine (default: one per GPU, or per `threads` CPU cores)")
+    p.add_argument("--no-build", action="store_true", help="only copy the built module: no build directory, so the "
+                   "first run compiles nothing and C++ changes are not rebuilt (config and Python research)")
     p.set_defaults(func=_join)
 
     p = rs.add_parser("claim", help="say what you are about to try; flags a claim like an earlier claim or experiment")

@@ -74,7 +74,10 @@ class Context:
             tag, agent = tag.split("/", 1)
             s, swarm = led.get(f"tag/{tag}"), led.get(f"swarm/{tag}")
             if s is not None and swarm is not None:
-                s = dict(s, branch=git.branch(), build=BuildSetup.detect_or_none(repo).to_dict())
+                from nanowhale.research import machine  # this agent's machine, not the one init ran on
+
+                s = dict(s, branch=git.branch(), build=BuildSetup.detect_or_none(repo).to_dict(),
+                         machine=machine.facts(int(s["threads"])))
                 _BRANCH_AGENT.append(agent)
         if s is None:
             raise ValueError(f"research tag {tag!r} is not in the ledger {led.where}")

@@ -54,7 +54,7 @@ def event(ctx: Context, kind: str, **detail) -> int:
 
 # ---- join ----
 def join(tag: str, agent: str, directory: str | None = None, remote: str | None = None,
-         ledger_url: str | None = None, slots: int = 0, path=".", log=print) -> int:
+         ledger_url: str | None = None, slots: int = 0, build: bool = True, path=".", log=print) -> int:
     """A worktree and branch research/TAG/AGENT at the global best, pointed at the shared ledger."""
     if not NAME.match(agent) or agent == "start":
         raise ValueError(f"--agent {agent!r}: letters, digits, '-', '_', '.' ('start' is the tag's own branch)")
@@ -92,7 +92,7 @@ def join(tag: str, agent: str, directory: str | None = None, remote: str | None 
                          "choose another --agent")
     git("worktree", "add", "-q", "-b", branch, str(wt), _best_commit(led, tag, s))
     (wt / LEDGER_POINTER).write_text(f"{led.path if is_postgres(where) else Path(where).resolve()}\n")
-    build_note = _setup_build(repo, wt)
+    build_note = _setup_build(repo, wt, build)
     log(f"build: {build_note}")
     log(f"worktree {wt} on branch {branch} at the global best; ledger {led.where}; code travels through {sw['remote']}")
     log(block(tag=tag, agent=agent, worktree=wt, branch=branch, ledger=led.where, remote=sw["remote"],
@@ -100,7 +100,7 @@ def join(tag: str, agent: str, directory: str | None = None, remote: str | None 
     return 0
 
 
-def _setup_build(repo: Path, wt: Path) -> str:
+def _setup_build(repo: Path, wt: Path, build: bool) -> str:
     """The worktree's own extension: the built module copied in (it trains at once) and, for a CMake project,
     an in-place build directory build/research that rebuilds the agent's C++ changes (the first one compiles
     everything once)."""
@@ -109,8 +109,8 @@ def _setup_build(repo: Path, wt: Path) -> str:
     modules = sorted((repo / "nanowhale").glob("_C*.so")) or [Path(_C.__file__)]
     for so in [*modules, *modules[0].parent.glob("libnanowhale_mpi*.so")]:
         shutil.copy2(so, wt / "nanowhale" / so.name)
-    if not (wt / "CMakeLists.txt").exists():
-        return "module copied; no CMake project, nothing to rebuild"
+    if not build or not (wt / "CMakeLists.txt").exists():
+        return "module copied; no build directory: C++ changes are not rebuilt in this worktree"
     gen = ["-G", "Ninja"] if shutil.which("ninja") else []
     p = subprocess.run(["cmake", "-S", str(wt), "-B", str(wt / "build" / "research"), *gen, "-DCMAKE_BUILD_TYPE=Release",
                         f"-DPython_EXECUTABLE={sys.executable}"], capture_output=True, text=True)

@@ -40,6 +40,7 @@ from nanowhale.research.ledger_db import is_postgres
 DEFAULT_LEASE_SECONDS = 1800.0   # an agent silent this long has lost its claims
 SIMILAR_DESCRIPTION = 0.8        # difflib ratio of normalised descriptions that counts as near-identical
 SLOT_POLL_SECONDS = 0.2
+HEARTBEAT_SECONDS = 60.0         # how often an agent waiting for a slot renews its claims
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -346,7 +347,10 @@ def take_slot(ctx: Context, eid: int, log=print) -> Slot:
         if not waited:
             event(ctx, "slot_wait", slots=n, experiment=eid)
             log(f"waiting for a run slot ({n} on this machine, all in use)")
-            waited = True
+            waited, beat = True, time.monotonic()
+        if time.monotonic() - beat > HEARTBEAT_SECONDS:  # a queued agent is alive: its claims hold
+            heartbeat(ctx)
+            beat = time.monotonic()
         time.sleep(SLOT_POLL_SECONDS)
 
 

@@ -42,23 +42,27 @@ def fake(spec):
 '''
 
 
-@pytest.fixture
-def tag_repo(tmp_path, monkeypatch):
+def make_tag_repo(tmp_path, ledger_url=None):
     """A repository with research tag t1 initialised (fake entry) and its 3-seed baseline."""
-    monkeypatch.setenv("NANOWHALE_SLOT_DIR", str(tmp_path / "slots"))
     repo = make_research_repo(tmp_path, 100)
     (repo / "swarm_entry.py").write_text(ENTRY)
     git(repo, "add", "-A")
     git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "fake entry")
     assert commands.init("t1", scale="micro", ladder=str(repo / "ladder.toml"), threads=1, entry="swarm_entry:fake",
-                         path=repo, log=Log()) == 0
+                         ledger_url=ledger_url, path=repo, log=Log()) == 0
     assert commands.baseline(repeats=3, path=repo, log=Log()) == 0
     return repo
 
 
-def join(repo, agent, slots=0):
+@pytest.fixture
+def tag_repo(tmp_path, monkeypatch):
+    monkeypatch.setenv("NANOWHALE_SLOT_DIR", str(tmp_path / "slots"))
+    return make_tag_repo(tmp_path)
+
+
+def join(repo, agent, slots=0, remote=None):
     log = Log()
-    assert swarm.join("t1", agent, slots=slots, path=repo, log=log) == 0
+    assert swarm.join("t1", agent, slots=slots, remote=remote, path=repo, log=log) == 0
     return repo.parent / f"{repo.name}-t1-{agent}"
 
 
@@ -83,8 +87,32 @@ def rows(repo, table="experiments"):
 
 
 def test_a_keep_moves_the_baseline_of_the_other_agent(tag_repo):
-    repo = tag_repo
-    wa, wb = join(repo, "a"), join(repo, "b")
+    a_keep_moves_the_baseline_of_the_other_agent(tag_repo, rows=rows)
+
+
+def test_the_same_swarm_on_a_postgres_ledger(postgres_url, tmp_path, monkeypatch):
+    """Agents on several machines: the ledger in PostgreSQL, the code through a bare repository URL."""
+    import psycopg
+
+    monkeypatch.setenv("NANOWHALE_SLOT_DIR", str(tmp_path / "slots"))
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("CREATE DATABASE swarm_t1")
+    url = postgres_url.rsplit("/", 1)[0] + "/swarm_t1"
+    try:
+        repo = make_tag_repo(tmp_path, ledger_url=url)
+        remote = tmp_path / "shared.git"
+        git(tmp_path, "init", "-q", "--bare", str(remote))
+        with pytest.raises(ValueError, match="give --remote"):
+            swarm.join("t1", "a", path=repo, log=Log())
+        a_keep_moves_the_baseline_of_the_other_agent(repo, rows=lambda _, table="experiments": load_rows(url)[table],
+                                                     remote=f"file://{remote}")
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute("DROP DATABASE swarm_t1 WITH (FORCE)")
+
+
+def a_keep_moves_the_baseline_of_the_other_agent(repo, rows, remote=None):
+    wa, wb = join(repo, "a", remote=remote), join(repo, "b")
     assert git(wa, "rev-parse", "--abbrev-ref", "HEAD").strip() == "research/t1/a"
     knob(wa, "x")
     assert run(wa, "knob x").value("verdict") == "keep"

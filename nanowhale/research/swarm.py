@@ -9,7 +9,8 @@ of `run` (agent_recipes/swarm.md).
   recorded in one ledger transaction, so two agents cannot both keep from the same parent). A result that
   beat the best it started from after another agent kept is `stale`: `sync` re-applies it on the new best
   for a re-run, `merge` re-runs the stale winners of every agent best-first.
-- Claims say what an agent is about to try, under a lease: the agent's commands renew it; it expires when
+- Claims say what an agent is about to try (one open claim per agent: a new one replaces it), under a
+  lease: the agent's commands renew it; it expires when
   they stop for `lease_seconds`, or at once when the agent's process (NANOWHALE_AGENT_PID) is gone on this
   machine. A claim like an open claim or a finished experiment is flagged with that row's id.
 - Runs take a slot from a machine-wide limit (flock on files in a shared directory; one slot per GPU, or
@@ -246,6 +247,8 @@ def claim(description: str, tags: list[str] | None = None, lease_seconds: float 
                                              columns=("id", "agent", "description", "code_diff", "config_diff"))]
         earlier = [(k, r) for k, r in earlier if not (k == "claim" and r["experiment_id"])]  # done: its experiment counts
         dup = find_duplicate(earlier, description, files, keys)
+        db.execute("UPDATE claims SET status = 'released' WHERE tag = ? AND agent = ? AND status = 'open'",
+                   (ctx.tag, ctx.agent))  # one idea at a time: a new claim replaces the agent's open one
         t = now()
         cid = ctx.ledger.insert_in_transaction("claims", {
             "agent": ctx.agent, "tag": ctx.tag, "created_at": t, "description": description, "tags": tags or [],

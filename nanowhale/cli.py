@@ -336,7 +336,7 @@ def _speedrun(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(plan.describe())
         return 0
-    speedrun(plan)
+    speedrun(plan, figures=not args.no_figures)
     return 0
 
 
@@ -364,6 +364,7 @@ def _add_speedrun(sub: argparse._SubParsersAction) -> None:
                    help="change one setting of a stage: pretrain.<train config key> (pretrain.model.d_model=64), "
                    "sft.steps=20, rl.task=copy, eval.limit=50, eval.tasks=arc-easy,piqa")
     p.add_argument("--dry-run", action="store_true", help="print the plan only")
+    p.add_argument("--no-figures", action="store_true", help="a report without figures (drawing them takes seconds)")
     p.set_defaults(func=_speedrun)
 
 

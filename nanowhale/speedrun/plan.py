@@ -86,7 +86,7 @@ class Plan:
         data = ("the default corpus (the Python standard library)" if self.data["source"] == "default"
                 else ", ".join(self.data["source"]))
         pre = (f"time budget {t['time_budget']:g} s" if t["time_budget"] > 0 else f"{t['steps']} steps")
-        rows = [("data", "—", f"{data}" + (f" -> {self.data['dir']}" if self.data["dir"] else ""),
+        rows = [("data", "—", f"{data}" + (f" -> {self.data['dir']}" if self.data["prepare"] else ""),
                  f"tokenizer vocab {m['vocab_size']}")]
         rows.append(("pretrain", self._share("pretrain"), "data above",
                      f"{pre}, {t['batch_tokens']:,} tokens/step, model d{m['d_model']} x {m['n_layer']} layers, "

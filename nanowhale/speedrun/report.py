@@ -86,12 +86,15 @@ def _stage_table(plan: Plan, stages: dict) -> list[str]:
     return lines
 
 
-def _figures(plan: Plan, run_dir: Path) -> list[str]:
+def _figures(plan: Plan, run_dir: Path, draw: bool) -> list[str]:
+    if not draw:
+        return ["No figures: drawing them was turned off (--no-figures); rerun the same command without it to draw "
+                "them (no stage is redone).", ""]
     try:
         from nanowhale.plots import loss_figure, posttraining_figure
     except ImportError as e:
         return [f"No figures: matplotlib is not installed ({e}); `pip install 'nanowhale[plot]'` and rerun the "
-                "same command to draw them (no stage is redone)."]
+                "same command to draw them (no stage is redone).", ""]
     from nanowhale.analysis.runs import load_run
 
     out = run_dir / FIGURES_DIR
@@ -141,7 +144,7 @@ def _samples(plan: Plan) -> list[str]:
     return lines
 
 
-def write_report(plan: Plan, stages: dict) -> Path:
+def write_report(plan: Plan, stages: dict, figures: bool = True) -> Path:
     from nanowhale.config import to_toml
     from nanowhale.report import report as lineage_report
 
@@ -157,7 +160,7 @@ def write_report(plan: Plan, stages: dict) -> Path:
     if skipped:
         lines += ["Tasks not evaluated: " + "; ".join(f"{k} ({v})" for k, v in skipped.items()), ""]
     lines += ["## Stages", "", *_stage_table(plan, stages), "",
-              "## Curves", "", *_figures(plan, run_dir),
+              "## Curves", "", *_figures(plan, run_dir, figures),
               "## Samples", "", *_samples(plan),
               "## Config and its origin", "",
               f"Pretraining settings: {origin.describe(plan.pretrain['preset'])}."

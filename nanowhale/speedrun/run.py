@@ -186,8 +186,9 @@ RUNNERS = {"data": _data, "pretrain": _pretrain, "sft": _posttrain("sft"), "dpo"
            "rl": _posttrain("rl"), "eval": _eval}
 
 
-def speedrun(plan: Plan, log=print) -> Path:
-    """Runs (or continues) every stage of the plan, then writes the report; returns RUN/report.md."""
+def speedrun(plan: Plan, log=print, figures: bool = True) -> Path:
+    """Runs (or continues) every stage of the plan, then writes the report (with figures unless told not to);
+    returns RUN/report.md."""
     from nanowhale.speedrun.report import write_report
 
     state = State(plan)
@@ -211,7 +212,7 @@ def speedrun(plan: Plan, log=print) -> Path:
         out = RUNNERS[stage](plan, state, log)
         state.stages[stage].update(out, status="done", seconds=earlier + time.perf_counter() - t0)
         state.save()
-    report = write_report(plan, state.stages)
+    report = write_report(plan, state.stages, figures)
     final = plan.stage_dir(plan.model_stages()[-1])
     log(f"report: {report}")
     log(f"chat with it: nanowhale chat --ckpt {final}   serve it: nanowhale serve --ckpt {final}")

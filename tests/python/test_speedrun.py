@@ -12,8 +12,8 @@ import pytest
 import nanowhale as nw
 from nanowhale.speedrun import make_plan, speedrun
 from nanowhale.speedrun.run import STATE_FILE
-from research_repo_fixtures import git, make_micro_research_repo
-from train_fixtures import micro_run_config
+from research_repo_fixtures import MODEL_CPP, git, make_micro_research_repo
+from train_fixtures import micro_run_config, write_corpus
 
 SECTIONS = ("## Plan", "## Lineage", "## Stages", "## Curves", "## Samples", "## Config and its origin")
 MC_ITEMS = [{"context": f"{a} plus {b} is", "choices": [str(a + b), str(a + b + 1)], "gold": 0}
@@ -155,7 +155,7 @@ def test_dry_run_prints_the_plan_and_runs_nothing(setup):
 def test_killed_during_sft_continues_to_the_same_weights(full, setup):
     tmp, data, sets = setup
     run = tmp / "killed"
-    args = ["speedrun", "--data", str(data), "--run-dir", str(run), *[f"--set={s}" for s in sets]]
+    args = ["speedrun", "--data", str(data), "--run-dir", str(run), "--no-figures", *[f"--set={s}" for s in sets]]
     r = cli(*args, script=KILL_IN_SFT)
     assert r.returncode == -signal.SIGKILL, r.stderr
     state = json.loads((run / STATE_FILE).read_text())
@@ -176,16 +176,52 @@ def test_killed_during_sft_continues_to_the_same_weights(full, setup):
     full_run = full[1].parent
     for stage in ("pretrain", "sft", "rl"):
         assert weights(run / stage) == weights(full_run / stage), stage
-    assert (run / "report.md").exists()
+    assert "No figures: drawing them was turned off" in (run / "report.md").read_text()
 
-    again = cli(*args)  # everything done: nothing is redone, the report is rewritten
-    assert again.returncode == 0 and again.stdout.count("done in an earlier session") == 5
-    other = cli(*[a for a in args if a != "--set=sft.steps=6"], "--set=sft.steps=7")
-    assert other.returncode == 2 and "another plan" in other.stderr
+    lines = []  # everything done: nothing is redone, the report is rewritten
+    speedrun(make_plan("tiny", data=str(data), run_dir=run, sets=sets), log=lines.append, figures=False)
+    assert sum("done in an earlier session" in x for x in lines) == 5
+    other = [s for s in sets if s != "sft.steps=6"] + ["sft.steps=7"]
+    with pytest.raises(ValueError, match="another plan .*sft"):
+        speedrun(make_plan("tiny", data=str(data), run_dir=run, sets=other), log=lines.append)
+
+
+def test_documents_given_as_data_are_prepared_in_the_run(tmp_path, setup, micro_data):
+    _, _, sets = setup
+    corpus = write_corpus(tmp_path / "corpus", n_docs=60)
+    sets = [s for s in sets if not s.startswith(("sft.", "rl.", "eval."))] + [
+        f"pretrain.model.vocab_size={micro_data[1]}", "pretrain.data.tokenizer_train_mb=1", "sft.steps=1",
+        'sft.data=["task:copy:3@50"]', "rl.steps=1", "rl.prompts=1", "rl.group=2", "rl.max_new_tokens=2",
+        "rl.eval_problems=1", "eval.tasks=[]"]
+    plan = make_plan("tiny", data=str(corpus), run_dir=tmp_path / "run", sets=sets)
+    assert f"{corpus} -> {tmp_path / 'run' / 'data'}" in plan.describe()
+    speedrun(plan, log=lambda *a: None, figures=False)
+    data = tmp_path / "run" / "data"
+    assert (data / "tokenizer.nwtok").exists() and json.loads((data / "prepare_state.json").read_text())["done"]
+    assert nw.load(tmp_path / "run" / "pretrain").checkpoint.meta["data_dir"] == str(data)
+    assert nw.load(tmp_path / "run" / "rl").tokenizer.vocab_size == micro_data[1]
 
 
 GOOD_LR = "[optim]\nmuon_lr = 0.05\n[optim.embed]\nlr = 0.1\n[optim.head]\nlr = 0.02\n"
 BAD_LR = "[optim]\nmuon_lr = 1e-5\n[optim.embed]\nlr = 1e-5\n[optim.head]\nlr = 1e-5\n"
+
+
+def keep(repo, description: str) -> str:
+    """Commits the working tree on the research branch and records it in the ledger as a kept experiment, as
+    `nanowhale research run` does after a keep verdict (the verdict itself is the research tests' business)."""
+    from nanowhale.research.context import Context
+
+    ctx = Context.open(repo)
+    base = ctx.best_commit()
+    git(repo, "add", "-A")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", description)
+    sha = git(repo, "rev-parse", "HEAD").strip()
+    ctx.ledger.insert("experiments", {
+        "agent": "agent0", "tag": ctx.tag, "started_at": 1.0, "finished_at": 2.0, "base_commit": base,
+        "description": description, "scale": ctx.s["scale"], "budget": ctx.s["budget"], "seeds": [0],
+        "metric_name": "val_bpb", "direction": "lower", "metric_values": [2.0], "metric_mean": 2.0,
+        "status": "done", "verdict": "keep", "commit_sha": sha})
+    return sha
 
 
 def test_from_a_research_branch(tmp_path, setup):
@@ -199,18 +235,15 @@ def test_from_a_research_branch(tmp_path, setup):
     quiet = lambda *a: None  # noqa: E731
     assert commands.init("sr", scale="micro", data=str(data), ladder=str(repo / "ladder.toml"), threads=1,
                          path=repo, log=quiet) == 0
-    assert commands.baseline(repeats=2, path=repo, log=quiet) == 0
     (repo / "research" / "experiment.toml").write_text(GOOD_LR)
-    assert commands.run("sensible learning rates", path=repo, log=quiet) == 0
-    best = git(repo, "rev-parse", "HEAD").strip()
-    assert "sensible learning rates" in git(repo, "log", "-1", "--format=%s")  # kept, so committed
+    best = keep(repo, "sensible learning rates")
     git(repo, "checkout", "-q", "main")  # the speedrun reads the branch, wherever the checkout is
 
     _, _, sets = setup
     sets = [s for s in sets if not s.startswith("pretrain.optim.")]  # the branch decides the learning rates
     plan = make_plan("tiny", data=str(data), run_dir=tmp_path / "run", sets=sets, source="research/sr", repo=repo)
     assert plan.pretrain["optim"]["muon_lr"] == 0.05 and plan.pretrain["optim"]["head"]["lr"] == 0.02
-    report = speedrun(plan, log=quiet)
+    report = speedrun(plan, log=quiet, figures=False)
     cfg = json.loads((tmp_path / "run" / "pretrain" / "config.json").read_text())
     assert cfg["optim"]["muon_lr"] == 0.05 and cfg["optim"]["embed"]["lr"] == 0.1
     text = report.read_text()
@@ -221,3 +254,10 @@ def test_from_a_research_branch(tmp_path, setup):
         make_plan("tiny", data=str(data), sets=sets, source="research/nope", repo=repo)
     with pytest.raises(ValueError, match="expected research/TAG"):
         make_plan("tiny", data=str(data), sets=sets, source="main", repo=repo)
+
+    # a kept change to the code: this process's nanowhale is not that code, so the speedrun refuses
+    git(repo, "checkout", "-q", "research/sr")
+    (repo / "csrc" / "model" / "model.cpp").write_text(MODEL_CPP.replace("2 * x", "3 * x"))
+    keep(repo, "a faster probe")
+    with pytest.raises(ValueError, match=r"changed code \(csrc/model/model.cpp\).*git checkout"):
+        make_plan("tiny", data=str(data), sets=sets, source="research/sr", repo=repo)

@@ -359,7 +359,7 @@ def run(description: str, seeds: int = 1, path=".", log=print) -> int:
     what = change_description(ctx, row)
     eid = ctx.ledger.insert("experiments", row)
     log(f"experiment {eid}: {len(paths)} changed file(s){': ' + ', '.join(paths[:6]) if paths else ' (a rerun of the best)'}")
-    slot = swarm.take_slot(ctx, eid, log) if ctx.swarm is not None else None  # agents queue for the machine
+    slot = swarm.take_slot(ctx, eid, best, log) if ctx.swarm is not None else None  # agents queue for the machine
     b = _ensure_built(ctx, log)
     upd = {"rebuild_seconds": b.seconds if b.rebuilt else 0.0}
     values, tps, acc = [], [], {"train": 0.0, "eval": 0.0, "mem": 0.0}

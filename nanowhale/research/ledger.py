@@ -71,8 +71,10 @@ COLUMNS: dict[str, list[tuple[str, str, str]]] = {
         ("tokens", "INTEGER", "training tokens of the last seed"),
         ("peak_memory_mb", "REAL", "largest peak RSS of the training subprocesses"),
         ("machine", "TEXT", "JSON: cpu, threads, gpu, peak FLOP/s, build"),
-        ("status", "TEXT NOT NULL", "done | crash | timeout | diverged | build_failed"),
-        ("verdict", "TEXT NOT NULL", "keep | discard | inconclusive | crash"),
+        ("status", "TEXT NOT NULL", "done | crash | timeout | diverged | build_failed | not_run (swarm: the "
+         "best moved while it waited for a run slot)"),
+        ("verdict", "TEXT NOT NULL", "keep | discard | inconclusive | crash | stale (swarm: it beat the best it "
+         "started from, but another agent kept first)"),
         ("reason", "TEXT", "why, in numbers"),
         ("log_tail", "TEXT", "last lines of the training log on a crash"),
         ("active_params", "INTEGER", "the experiment model's active parameters (its size class, size.py)"),

@@ -331,8 +331,22 @@ def slot_dir() -> Path:
     return cache_dir() / "research-slots"
 
 
-def take_slot(ctx: Context, eid: int, log=print) -> Slot:
-    """Waits for one of the machine's run slots (every swarm on this machine shares them)."""
+def take_slot(ctx: Context, eid: int, best_at_start: dict | None, log=print) -> Slot:
+    """Waits for one of the machine's run slots (every swarm on this machine shares them). If another agent
+    kept meanwhile, this run could only end stale: it is recorded as not run and refused, its change left
+    in the tree for `sync`."""
+    slot = _wait_for_slot(ctx, eid, log)
+    best = ctx.best()
+    if (best and best["id"]) != (best_at_start and best_at_start["id"]):
+        slot.release()
+        why = (f"the global best moved to experiment {best['id']} by {best['agent']} while this run waited for "
+               "a slot")
+        ctx.ledger.update("experiments", eid, status="not_run", verdict="stale", reason=why, finished_at=now())
+        raise ValueError(f"{why}: run `nanowhale research sync` (your change stays in the tree), then run again")
+    return slot
+
+
+def _wait_for_slot(ctx: Context, eid: int, log) -> Slot:
     d = slot_dir()
     d.mkdir(parents=True, exist_ok=True)
     n = slot_count(ctx)
@@ -434,7 +448,8 @@ def merge(seeds: int = 1, path=".", log=print) -> int:
                                                                                 (ctx.tag,))
               if (e["detail"].get("change") or "").startswith("experiment ")}
     sign = 1 if ctx.s["direction"] == "lower" else -1
-    cands = sorted((e for e in ctx.ledger.rows("experiments", "tag = ? AND verdict = 'stale'", (ctx.tag,))
+    cands = sorted((e for e in ctx.ledger.rows("experiments", "tag = ? AND verdict = 'stale' AND status = 'done'",
+                                               (ctx.tag,))
                     if e["id"] not in tried), key=lambda e: sign * e["metric_mean"])
     kept, dropped = [], []
     patch = ctx.repo / RESEARCH_DIR / "swarm" / "merge.diff"

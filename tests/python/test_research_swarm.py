@@ -227,13 +227,20 @@ def test_agents_asking_for_one_slot_run_one_after_the_other(tag_repo):
     knob(wa, "x")
     knob(wb, "z")
     env = {"SWARM_TEST_TRAIN_SECONDS": "0.5"}  # long enough that two unqueued runs would overlap
-    procs = [cli(w, "run", "-m", f"run of {w.name[-1]}", env=env) for w in (wa, wb)]
-    outs = [p.communicate(timeout=120)[0] for p in procs]
-    assert all(p.returncode == 0 for p in procs), outs
+    procs = {w.name[-1]: cli(w, "run", "-m", f"run of {w.name[-1]}", env=env) for w in (wa, wb)}
+    outs = {a: p.communicate(timeout=120)[0] for a, p in procs.items()}
     slots = [(e["kind"], e["agent"]) for e in rows(repo, "events") if e["kind"] in ("slot_start", "slot_end")]
-    assert len(slots) == 4
+    assert len(slots) == 4, outs
     first, second = slots[0][1], slots[2][1]
     assert slots == [("slot_start", first), ("slot_end", first), ("slot_start", second), ("slot_end", second)]
     assert {first, second} == {"a", "b"}
     waits = [e for e in rows(repo, "events") if e["kind"] == "slot_wait"]
     assert [w["agent"] for w in waits] == [second]
+    # the first kept while the second waited: the second is not trained (it could only end stale) and its
+    # change stays in its tree for sync
+    assert procs[first].returncode == 0 and procs[second].returncode != 0
+    assert "while this run waited for a slot" in outs[second] and "research sync" in outs[second]
+    by_agent = {r["agent"]: r for r in rows(repo)}
+    assert by_agent[first]["verdict"] == "keep"
+    assert by_agent[second]["status"] == "not_run" and by_agent[second]["verdict"] == "stale"
+    assert (wb if second == "b" else wa).joinpath("knobs", "z" if second == "b" else "x").exists()

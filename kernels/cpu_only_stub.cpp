@@ -1,7 +1,7 @@
 // The CUDA backend of a CPU-only build: every entry point throws, so a CPU build links and a
 // request for the GPU fails with a clear message instead of crashing.
+#include "core/cuda_device.h"
 #include "core/error.h"
-#include "kernels/cuda_backend.h"
 #include "ops/activation.h"
 #include "ops/attention.h"
 #include "ops/cross_entropy.h"

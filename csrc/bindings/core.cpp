@@ -3,10 +3,10 @@
 #include <type_traits>
 
 #include "bindings/domains.h"
+#include "core/cuda_device.h"
 #include "core/peak_flops.h"
 #include "core/profiler.h"
 #include "core/threading.h"
-#include "kernels/cuda_backend.h"
 
 namespace nw::bindings {
 

@@ -5,7 +5,7 @@
 #include <new>
 #include <utility>
 
-#include "kernels/cuda_backend.h"
+#include "core/cuda_device.h"
 
 namespace nw {
 

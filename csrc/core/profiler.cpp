@@ -3,7 +3,7 @@
 #include <atomic>
 #include <mutex>
 
-#include "kernels/cuda_backend.h"
+#include "core/cuda_device.h"
 
 namespace nw::profiler {
 

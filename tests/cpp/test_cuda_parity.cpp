@@ -17,8 +17,8 @@
 #include <vector>
 
 #include "core/buffer.h"
+#include "core/cuda_device.h"
 #include "core/rng.h"
-#include "kernels/cuda_backend.h"
 #include "ops/activation.h"
 #include "ops/attention.h"
 #include "ops/cross_entropy.h"

@@ -1,5 +1,5 @@
-// Device memory for the CUDA backend.
-#include "kernels/cuda_backend.h"
+// The GPU device interface (csrc/core/cuda_device.h) on the CUDA runtime.
+#include "core/cuda_device.h"
 #include "kernels/cuda_check.cuh"
 
 namespace nw::cuda {

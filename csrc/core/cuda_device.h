@@ -1,0 +1,27 @@
+// The GPU device interface the core and the bindings use: queries, allocation, copies and stream order.
+// Declared here and implemented by the backend, as the ops are (csrc/ops/<op>.h): kernels/device.cu in a
+// CUDA build, kernels/cpu_only_stub.cpp in a CPU-only build (available() is false, device_free does
+// nothing, every other call throws "built without CUDA").
+#pragma once
+#include <cstddef>
+
+namespace nw::cuda {
+
+// Queries.
+bool available();  // built with CUDA and a usable device present
+
+// Allocation (device memory; zeroing runs in stream order).
+void* device_alloc(size_t nbytes);
+void device_free(void* p);  // never throws: called from destructors
+void device_memset_zero(void* p, size_t nbytes);
+
+// Copies (synchronous with the host for the host <-> device directions).
+void copy_host_to_device(void* dst, const void* src, size_t nbytes);
+void copy_device_to_host(void* dst, const void* src, size_t nbytes);
+void copy_device_to_device(void* dst, const void* src, size_t nbytes);
+
+// Streams: every kernel, copy and collective runs on the legacy default stream, in issue order, so the
+// host waits for the device only here (and in the device-to-host copies).
+void synchronize();  // waits for all work on the current device
+
+}  // namespace nw::cuda

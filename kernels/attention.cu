@@ -9,8 +9,14 @@
 //   query heads and then the queries that see the key, in a fixed order. Each output element has
 //   one owner thread, so results are bit-identical run to run.
 // Head dims up to 128 are supported (the vectors live in registers padded to 32, 64 or 128).
+// bf16 precision: q, k, v and dy are read rounded to bf16 (float32 copies); the probabilities are
+// rounded before they multiply V (forward) or dY (dV), and dS before it multiplies K or Q, as a
+// tensor-core kernel feeds its MMAs; scores, softmax statistics, lse and delta stay float32. The
+// forward rounds the running (unnormalised) probabilities, as FlashAttention does, where the CPU
+// emulation rounds the normalised ones: both are within bf16 rounding of each other.
 #include <cmath>
 
+#include "kernels/bf16.cuh"
 #include "kernels/common.cuh"
 #include "ops/attention.h"
 
@@ -29,7 +35,10 @@ __device__ __forceinline__ int64_t first_key(int64_t p, int window) {
 struct Shape {
   int64_t B, Tq, Tk, Tcap, H, KVH, D, G;
   float scale;
+  bool bf16;  // round the probabilities and dS to bf16 before their products
 };
+
+__device__ __forceinline__ float operand(float x, const Shape& d) { return d.bf16 ? round_bf16(x) : x; }
 
 // Loads rows [s0, s0 + rows) of one (batch, kv head) of a (B, Tcap, KVH, D) tensor into dst (rows, MAXD),
 // zero-filling columns >= D and rows past `limit`.
@@ -88,9 +97,10 @@ __global__ void __launch_bounds__(kQB) attention_forward_kernel(float* y, float*
       }
       const float p = expf(score - mx);
       sum += p;
+      const float pv = operand(p, d);
       const float* vr = Vs + j * MAXD;
 #pragma unroll
-      for (int i = 0; i < MAXD; ++i) acc[i] += p * vr[i];
+      for (int i = 0; i < MAXD; ++i) acc[i] += pv * vr[i];
     }
   }
   if (!valid) return;
@@ -155,7 +165,7 @@ __global__ void __launch_bounds__(kQB) attention_dq_kernel(float* dq, const floa
         gvd += gv[i] * vr[i];
       }
       const float p = expf(qk * d.scale - l);
-      const float ds = p * (gvd - dl) * d.scale;
+      const float ds = operand(p * (gvd - dl) * d.scale, d);
 #pragma unroll
       for (int i = 0; i < MAXD; ++i) acc[i] += ds * kr[i];
     }
@@ -232,10 +242,10 @@ __global__ void __launch_bounds__(kKB) attention_dkv_kernel(float* dk, float* dv
           gvd += gr[i] * vr[i];
         }
         const float p = expf(qk * d.scale - Ls[j]);
-        const float ds = p * (gvd - Ds[j]) * d.scale;
+        const float ds = operand(p * (gvd - Ds[j]) * d.scale, d), pv = operand(p, d);
 #pragma unroll
         for (int i = 0; i < MAXD; ++i) {
-          dva[i] += p * gr[i];
+          dva[i] += pv * gr[i];
           dka[i] += ds * qr[i];
         }
       }
@@ -251,7 +261,7 @@ __global__ void __launch_bounds__(kKB) attention_dkv_kernel(float* dk, float* dv
     }
 }
 
-Shape make_shape(const Tensor& q, const Tensor& k, int64_t kv_len) {
+Shape make_shape(const Tensor& q, const Tensor& k, int64_t kv_len, Precision p) {
   Shape d;
   d.B = q.size(0);
   d.Tq = q.size(1);
@@ -262,6 +272,7 @@ Shape make_shape(const Tensor& q, const Tensor& k, int64_t kv_len) {
   d.KVH = k.size(2);
   d.G = d.H / d.KVH;
   d.scale = 1.f / std::sqrt(float(d.D));  // the CPU's T(1) / sqrt(T(D))
+  d.bf16 = p == Precision::BF16;
   return d;
 }
 
@@ -274,10 +285,12 @@ void with_head_dim(int64_t D, const char* op, F&& f) {
   else f(std::integral_constant<int, 128>());
 }
 
-void launch_forward(const Tensor& y, float* lse, const Tensor& q, const Tensor& k, const Tensor& v, int64_t kv_len,
-                    int window, const char* op) {
-  const Shape d = make_shape(q, k, kv_len);
+void launch_forward(const Tensor& y, float* lse, const Tensor& q_in, const Tensor& k_in, const Tensor& v_in,
+                    int64_t kv_len, int window, Precision p, const char* op) {
+  const Shape d = make_shape(q_in, k_in, kv_len, p);
   if (d.B * d.Tq * d.H == 0) return;
+  const Bf16RoundedOperand qr(q_in, p), kr(k_in, p), vr(v_in, p);
+  const Tensor &q = qr.t(), &k = kr.t(), &v = vr.t();
   NW_CHECK(d.H < 65536 && d.B < 65536, op, ": too many heads or sequences for the CUDA grid");
   const dim3 grid(static_cast<unsigned>((d.Tq + kQB - 1) / kQB), static_cast<unsigned>(d.H),
                   static_cast<unsigned>(d.B));
@@ -290,23 +303,26 @@ void launch_forward(const Tensor& y, float* lse, const Tensor& q, const Tensor& 
 }  // namespace
 
 void attention_forward(const Tensor& y, const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
-                       int window) {
+                       int window, Precision p) {
   detail::require_f32("attention_forward", {&y, &lse, &q, &k, &v});
-  launch_forward(y, lse.ptr<float>(), q, k, v, k.size(1), window, "attention_forward");
+  launch_forward(y, lse.ptr<float>(), q, k, v, k.size(1), window, p, "attention_forward");
 }
 
 void attention_forward_kv(const Tensor& y, const Tensor& q, const Tensor& k, const Tensor& v, int64_t kv_len,
-                          int window) {
+                          int window, Precision p) {
   detail::require_f32("attention_forward_kv", {&y, &q, &k, &v});
-  launch_forward(y, nullptr, q, k, v, kv_len, window, "attention_forward_kv");
+  launch_forward(y, nullptr, q, k, v, kv_len, window, p, "attention_forward_kv");
 }
 
-void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dy, const Tensor& q,
-                        const Tensor& k, const Tensor& v, const Tensor& y, const Tensor& lse, int window) {
+void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dy_in,
+                        const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, const Tensor& y, const Tensor& lse,
+                        int window, Precision p) {
   const char* op = "attention_backward";
-  detail::require_f32(op, {&dq, &dk, &dv, &dy, &q, &k, &v, &y, &lse});
-  const Shape d = make_shape(q, k, k.size(1));  // training: Tq == Tk == Tcap
+  detail::require_f32(op, {&dq, &dk, &dv, &dy_in, &q_in, &k_in, &v_in, &y, &lse});
+  const Shape d = make_shape(q_in, k_in, k_in.size(1), p);  // training: Tq == Tk == Tcap
   if (d.B * d.Tq * d.H == 0) return;
+  const Bf16RoundedOperand qr(q_in, p), kr(k_in, p), vr(v_in, p), dyr(dy_in, p);
+  const Tensor &q = qr.t(), &k = kr.t(), &v = vr.t(), &dy = dyr.t();
   NW_CHECK(d.H < 65536 && d.B < 65536, op, ": too many heads or sequences for the CUDA grid");
   detail::Scratch delta(d.B * d.H * d.Tq * sizeof(float));
   const int64_t rows = d.B * d.Tq * d.H;

@@ -16,7 +16,7 @@
 
 namespace nw::cuda::detail {
 
-// The CUDA kernels compute in float32 only (bf16 mixed precision is later work).
+// The CUDA kernels take float32 tensors (bf16 precision converts operands inside: kernels/bf16.cuh).
 inline void require_f32(const char* op, std::initializer_list<const Tensor*> ts) {
   for (const Tensor* t : ts)
     if (t->defined())

@@ -33,17 +33,17 @@ void copy_device_to_device(void*, const void*, size_t) { no_cuda("copy_device_to
 
 void activation_forward(Activation a, const Tensor& h, const Tensor& pre) { no_cuda("activation_forward"); }
 void activation_backward(Activation a, const Tensor& dpre, const Tensor& dh, const Tensor& pre) { no_cuda("activation_backward"); }
-void attention_forward(const Tensor& y, const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v, int window) { no_cuda("attention_forward"); }
-void attention_forward_kv(const Tensor& y, const Tensor& q, const Tensor& k, const Tensor& v, int64_t kv_len, int window) { no_cuda("attention_forward_kv"); }
-void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dy, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& y, const Tensor& lse, int window) { no_cuda("attention_backward"); }
+void attention_forward(const Tensor& y, const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v, int window, Precision) { no_cuda("attention_forward"); }
+void attention_forward_kv(const Tensor& y, const Tensor& q, const Tensor& k, const Tensor& v, int64_t kv_len, int window, Precision) { no_cuda("attention_forward_kv"); }
+void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dy, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& y, const Tensor& lse, int window, Precision) { no_cuda("attention_backward"); }
 void softcap_cross_entropy(const Tensor& losses, const Tensor& dlogits, const Tensor& logits, const Tensor& targets, const Tensor& weights, float cap, float grad_per_token) { no_cuda("softcap_cross_entropy"); }
 void softcap(const Tensor& logits, float cap) { no_cuda("softcap"); }
 void embedding_forward(const Tensor& out, const Tensor& table, const Tensor& tokens) { no_cuda("embedding_forward"); }
 void embedding_backward(const Tensor& dtable, const Tensor& dout, const Tensor& tokens) { no_cuda("embedding_backward"); }
-void grouped_linear_forward(const Tensor& y, const Tensor& x, const Tensor& w, const Tensor& offsets) { no_cuda("grouped_linear_forward"); }
-void grouped_linear_backward(const Tensor& dx, const Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& offsets) { no_cuda("grouped_linear_backward"); }
-void linear_forward(const Tensor& y, const Tensor& x, const Tensor& w) { no_cuda("linear_forward"); }
-void linear_backward(const Tensor& dx, const Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w) { no_cuda("linear_backward"); }
+void grouped_linear_forward(const Tensor& y, const Tensor& x, const Tensor& w, const Tensor& offsets, Precision) { no_cuda("grouped_linear_forward"); }
+void grouped_linear_backward(const Tensor& dx, const Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& offsets, Precision) { no_cuda("grouped_linear_backward"); }
+void linear_forward(const Tensor& y, const Tensor& x, const Tensor& w, Precision) { no_cuda("linear_forward"); }
+void linear_backward(const Tensor& dx, const Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w, Precision) { no_cuda("linear_backward"); }
 void moe_dispatch(const Tensor& counts, const Tensor& offsets, const Tensor& row_of_slot, const Tensor& token_of_row, const Tensor& topk) { no_cuda("moe_dispatch"); }
 void moe_gather(const Tensor& xe, const Tensor& x, const Tensor& token_of_row) { no_cuda("moe_gather"); }
 void moe_gather_backward(const Tensor& dx, const Tensor& dxe, const Tensor& row_of_slot) { no_cuda("moe_gather_backward"); }

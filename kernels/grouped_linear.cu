@@ -7,6 +7,9 @@
 // - dW_e += dy[rows_e]^T x[rows_e]: grid (in tiles, out tiles, E); each block reduces over its
 //   expert's rows in row order.
 // Every output element is summed by one thread in a fixed order: deterministic, no atomics.
+// bf16 precision: the kernel reads operands rounded to bf16 (float32 copies) and accumulates in float32,
+// the arithmetic of the CPU emulation; a tensor-core grouped GEMM is later work.
+#include "kernels/bf16.cuh"
 #include "kernels/common.cuh"
 #include "ops/grouped_linear.h"
 
@@ -110,34 +113,39 @@ __global__ void __launch_bounds__(kThreads) grouped_dw_kernel(float* dw, const f
 unsigned row_tile_pairs(int64_t R, int64_t E) { return static_cast<unsigned>(R / TM + E); }
 }  // namespace
 
-void grouped_linear_forward(const Tensor& y, const Tensor& x, const Tensor& w, const Tensor& offsets) {
+void grouped_linear_forward(const Tensor& y, const Tensor& x, const Tensor& w, const Tensor& offsets,
+                            Precision p) {
   detail::require_f32("grouped_linear_forward", {&y, &x, &w});
   const int64_t R = x.size(0), E = w.size(0), out = w.size(1), in = w.size(2);
   if (R == 0 || out == 0 || E == 0) return;
   NW_CHECK(R < (int64_t(1) << 31) && out * in < (int64_t(1) << 31), "grouped_linear_forward: sizes exceed int32");
   const dim3 grid(row_tile_pairs(R, E), static_cast<unsigned>((out + TN - 1) / TN));
-  grouped_forward_kernel<<<grid, kThreads>>>(y.ptr<float>(), x.ptr<float>(), w.ptr<float>(), offsets.ptr<int32_t>(),
-                                             int(E), int(out), int(in));
+  const Bf16RoundedOperand xr(x, p), wr(w, p);
+  grouped_forward_kernel<<<grid, kThreads>>>(y.ptr<float>(), xr.t().ptr<float>(), wr.t().ptr<float>(),
+                                             offsets.ptr<int32_t>(), int(E), int(out), int(in));
   NW_CUDA_LAUNCH_CHECK();
 }
 
 void grouped_linear_backward(const Tensor& dx, const Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w,
-                             const Tensor& offsets) {
+                             const Tensor& offsets, Precision p) {
   detail::require_f32("grouped_linear_backward", {&dx, &dw, &dy, &x, &w});
   const int64_t R = x.size(0), E = w.size(0), out = w.size(1), in = w.size(2);
   if (R == 0 || E == 0 || in == 0) return;
   NW_CHECK(R < (int64_t(1) << 31) && out * in < (int64_t(1) << 31), "grouped_linear_backward: sizes exceed int32");
+  const Bf16RoundedOperand dyr(dy, p);
   if (dx.defined()) {
+    const Bf16RoundedOperand wr(w, p);
     const dim3 grid(row_tile_pairs(R, E), static_cast<unsigned>((in + TN - 1) / TN));
-    grouped_dx_kernel<<<grid, kThreads>>>(dx.ptr<float>(), dy.ptr<float>(), w.ptr<float>(), offsets.ptr<int32_t>(),
-                                          int(E), int(out), int(in));
+    grouped_dx_kernel<<<grid, kThreads>>>(dx.ptr<float>(), dyr.t().ptr<float>(), wr.t().ptr<float>(),
+                                          offsets.ptr<int32_t>(), int(E), int(out), int(in));
     NW_CUDA_LAUNCH_CHECK();
   }
   if (out == 0) return;
   const dim3 grid(static_cast<unsigned>((in + TN - 1) / TN), static_cast<unsigned>((out + TM - 1) / TM),
                   static_cast<unsigned>(E));
-  grouped_dw_kernel<<<grid, kThreads>>>(dw.ptr<float>(), dy.ptr<float>(), x.ptr<float>(), offsets.ptr<int32_t>(),
-                                        int(out), int(in));
+  const Bf16RoundedOperand xr(x, p);
+  grouped_dw_kernel<<<grid, kThreads>>>(dw.ptr<float>(), dyr.t().ptr<float>(), xr.t().ptr<float>(),
+                                        offsets.ptr<int32_t>(), int(out), int(in));
   NW_CUDA_LAUNCH_CHECK();
 }
 

@@ -1,20 +1,39 @@
-// CUDA linear layer (fp32) through cuBLAS: y = x W^T, dx = dy W, dW += dy^T x, the same three
-// row-major GEMMs as csrc/cpu/linear.cpp.
+// CUDA linear layer through cuBLAS: y = x W^T, dx = dy W, dW += dy^T x, the same three row-major GEMMs
+// as csrc/cpu/linear.cpp. fp32 precision: float32 GEMMs (no TF32). bf16 precision: the operands are
+// converted to bf16 and the GEMMs run on tensor cores with float32 accumulation and float32 outputs
+// (dW accumulates into the float32 gradient).
+#include "kernels/bf16.cuh"
 #include "kernels/common.cuh"
 #include "kernels/cublas.cuh"
 #include "ops/linear.h"
 
 namespace nw::cuda {
 
-void linear_forward(const Tensor& y, const Tensor& x, const Tensor& w) {
+void linear_forward(const Tensor& y, const Tensor& x, const Tensor& w, Precision p) {
   detail::require_f32("linear_forward", {&y, &x, &w});
   const int N = static_cast<int>(x.size(0)), in = static_cast<int>(x.size(1)), out = static_cast<int>(w.size(0));
+  if (p == Precision::BF16) {
+    const Bf16Copy xb(x), wb(w);
+    gemm_bf16(false, true, N, out, in, 1.f, xb.data(), in, wb.data(), in, 0.f, y.ptr<float>(), out);
+    return;
+  }
   sgemm(false, true, N, out, in, 1.f, x.ptr<float>(), in, w.ptr<float>(), in, 0.f, y.ptr<float>(), out);
 }
 
-void linear_backward(const Tensor& dx, const Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w) {
+void linear_backward(const Tensor& dx, const Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w,
+                     Precision p) {
   detail::require_f32("linear_backward", {&dx, &dw, &dy, &x, &w});
   const int N = static_cast<int>(x.size(0)), in = static_cast<int>(x.size(1)), out = static_cast<int>(w.size(0));
+  if (p == Precision::BF16) {
+    const Bf16Copy dyb(dy), xb(x);
+    if (dx.defined()) {  // dx (N, in) = dy (N, out) . W (out, in)
+      const Bf16Copy wb(w);
+      gemm_bf16(false, false, N, in, out, 1.f, dyb.data(), out, wb.data(), in, 0.f, dx.ptr<float>(), in);
+    }
+    // dW (out, in) += dy^T (out, N) . x (N, in)
+    gemm_bf16(true, false, out, in, N, 1.f, dyb.data(), out, xb.data(), in, 1.f, dw.ptr<float>(), in);
+    return;
+  }
   if (dx.defined())  // dx (N, in) = dy (N, out) . W (out, in)
     sgemm(false, false, N, in, out, 1.f, dy.ptr<float>(), out, w.ptr<float>(), in, 0.f, dx.ptr<float>(), in);
   // dW (out, in) += dy^T (out, N) . x (N, in)

@@ -50,6 +50,8 @@ class TrainSection:
     seed: int = 0                    # model init and data order
     threads: int = 0                 # CPU threads; 0: all cores
     device: str = "auto"             # auto (cuda when available), cpu, cuda
+    precision: str = "auto"          # matmuls: bf16 (bf16 operands, fp32 accumulation) or fp32 (the
+                                     # reference); auto: bf16 on cuda, fp32 on cpu. Weights stay fp32.
     comm_timeout: float = 300.0      # data parallel: seconds a collective waits before naming silent ranks
 
 
@@ -277,6 +279,7 @@ def validate(cfg: RunConfig) -> None:
     _check(0.0 <= t.momentum_start <= 1.0, "train.momentum_start", "must be in [0, 1]", t.momentum_start)
     _check(t.threads >= 0, "train.threads", "must be >= 0", t.threads)
     _check(t.device in ("auto", "cpu", "cuda"), "train.device", "must be auto, cpu or cuda", t.device)
+    _check(t.precision in ("auto", "bf16", "fp32"), "train.precision", "must be auto, bf16 or fp32", t.precision)
     _check(t.comm_timeout > 0, "train.comm_timeout", "must be > 0 seconds", t.comm_timeout)
     _check(cfg.data.tokenizer_train_mb > 0, "data.tokenizer_train_mb", "must be > 0", cfg.data.tokenizer_train_mb)
     _check(cfg.data.shard_tokens >= 1, "data.shard_tokens", "must be >= 1", cfg.data.shard_tokens)

@@ -90,6 +90,12 @@ def choose_device(name: str) -> str:
     return name
 
 
+def choose_precision(name: str, device: str) -> str:
+    if name == "auto":  # bf16 where tensor cores make it fast; the CPU emulates it only for testing
+        return "bf16" if device == "cuda" else "fp32"
+    return name
+
+
 def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # kB on Linux
 
@@ -239,6 +245,7 @@ def train(config=None, *, resume: str | Path | None = None, overrides: list[str]
 
     mcfg = cfg.model_config()
     model = _C.Model(mcfg, seed=tc.seed, device=device)
+    model.precision = choose_precision(tc.precision, device)
     opt = _C.Optimizer(model, cfg.optimizer_config())
     T, B = mcfg.seq_len, tc.micro_batch
     loader = make_loader(data_dir, "train", B, T, tok, packed=True, seed=tc.seed, rank=group.rank,
@@ -441,6 +448,7 @@ def train(config=None, *, resume: str | Path | None = None, overrides: list[str]
         "params_total": mcfg.num_params(),
         "params_active": mcfg.num_active_params(),
         "device": device,
+        "precision": model.precision,
         "checkpoint": str(last_ckpt) if last_ckpt else None,
         "samples": samples,
         "losses": losses,
@@ -453,7 +461,8 @@ def train(config=None, *, resume: str | Path | None = None, overrides: list[str]
 
 SUMMARY_KEYS = ("status", "val_bpb", "training_seconds", "total_seconds", "steps", "tokens", "epochs", "data_seen",
                 "split_tokens", "tokens_per_second", "mfu", "outside_compute_fraction", "allreduce_fraction",
-                "peak_memory_mb", "params_total", "params_active", "device", "world_size", "run_dir", "checkpoint")
+                "peak_memory_mb", "params_total", "params_active", "device", "precision", "world_size", "run_dir",
+                "checkpoint")
 
 
 def format_summary(result: dict) -> str:

@@ -198,6 +198,14 @@ void register_model(py::module_& m) {
       .def_property_readonly("config", &Model::config)
       .def_property_readonly("device", [](const Model& m) { return device_name(m.device()); })
       .def_property_readonly("dtype", [](const Model& m) { return dtype_name(m.dtype()); })
+      .def_property(
+          "precision", [](const Model& m) { return precision_name(m.precision()); },
+          [](Model& m, const std::string& p) {
+            std::lock_guard<std::mutex> lock(m.compute_mutex());
+            m.set_precision(parse_precision(p));
+          },
+          "Matmul precision of later forward/backward calls: 'fp32' (reference) or 'bf16' (bf16 operands, "
+          "float32 accumulation; emulated by rounding on the CPU). Weights stay float32.")
       .def("init_weights", &Model::init_weights, py::arg("seed"), py::call_guard<py::gil_scoped_release>())
       .def("forward_backward",
            [](Model& m, const py::object& tokens, const py::object& targets, const py::object& weights,

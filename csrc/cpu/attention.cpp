@@ -3,11 +3,15 @@
 // softmax. With a KV cache the queries are the last Tq of Tk positions. The forward keeps only the row log-sum-exp; the backward recomputes the probabilities.
 // Backward tasks own a (batch, kv-head) pair, so dK/dV are summed over the group's query heads in a
 // fixed order without atomics.
+// In bf16 precision every product reads bf16 operands and accumulates in float32, as a tensor-core
+// kernel does: q, k, v and dy are rounded on entry, the probabilities P before P V and P^T dY, and dS
+// before dS K and dS^T Q; the softmax statistics, lse and delta stay float32.
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
 
+#include "cpu/bf16_operands.h"
 #include "cpu/blas.h"
 #include "cpu/fast_math.h"
 #include "ops/attention.h"
@@ -37,9 +41,12 @@ void scores(T* S, const T* q, const T* k, const Dims& d, T scale) {
 
 // Forward for every (batch, head): y = softmax(masked S) V; lse (B, H, Tq) if given.
 template <typename T>
-void attend(const Tensor& y, T* lse, const Tensor& q, const Tensor& k, const Tensor& v, const Dims& d, int window) {
+void attend(const Tensor& y, T* lse, const Tensor& q, const Tensor& k, const Tensor& v, const Dims& d, int window,
+            Precision prec) {
   const T scale = T(1) / std::sqrt(T(d.D));
-  const T *qp = q.ptr<T>(), *kp = k.ptr<T>(), *vp = v.ptr<T>();
+  const T* qp = bf16_operand(q.ptr<T>(), q.numel(), prec, 0);
+  const T* kp = bf16_operand(k.ptr<T>(), k.numel(), prec, 1);
+  const T* vp = bf16_operand(v.ptr<T>(), v.numel(), prec, 2);
   T* yp = y.ptr<T>();
 #pragma omp parallel
   {
@@ -62,6 +69,7 @@ void attend(const Tensor& y, T* lse, const Tensor& q, const Tensor& k, const Ten
           for (int64_t s = 0; s < d.Tk; ++s) row[s] = (s >= s0 && s <= pos) ? row[s] * inv : T(0);
           if (lse) lse[(b * d.H + h) * d.Tq + t] = mx + std::log(sum);
         }
+        round_block_to_bf16(P, d.Tq, d.Tk, d.Tk, prec);
         // Y_bh (Tq, D) = P V
         gemm<T>(false, false, int(d.Tq), int(d.D), int(d.Tk), T(1), P, int(d.Tk), vp + kvo, int(d.KVH * d.D), T(0),
                 yp + qo, int(d.H * d.D));
@@ -72,22 +80,27 @@ void attend(const Tensor& y, T* lse, const Tensor& q, const Tensor& k, const Ten
 
 template <typename T>
 void attention_forward(const Tensor& y, const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
-                       int window) {
-  attend<T>(y, lse.ptr<T>(), q, k, v, Dims(q, k, k.size(1)), window);
+                       int window, Precision p) {
+  attend<T>(y, lse.ptr<T>(), q, k, v, Dims(q, k, k.size(1)), window, p);
 }
 
 template <typename T>
 void attention_forward_kv(const Tensor& y, const Tensor& q, const Tensor& k, const Tensor& v, int64_t kv_len,
-                          int window) {
-  attend<T>(y, nullptr, q, k, v, Dims(q, k, kv_len), window);
+                          int window, Precision p) {
+  attend<T>(y, nullptr, q, k, v, Dims(q, k, kv_len), window, p);
 }
 
 template <typename T>
 void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dy, const Tensor& q,
-                        const Tensor& k, const Tensor& v, const Tensor& y, const Tensor& lse, int window) {
+                        const Tensor& k, const Tensor& v, const Tensor& y, const Tensor& lse, int window,
+                        Precision prec) {
   const Dims d(q, k, k.size(1));  // training: Tq == Tk == Tcap
   const T scale = T(1) / std::sqrt(T(d.D));
-  const T *qp = q.ptr<T>(), *kp = k.ptr<T>(), *vp = v.ptr<T>(), *yp = y.ptr<T>(), *gp = dy.ptr<T>();
+  const T* qp = bf16_operand(q.ptr<T>(), q.numel(), prec, 0);
+  const T* kp = bf16_operand(k.ptr<T>(), k.numel(), prec, 1);
+  const T* vp = bf16_operand(v.ptr<T>(), v.numel(), prec, 2);
+  const T* gp = bf16_operand(dy.ptr<T>(), dy.numel(), prec, 3);
+  const T* yp = y.ptr<T>();
   const T* lp = lse.ptr<T>();
   T *dqp = dq.ptr<T>(), *dkp = dk.ptr<T>(), *dvp = dv.ptr<T>();
   const int ldq = int(d.H * d.D), ldkv = int(d.KVH * d.D), Tn = int(d.Tq), Dn = int(d.D);
@@ -121,6 +134,8 @@ void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
               ds[s] = visible ? p[s] * (ds[s] - delta) * scale : T(0);
             }
           }
+          round_block_to_bf16(P.data(), d.Tq, d.Tk, d.Tk, prec);
+          round_block_to_bf16(dS.data(), d.Tq, d.Tk, d.Tk, prec);
           // dQ_bh = dS K; dK += dS^T Q_bh; dV += P^T dY_bh
           gemm<T>(false, false, Tn, Dn, Tn, T(1), dS.data(), Tn, kp + kvo, ldkv, T(0), dqp + qo, ldq);
           gemm<T>(true, false, Tn, Dn, Tn, T(1), dS.data(), Tn, qp + qo, ldq, T(1), dkp + kvo, ldkv);
@@ -131,10 +146,12 @@ void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
 }
 
 #define INSTANTIATE(T)                                                                                           \
-  template void attention_forward<T>(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, int); \
-  template void attention_forward_kv<T>(const Tensor&, const Tensor&, const Tensor&, const Tensor&, int64_t, int);    \
-  template void attention_backward<T>(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,      \
-                                      const Tensor&, const Tensor&, const Tensor&, const Tensor&, int);
+  template void attention_forward<T>(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, int, \
+                                     Precision);                                                                \
+  template void attention_forward_kv<T>(const Tensor&, const Tensor&, const Tensor&, const Tensor&, int64_t, int,  \
+                                        Precision);                                                             \
+  template void attention_backward<T>(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,   \
+                                      const Tensor&, const Tensor&, const Tensor&, const Tensor&, int, Precision);
 INSTANTIATE(float)
 INSTANTIATE(double)
 

@@ -157,6 +157,12 @@ Model::Model(const ModelConfig& cfg, uint64_t seed, Device device, DType dtype)
 
 Model::~Model() = default;
 
+void Model::set_precision(Precision p) {
+  NW_CHECK(p == Precision::FP32 || dtype_ == DType::F32, "precision bf16 needs a float32 model, this one is ",
+           dtype_name(dtype_));
+  prec_ = p;
+}
+
 void Model::init_weights(uint64_t seed) {
   const double C = cfg_.d_model;
   for (int i = 0; i < layout_->size(); ++i) {
@@ -310,9 +316,9 @@ double Model::run_forward(const int32_t* tokens, const int32_t* targets, int B, 
     const LayerParams& p = a.params[l];
     // attention
     rmsnorm_forward(x.ln1, x.ln1_rstd, x.resid_in, P(p.attn_norm), cfg_.norm_eps);
-    linear_forward(x.q_raw, x.ln1, P(p.wq));
-    linear_forward(x.k_raw, x.ln1, P(p.wk));
-    linear_forward(x.v.view({N, KVH * D}), x.ln1, P(p.wv));
+    linear_forward(x.q_raw, x.ln1, P(p.wq), prec_);
+    linear_forward(x.k_raw, x.ln1, P(p.wk), prec_);
+    linear_forward(x.v.view({N, KVH * D}), x.ln1, P(p.wv), prec_);
     rmsnorm_forward(x.q.view({N * H, D}), x.q_rstd, x.q_raw.view({N * H, D}), Tensor(), cfg_.norm_eps);
     rmsnorm_forward(x.k.view({N * KVH, D}), x.k_rstd, x.k_raw.view({N * KVH, D}), Tensor(), cfg_.norm_eps);
     rope_forward(x.q, cos, sin);
@@ -324,45 +330,45 @@ double Model::run_forward(const int32_t* tokens, const int32_t* targets, int B, 
         copy_tensor(ck.slice_rows(b, b + 1).view({cap, row}).slice_rows(pos, pos + T), x.k.slice_rows(b, b + 1).view({T, row}));
         copy_tensor(cv.slice_rows(b, b + 1).view({cap, row}).slice_rows(pos, pos + T), x.v.slice_rows(b, b + 1).view({T, row}));
       }
-      attention_forward_kv(x.att, x.q, ck, cv, pos + T, cfg_.window_of_layer(l));
+      attention_forward_kv(x.att, x.q, ck, cv, pos + T, cfg_.window_of_layer(l), prec_);
     } else {
-      attention_forward(x.att, x.lse, x.q, x.k, x.v, cfg_.window_of_layer(l));
+      attention_forward(x.att, x.lse, x.q, x.k, x.v, cfg_.window_of_layer(l), prec_);
     }
-    linear_forward(x.mid, x.att.view({N, H * D}), P(p.wo));
+    linear_forward(x.mid, x.att.view({N, H * D}), P(p.wo), prec_);
     residual_add(x.mid, x.resid_in);
     // feed-forward
     const Tensor out = l + 1 < cfg_.n_layer ? a.layers[l + 1].resid_in : a.final_in;
     rmsnorm_forward(x.ln2, x.ln2_rstd, x.mid, P(p.mlp_norm), cfg_.norm_eps);
     if (p.moe_index < 0) {
-      linear_forward(x.pre, x.ln2, P(p.w_in));
+      linear_forward(x.pre, x.ln2, P(p.w_in), prec_);
       activation_forward(act_, x.h, x.pre);
-      linear_forward(out, x.h, P(p.w_out));
+      linear_forward(out, x.h, P(p.w_out), prec_);
     } else {
-      linear_forward(x.router_logits, x.ln2, P(p.router));
+      linear_forward(x.router_logits, x.ln2, P(p.router));  // the router stays fp32 in every precision
       balance += moe_router_forward(x.scores, x.topk, x.gates, x.router_logits, buffers_.view(p.bias), B,
                                     cfg_.route_scale, cfg_.balance_alpha);
       moe_dispatch(x.counts, x.offsets, x.row_of_slot, x.token_of_row, x.topk);
       if (train)
         moe_accumulate_counts(pending_counts_.slice_rows(p.moe_index, p.moe_index + 1).view({cfg_.n_experts}), x.counts);
       moe_gather(x.xe, x.ln2, x.token_of_row);
-      grouped_linear_forward(x.pre_e, x.xe, P(p.expert_in), x.offsets);
+      grouped_linear_forward(x.pre_e, x.xe, P(p.expert_in), x.offsets, prec_);
       activation_forward(act_, x.h_e, x.pre_e);
-      grouped_linear_forward(x.ye, x.h_e, P(p.expert_out), x.offsets);
+      grouped_linear_forward(x.ye, x.h_e, P(p.expert_out), x.offsets, prec_);
       moe_combine(out, x.ye, x.gates, x.row_of_slot);
       for (int s = 0; s < cfg_.n_shared; ++s) {
         const Tensor w_in = P(p.shared_in), w_out = P(p.shared_out);
         const Tensor pre = x.pre_s.slice_rows(s, s + 1).view({N, x.pre_s.size(2)});
         const Tensor h = x.h_s.slice_rows(s, s + 1).view({N, x.h_s.size(2)});
-        linear_forward(pre, x.ln2, w_in.slice_rows(s, s + 1).view({w_in.size(1), C}));
+        linear_forward(pre, x.ln2, w_in.slice_rows(s, s + 1).view({w_in.size(1), C}), prec_);
         activation_forward(act_, h, pre);
-        linear_forward(a.d_tmp, h, w_out.slice_rows(s, s + 1).view({C, w_out.size(2)}));
+        linear_forward(a.d_tmp, h, w_out.slice_rows(s, s + 1).view({C, w_out.size(2)}), prec_);
         residual_add(out, a.d_tmp);
       }
     }
     residual_add(out, x.mid);
   }
   rmsnorm_forward(a.lnf, a.lnf_rstd, a.final_in, P(final_norm_index()), cfg_.norm_eps);
-  linear_forward(a.logits, a.lnf, P(head_index()));
+  linear_forward(a.logits, a.lnf, P(head_index()), prec_);
   return balance;
 }
 
@@ -373,7 +379,7 @@ void Model::run_backward(int B, int T, float grad_scale) {
   auto P = [&](int i) { return params_.view(i); };
   auto G = [&](int i) { return grads_.view(i); };
   // The logits buffer holds dlogits (written by the fused cross-entropy).
-  linear_backward(a.d_ln, G(head_index()), a.logits, a.lnf, P(head_index()));
+  linear_backward(a.d_ln, G(head_index()), a.logits, a.lnf, P(head_index()), prec_);
   rmsnorm_backward(a.d_resid, G(final_norm_index()), a.d_ln, a.final_in, P(final_norm_index()), a.lnf_rstd);
   for (int l = cfg_.n_layer - 1; l >= 0; --l) {
     const LayerActs& x = a.layers[l];
@@ -382,9 +388,9 @@ void Model::run_backward(int B, int T, float grad_scale) {
     if (p.moe_index < 0) {
       const int64_t Hd = cfg_.dense_hidden, Hin = x.pre.size(1);
       const Tensor dh = a.d_h.first({N, Hd}), dpre = a.d_pre.first({N, Hin});
-      linear_backward(dh, G(p.w_out), a.d_resid, x.h, P(p.w_out));
+      linear_backward(dh, G(p.w_out), a.d_resid, x.h, P(p.w_out), prec_);
       activation_backward(act_, dpre, dh, x.pre);
-      linear_backward(a.d_ln, G(p.w_in), dpre, x.ln2, P(p.w_in));
+      linear_backward(a.d_ln, G(p.w_in), dpre, x.ln2, P(p.w_in), prec_);
     } else {
       zero_tensor(a.d_ln);
       for (int s = 0; s < cfg_.n_shared; ++s) {
@@ -394,38 +400,41 @@ void Model::run_backward(int B, int T, float grad_scale) {
         const Tensor pre = x.pre_s.slice_rows(s, s + 1).view({N, Hin});
         const Tensor w_out = P(p.shared_out).slice_rows(s, s + 1).view({C, Hs});
         const Tensor w_in = P(p.shared_in).slice_rows(s, s + 1).view({Hin, C});
-        linear_backward(dh, G(p.shared_out).slice_rows(s, s + 1).view({C, Hs}), a.d_resid, h, w_out);
+        linear_backward(dh, G(p.shared_out).slice_rows(s, s + 1).view({C, Hs}), a.d_resid, h, w_out,
+                        prec_);
         activation_backward(act_, dpre, dh, pre);
-        linear_backward(a.d_tmp, G(p.shared_in).slice_rows(s, s + 1).view({Hin, C}), dpre, x.ln2, w_in);
+        linear_backward(a.d_tmp, G(p.shared_in).slice_rows(s, s + 1).view({Hin, C}), dpre, x.ln2, w_in,
+                        prec_);
         residual_add(a.d_ln, a.d_tmp);
       }
       const int64_t He = cfg_.expert_hidden, Hin = x.pre_e.size(1);
       const Tensor dh = a.d_h.first({N * K, He}), dpre = a.d_pre.first({N * K, Hin});
       moe_combine_backward(a.d_ye, a.d_gates, a.d_resid, x.ye, x.gates, x.row_of_slot);
-      grouped_linear_backward(dh, G(p.expert_out), a.d_ye, x.h_e, P(p.expert_out), x.offsets);
+      grouped_linear_backward(dh, G(p.expert_out), a.d_ye, x.h_e, P(p.expert_out), x.offsets, prec_);
       activation_backward(act_, dpre, dh, x.pre_e);
-      grouped_linear_backward(a.d_xe, G(p.expert_in), dpre, x.xe, P(p.expert_in), x.offsets);
+      grouped_linear_backward(a.d_xe, G(p.expert_in), dpre, x.xe, P(p.expert_in), x.offsets, prec_);
       moe_gather_backward(a.d_ln, a.d_xe, x.row_of_slot);
       moe_router_backward(a.d_router, a.d_gates, x.scores, x.topk, B, cfg_.route_scale, cfg_.balance_alpha,
                           grad_scale);
-      linear_backward(a.d_tmp, G(p.router), a.d_router, x.ln2, P(p.router));
+      linear_backward(a.d_tmp, G(p.router), a.d_router, x.ln2, P(p.router));  // fp32, as its forward
       residual_add(a.d_ln, a.d_tmp);
     }
     rmsnorm_backward(a.d_tmp, G(p.mlp_norm), a.d_ln, x.mid, P(p.mlp_norm), x.ln2_rstd);
     residual_add(a.d_resid, a.d_tmp);  // now d(mid)
     // attention: mid = resid_in + wo(att)
-    linear_backward(a.d_att.view({N, H * D}), G(p.wo), a.d_resid, x.att.view({N, H * D}), P(p.wo));
-    attention_backward(a.d_q, a.d_k, a.d_v, a.d_att, x.q, x.k, x.v, x.att, x.lse, cfg_.window_of_layer(l));
+    linear_backward(a.d_att.view({N, H * D}), G(p.wo), a.d_resid, x.att.view({N, H * D}), P(p.wo), prec_);
+    attention_backward(a.d_q, a.d_k, a.d_v, a.d_att, x.q, x.k, x.v, x.att, x.lse, cfg_.window_of_layer(l),
+                       prec_);
     rope_backward(a.d_q, rope_cos_, rope_sin_);
     rope_backward(a.d_k, rope_cos_, rope_sin_);
     rmsnorm_backward(a.d_q_raw.view({N * H, D}), Tensor(), a.d_q.view({N * H, D}), x.q_raw.view({N * H, D}),
                      Tensor(), x.q_rstd);
     rmsnorm_backward(a.d_k_raw.view({N * KVH, D}), Tensor(), a.d_k.view({N * KVH, D}),
                      x.k_raw.view({N * KVH, D}), Tensor(), x.k_rstd);
-    linear_backward(a.d_ln, G(p.wq), a.d_q_raw, x.ln1, P(p.wq));
-    linear_backward(a.d_tmp, G(p.wk), a.d_k_raw, x.ln1, P(p.wk));
+    linear_backward(a.d_ln, G(p.wq), a.d_q_raw, x.ln1, P(p.wq), prec_);
+    linear_backward(a.d_tmp, G(p.wk), a.d_k_raw, x.ln1, P(p.wk), prec_);
     residual_add(a.d_ln, a.d_tmp);
-    linear_backward(a.d_tmp, G(p.wv), a.d_v.view({N, KVH * D}), x.ln1, P(p.wv));
+    linear_backward(a.d_tmp, G(p.wv), a.d_v.view({N, KVH * D}), x.ln1, P(p.wv), prec_);
     residual_add(a.d_ln, a.d_tmp);
     rmsnorm_backward(a.d_tmp, G(p.attn_norm), a.d_ln, x.resid_in, P(p.attn_norm), x.ln1_rstd);
     residual_add(a.d_resid, a.d_tmp);  // now d(resid_in)

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/arena.h"
+#include "core/precision.h"
 #include "model/config.h"
 #include "model/kv_cache.h"
 #include "model/sampler.h"
@@ -74,6 +75,10 @@ class Model {
   const ModelConfig& config() const { return cfg_; }
   Device device() const { return device_; }
   DType dtype() const { return dtype_; }
+  // Matmul precision (core/precision.h) of every later forward and backward; fp32 by default. Weights,
+  // gradients and optimizer state stay in the model's dtype (the master copy) in every precision.
+  Precision precision() const { return prec_; }
+  void set_precision(Precision p);
   const Arena& params() const { return params_; }
   const Arena& grads() const { return grads_; }
   const Arena& buffers() const { return buffers_; }  // non-trained state: the balance biases
@@ -102,6 +107,7 @@ class Model {
   Activation act_;
   Device device_;
   DType dtype_;
+  Precision prec_ = Precision::FP32;
   std::shared_ptr<Layout> layout_, buffer_layout_;
   std::vector<ParamKind> kinds_;
   Arena params_, grads_, buffers_;

@@ -19,15 +19,16 @@ static void check_attention(const Tensor& y, const Tensor& lse, const Tensor& q,
 }
 
 void attention_forward(const Tensor& y, const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
-                       int window) {
+                       int window, Precision precision) {
   const profiler::Scope scope("attention_forward", y.device);
   check_attention(y, lse, q, k, v, window, "attention_forward");
-  if (q.device == Device::CUDA) return cuda::attention_forward(y, lse, q, k, v, window);
-  NW_DISPATCH_CPU(q.dtype, T, cpu::attention_forward<T>(y, lse, q, k, v, window));
+  check_precision(precision, q, "attention_forward");
+  if (q.device == Device::CUDA) return cuda::attention_forward(y, lse, q, k, v, window, precision);
+  NW_DISPATCH_CPU(q.dtype, T, cpu::attention_forward<T>(y, lse, q, k, v, window, precision));
 }
 
 void attention_forward_kv(const Tensor& y, const Tensor& q, const Tensor& k, const Tensor& v, int64_t kv_len,
-                          int window) {
+                          int window, Precision precision) {
   const profiler::Scope scope("attention_forward_kv", y.device);
   const char* op = "attention_forward_kv";
   NW_CHECK(q.ndim == 4 && k.ndim == 4, op, ": q (B, Tq, H, D) and k (B, Tcap, KVH, D) expected, got ", q.describe(),
@@ -40,20 +41,23 @@ void attention_forward_kv(const Tensor& y, const Tensor& q, const Tensor& k, con
   check_tensor(k, op, "k", q.dtype, q.device, {B, k.size(1), KVH, D});
   check_tensor(v, op, "v", q.dtype, q.device, {B, k.size(1), KVH, D});
   check_tensor(y, op, "y", q.dtype, q.device, {B, Tq, H, D});
-  if (q.device == Device::CUDA) return cuda::attention_forward_kv(y, q, k, v, kv_len, window);
-  NW_DISPATCH_CPU(q.dtype, T, cpu::attention_forward_kv<T>(y, q, k, v, kv_len, window));
+  check_precision(precision, q, op);
+  if (q.device == Device::CUDA) return cuda::attention_forward_kv(y, q, k, v, kv_len, window, precision);
+  NW_DISPATCH_CPU(q.dtype, T, cpu::attention_forward_kv<T>(y, q, k, v, kv_len, window, precision));
 }
 
 void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dy, const Tensor& q,
-                        const Tensor& k, const Tensor& v, const Tensor& y, const Tensor& lse, int window) {
+                        const Tensor& k, const Tensor& v, const Tensor& y, const Tensor& lse, int window,
+                        Precision precision) {
   const profiler::Scope scope("attention_backward", dq.device);
   check_attention(y, lse, q, k, v, window, "attention_backward");
+  check_precision(precision, q, "attention_backward");
   check_tensor(dy, "attention_backward", "dy", q.dtype, q.device, {q.size(0), q.size(1), q.size(2), q.size(3)});
   check_tensor(dq, "attention_backward", "dq", q.dtype, q.device, {q.size(0), q.size(1), q.size(2), q.size(3)});
   check_tensor(dk, "attention_backward", "dk", q.dtype, q.device, {k.size(0), k.size(1), k.size(2), k.size(3)});
   check_tensor(dv, "attention_backward", "dv", q.dtype, q.device, {k.size(0), k.size(1), k.size(2), k.size(3)});
-  if (q.device == Device::CUDA) return cuda::attention_backward(dq, dk, dv, dy, q, k, v, y, lse, window);
-  NW_DISPATCH_CPU(q.dtype, T, cpu::attention_backward<T>(dq, dk, dv, dy, q, k, v, y, lse, window));
+  if (q.device == Device::CUDA) return cuda::attention_backward(dq, dk, dv, dy, q, k, v, y, lse, window, precision);
+  NW_DISPATCH_CPU(q.dtype, T, cpu::attention_backward<T>(dq, dk, dv, dy, q, k, v, y, lse, window, precision));
 }
 
 }  // namespace nw

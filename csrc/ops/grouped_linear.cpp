@@ -20,21 +20,24 @@ static void check_grouped(const Tensor& y, const Tensor& x, const Tensor& w, con
   }
 }
 
-void grouped_linear_forward(const Tensor& y, const Tensor& x, const Tensor& w, const Tensor& offsets) {
+void grouped_linear_forward(const Tensor& y, const Tensor& x, const Tensor& w, const Tensor& offsets,
+                            Precision precision) {
   const profiler::Scope scope("grouped_linear_forward", y.device);
   check_grouped(y, x, w, offsets, "grouped_linear_forward");
-  if (x.device == Device::CUDA) return cuda::grouped_linear_forward(y, x, w, offsets);
-  NW_DISPATCH_CPU(x.dtype, T, cpu::grouped_linear_forward<T>(y, x, w, offsets));
+  check_precision(precision, x, "grouped_linear_forward");
+  if (x.device == Device::CUDA) return cuda::grouped_linear_forward(y, x, w, offsets, precision);
+  NW_DISPATCH_CPU(x.dtype, T, cpu::grouped_linear_forward<T>(y, x, w, offsets, precision));
 }
 
 void grouped_linear_backward(const Tensor& dx, const Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w,
-                             const Tensor& offsets) {
+                             const Tensor& offsets, Precision precision) {
   const profiler::Scope scope("grouped_linear_backward", dy.device);
   check_grouped(dy, x, w, offsets, "grouped_linear_backward");
+  check_precision(precision, x, "grouped_linear_backward");
   if (dx.defined()) check_tensor(dx, "grouped_linear_backward", "dx", x.dtype, x.device, {x.size(0), x.size(1)});
   check_tensor(dw, "grouped_linear_backward", "dw", x.dtype, x.device, {w.size(0), w.size(1), w.size(2)});
-  if (x.device == Device::CUDA) return cuda::grouped_linear_backward(dx, dw, dy, x, w, offsets);
-  NW_DISPATCH_CPU(x.dtype, T, cpu::grouped_linear_backward<T>(dx, dw, dy, x, w, offsets));
+  if (x.device == Device::CUDA) return cuda::grouped_linear_backward(dx, dw, dy, x, w, offsets, precision);
+  NW_DISPATCH_CPU(x.dtype, T, cpu::grouped_linear_backward<T>(dx, dw, dy, x, w, offsets, precision));
 }
 
 }  // namespace nw

@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/buffer.h"
@@ -238,11 +239,12 @@ TEST(CudaParity, Linear) {
 
 TEST(CudaParity, RMSNorm) {
   NW_NEED_CUDA();
-  const int64_t N = 45, C = 96;
-  F x = randn({N, C}, 14, 2.0), w = randn({C}, 15, 0.3), dy = randn({N, C}, 16);
-  for (float& v : w) v += 1.f;
+  // 1000 rows span four chunks of the gain gradient's two-stage reduction; 200 columns, a partial tile.
+  for (auto [N, C] : {std::pair<int64_t, int64_t>{45, 96}, {1000, 200}})
   for (bool with_w : {true, false}) {
-    const std::string tag = with_w ? " (gain)" : " (no gain)";
+    F x = randn({N, C}, 14, 2.0), w = randn({C}, 15, 0.3), dy = randn({N, C}, 16);
+    for (float& v : w) v += 1.f;
+    const std::string tag = std::string(with_w ? " (gain" : " (no gain") + ", N " + std::to_string(N) + ")";
     F y(N * C), r(N), dx(N * C), dw = randn({C}, 17);
     Dev x_d = dev(x, {N, C}), w_d = dev(w, {C}), dy_d = dev(dy, {N, C}), y_d = dev(y, {N, C}), r_d = dev(r, {N});
     Dev dx_d = dev(dx, {N, C}), dw1 = dev(dw, {C}), dw2 = dev(dw, {C});
@@ -257,8 +259,8 @@ TEST(CudaParity, RMSNorm) {
     expect_close(host<float>(dx_d), dx, kMat, kMatAbs, "rmsnorm dx" + tag);
     if (!with_w) continue;
     nw::rmsnorm_backward(dx_d.t, dw2.t, dy_d.t, x_d.t, wg, r_d.t);
-    expect_close(host<float>(dw1), dw, kMat, kMatAbs, "rmsnorm dw (accumulated)");
-    expect_bits(host<float>(dw1), host<float>(dw2), "rmsnorm dw run-to-run");
+    expect_close(host<float>(dw1), dw, kMat, kMatAbs, "rmsnorm dw (accumulated)" + tag);
+    expect_bits(host<float>(dw1), host<float>(dw2), "rmsnorm dw run-to-run" + tag);
   }
 }
 
@@ -527,5 +529,108 @@ TEST(CudaParity, NewtonSchulzAndMuon) {
     nw::muon_update(p_d.t, g_d.t, mom_d.t, ws_d.t, a);
     expect_close(host<float>(mom_d), mom, kTight, kTightAbs, "muon momentum" + tag);
     expect_close(host<float>(p_d), p, kNs, kNsAbs, "muon param" + tag);
+  }
+}
+
+// bf16 precision: the CUDA kernels against the CPU's bf16 emulation (core/precision.h). The matmuls
+// multiply the same bf16 values and accumulate in float32 on both sides, so they agree to float32
+// matmul accuracy; attention rounds its probabilities at other points than the CPU (running versus
+// normalised values), so it agrees to bf16 accuracy: 2u max|v| for y (each side within u max|v| of the
+// unrounded-P result) and 2u sqrt(T) of the largest gradient element for dq, dk, dv (as in
+// test_op_bf16.cpp). Each also differs from fp32, so a kernel that ignored bf16 fails.
+namespace {
+constexpr double kBf16U = 1.0 / 256;  // bf16 unit roundoff
+
+void expect_not_fp32(const F& bf16, const F& fp32, const std::string& what) {
+  double mx = 0, diff = 0;
+  for (size_t i = 0; i < fp32.size(); ++i) {
+    mx = std::max(mx, std::fabs(double(fp32[i])));
+    diff = std::max(diff, std::fabs(double(bf16[i]) - double(fp32[i])));
+  }
+  EXPECT_GT(diff, 1e-4 * mx) << what << ": the bf16 result equals fp32";
+}
+
+double max_abs(const F& v) {
+  double m = 0;
+  for (float x : v) m = std::max(m, std::fabs(double(x)));
+  return m;
+}
+}  // namespace
+
+TEST(CudaParity, LinearBf16) {
+  NW_NEED_CUDA();
+  const nw::Precision bf = nw::Precision::BF16;
+  const int64_t N = 37, IN = 48, OUT = 40;
+  F x = randn({N, IN}, 50), w = randn({OUT, IN}, 51), dy = randn({N, OUT}, 52), y(N * OUT), dx(N * IN);
+  F dw = randn({OUT, IN}, 53), yf(N * OUT);
+  Dev x_d = dev(x, {N, IN}), w_d = dev(w, {OUT, IN}), dy_d = dev(dy, {N, OUT}), y_d = dev(y, {N, OUT});
+  Dev dx_d = dev(dx, {N, IN}), dw_d = dev(dw, {OUT, IN});
+  nw::linear_forward(cpu(y, {N, OUT}), cpu(x, {N, IN}), cpu(w, {OUT, IN}), bf);
+  nw::linear_forward(cpu(yf, {N, OUT}), cpu(x, {N, IN}), cpu(w, {OUT, IN}));
+  nw::linear_forward(y_d.t, x_d.t, w_d.t, bf);
+  expect_close(host<float>(y_d), y, kMat, kMatAbs, "linear bf16 y");
+  expect_not_fp32(host<float>(y_d), yf, "linear bf16 y");
+  nw::linear_backward(cpu(dx, {N, IN}), cpu(dw, {OUT, IN}), cpu(dy, {N, OUT}), cpu(x, {N, IN}), cpu(w, {OUT, IN}), bf);
+  nw::linear_backward(dx_d.t, dw_d.t, dy_d.t, x_d.t, w_d.t, bf);
+  expect_close(host<float>(dx_d), dx, kMat, kMatAbs, "linear bf16 dx");
+  expect_close(host<float>(dw_d), dw, kMat, kMatAbs, "linear bf16 dw (accumulated)");
+}
+
+TEST(CudaParity, GroupedLinearBf16) {
+  NW_NEED_CUDA();
+  const nw::Precision bf = nw::Precision::BF16;
+  const I rows_per_expert{70, 0, 5, 130, 1};
+  const int64_t E = 5, IN = 72, OUT = 40;
+  I offsets{0};
+  for (int32_t r : rows_per_expert) offsets.push_back(offsets.back() + r);
+  const int64_t R = offsets.back();
+  F x = randn({R, IN}, 54), w = randn({E, OUT, IN}, 55), dy = randn({R, OUT}, 56), y(R * OUT), dx(R * IN);
+  F dw = randn({E, OUT, IN}, 57), yf(R * OUT);
+  Dev x_d = dev(x, {R, IN}), w_d = dev(w, {E, OUT, IN}), dy_d = dev(dy, {R, OUT}), y_d = dev(y, {R, OUT});
+  Dev o_d = dev(offsets, {E + 1}), dx_d = dev(dx, {R, IN}), dw1 = dev(dw, {E, OUT, IN}), dw2 = dev(dw, {E, OUT, IN});
+  nw::grouped_linear_forward(cpu(y, {R, OUT}), cpu(x, {R, IN}), cpu(w, {E, OUT, IN}), cpu(offsets, {E + 1}), bf);
+  nw::grouped_linear_forward(cpu(yf, {R, OUT}), cpu(x, {R, IN}), cpu(w, {E, OUT, IN}), cpu(offsets, {E + 1}));
+  nw::grouped_linear_forward(y_d.t, x_d.t, w_d.t, o_d.t, bf);
+  expect_close(host<float>(y_d), y, kMat, kMatAbs, "grouped bf16 forward");
+  expect_not_fp32(host<float>(y_d), yf, "grouped bf16 forward");
+  nw::grouped_linear_backward(cpu(dx, {R, IN}), cpu(dw, {E, OUT, IN}), cpu(dy, {R, OUT}), cpu(x, {R, IN}),
+                              cpu(w, {E, OUT, IN}), cpu(offsets, {E + 1}), bf);
+  nw::grouped_linear_backward(dx_d.t, dw1.t, dy_d.t, x_d.t, w_d.t, o_d.t, bf);
+  nw::grouped_linear_backward(nw::Tensor(), dw2.t, dy_d.t, x_d.t, w_d.t, o_d.t, bf);
+  expect_close(host<float>(dx_d), dx, kMat, kMatAbs, "grouped bf16 dx");
+  expect_close(host<float>(dw1), dw, kMat, kMatAbs, "grouped bf16 dw (accumulated)");
+  expect_bits(host<float>(dw1), host<float>(dw2), "grouped bf16 dw run-to-run");
+}
+
+TEST(CudaParity, AttentionBf16) {
+  NW_NEED_CUDA();
+  const nw::Precision bf = nw::Precision::BF16;
+  for (const AttnCase& c : {AttnCase{2, 37, 4, 2, 16, 0}, AttnCase{1, 130, 3, 3, 40, 0}, AttnCase{2, 100, 4, 1, 32, 33},
+                            AttnCase{1, 20, 2, 2, 128, 0}}) {
+    const std::string tag = " (T" + std::to_string(c.T) + " D" + std::to_string(c.D) + " w" +
+                            std::to_string(c.window) + ")";
+    const Shape qs{c.B, c.T, c.H, c.D}, ks{c.B, c.T, c.KVH, c.D}, ls{c.B, c.H, c.T};
+    F q = randn(qs, 60), k = randn(ks, 61), v = randn(ks, 62), dy = randn(qs, 63);
+    F y(numel(qs)), yf(numel(qs)), lse(numel(ls)), lf(numel(ls)), dq(numel(qs)), dk(numel(ks)), dv(numel(ks));
+    Dev q_d = dev(q, qs), k_d = dev(k, ks), v_d = dev(v, ks), dy_d = dev(dy, qs), y_d = dev(y, qs), l_d = dev(lse, ls);
+    nw::attention_forward(cpu(y, qs), cpu(lse, ls), cpu(q, qs), cpu(k, ks), cpu(v, ks), c.window, bf);
+    nw::attention_forward(cpu(yf, qs), cpu(lf, ls), cpu(q, qs), cpu(k, ks), cpu(v, ks), c.window);
+    nw::attention_forward(y_d.t, l_d.t, q_d.t, k_d.t, v_d.t, c.window, bf);
+    expect_close(host<float>(y_d), y, 0, 2 * kBf16U * max_abs(v) / max_abs(y) + kMatAbs, "attention bf16 y" + tag);
+    expect_close(host<float>(l_d), lse, kMat, kMatAbs, "attention bf16 lse" + tag);
+    expect_not_fp32(host<float>(y_d), yf, "attention bf16 y" + tag);
+    Dev yc = dev(y, qs), lc = dev(lse, ls);
+    Dev dq1 = dev(dq, qs), dk1 = dev(dk, ks), dv1 = dev(dv, ks), dq2 = dev(dq, qs), dk2 = dev(dk, ks), dv2 = dev(dv, ks);
+    nw::attention_backward(cpu(dq, qs), cpu(dk, ks), cpu(dv, ks), cpu(dy, qs), cpu(q, qs), cpu(k, ks), cpu(v, ks),
+                           cpu(y, qs), cpu(lse, ls), c.window, bf);
+    nw::attention_backward(dq1.t, dk1.t, dv1.t, dy_d.t, q_d.t, k_d.t, v_d.t, yc.t, lc.t, c.window, bf);
+    nw::attention_backward(dq2.t, dk2.t, dv2.t, dy_d.t, q_d.t, k_d.t, v_d.t, yc.t, lc.t, c.window, bf);
+    const double gtol = 2 * kBf16U * std::sqrt(double(c.T));
+    expect_close(host<float>(dq1), dq, 0, gtol, "attention bf16 dq" + tag);
+    expect_close(host<float>(dk1), dk, 0, gtol, "attention bf16 dk" + tag);
+    expect_close(host<float>(dv1), dv, 0, gtol, "attention bf16 dv" + tag);
+    expect_bits(host<float>(dq1), host<float>(dq2), "attention bf16 dq run-to-run" + tag);
+    expect_bits(host<float>(dk1), host<float>(dk2), "attention bf16 dk run-to-run" + tag);
+    expect_bits(host<float>(dv1), host<float>(dv2), "attention bf16 dv run-to-run" + tag);
   }
 }

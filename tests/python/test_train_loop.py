@@ -42,6 +42,7 @@ def test_loss_falls_and_run_directory_is_complete(micro_data, tmp_path):
     assert list(got) == list(SUMMARY_KEYS)
     assert float(got["val_bpb"]) == pytest.approx(result["val_bpb"], abs=1e-6)
     assert int(got["params_total"]) > int(got["params_active"]) > 0
+    assert got["precision"] == "fp32"  # train.precision auto: fp32 on the CPU
     # The checkpoint loads back into the same function.
     loaded = nw.load(run)
     assert loaded.step == 30

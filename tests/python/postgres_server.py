@@ -49,7 +49,8 @@ def postgres_server():
     bindir = server_bin()
     assert bindir is not None
     prefix = _as_user()
-    root = Path(tempfile.mkdtemp(prefix="nanowhale-pg-"))  # under /tmp: reachable by the unprivileged user
+    # directly under /tmp when dropping root: the unprivileged user must reach it ($TMPDIR may be root's own)
+    root = Path(tempfile.mkdtemp(prefix="nanowhale-pg-", dir="/tmp" if prefix else None))
     data = root / "data"
     if prefix:
         user = prefix[2]

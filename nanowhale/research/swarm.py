@@ -39,7 +39,7 @@ from nanowhale.research.ledger import Ledger, now
 from nanowhale.research.ledger_db import is_postgres
 
 DEFAULT_LEASE_SECONDS = 1800.0   # an agent silent this long has lost its claims
-SIMILAR_DESCRIPTION = 0.8        # difflib ratio of normalised descriptions that counts as near-identical
+SIMILAR_DESCRIPTION = 0.75       # word-level difflib ratio (stopwords out) that counts as near-identical
 SLOT_POLL_SECONDS = 0.2
 HEARTBEAT_SECONDS = 60.0         # how often an agent waiting for a slot renews its claims
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -210,17 +210,27 @@ def diff_config_keys(diff: str) -> list[str]:
     return sorted(keys)
 
 
-def _words(text: str) -> str:
-    return " ".join(re.findall(r"[a-z0-9.]+", text.lower()))
+STOPWORDS = frozenset("a an the of to for in on at by with and or from instead than this that".split())
+
+
+def _words(text: str) -> list[str]:
+    return [w for w in re.findall(r"[a-z0-9]+(?:\.[0-9]+)?", text.lower()) if w not in STOPWORDS]
+
+
+def similar_descriptions(a: str, b: str) -> bool:
+    """Near-identical ideas: the same numbers, and most of the same words in the same order (word-level
+    difflib ratio), so 'muon lr 0.04' and 'muon lr 0.06' are different ideas."""
+    wa, wb = _words(a), _words(b)
+    numbers = lambda ws: {w for w in ws if w[0].isdigit()}  # noqa: E731
+    return numbers(wa) == numbers(wb) and difflib.SequenceMatcher(None, wa, wb).ratio() >= SIMILAR_DESCRIPTION
 
 
 def find_duplicate(rows: list[tuple[str, dict]], description: str, files: list[str], keys: list[str]) -> str | None:
     """The first earlier row ('claim N' / 'experiment N') that touches the same files and config keys, or
     whose description is near-identical."""
-    words = _words(description)
     for kind, r in rows:
         same_change = (files or keys) and set(files) == set(r["files"]) and set(keys) == set(r["config_keys"])
-        similar = difflib.SequenceMatcher(None, words, _words(r["description"])).ratio() >= SIMILAR_DESCRIPTION
+        similar = similar_descriptions(description, r["description"])
         if same_change or similar:
             why = "same files and config keys" if same_change else "near-identical description"
             return f"{kind} {r['id']} by {r['agent']} ({why}): {r['description'][:80]!r}"

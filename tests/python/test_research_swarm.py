@@ -221,6 +221,19 @@ def test_claims_are_flagged_when_taken_and_expire_with_their_agent(tag_repo):
     assert not swarm.lapsed(c, c["heartbeat_at"] + 59) and swarm.lapsed(c, c["heartbeat_at"] + 61)
 
 
+@pytest.mark.parametrize("a, b, same", [
+    ("higher Muon learning rate 0.04 for a run this short", "higher Muon learning rate (0.04) for a run this short", True),
+    ("raise the embedding learning rate to 0.1", "higher embedding learning rate 0.1", True),
+    ("decay over the last 70% instead of 50%", "decay over the last 70% of training instead of 50%", True),
+    ("higher Muon learning rate 0.06", "higher LM head learning rate 0.008", False),   # other numbers: other idea
+    ("higher Muon learning rate 0.04", "higher Muon learning rate 0.06", False),
+    ("LR warmup over the first 5% of training", "Muon momentum warmup over 20% of training", False),
+    ("deeper model", "wider experts", False),
+])
+def test_near_identical_descriptions(a, b, same):
+    assert swarm.similar_descriptions(a, b) is same and swarm.similar_descriptions(b, a) is same
+
+
 def test_agents_asking_for_one_slot_run_one_after_the_other(tag_repo):
     repo = tag_repo
     wa, wb = join(repo, "a", slots=1), join(repo, "b")

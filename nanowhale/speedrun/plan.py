@@ -98,7 +98,8 @@ class Plan:
                 rows.append((stage, "—", "no preference data (--dpo-data)", "skipped; its share went to pretraining"))
                 continue
             what = ", ".join(s["data"]) if "data" in s else f"task {s['task']} (verifiable reward)"
-            extra = (f", {s['prompts']} problems x {s['group']} samples" if stage == "rl" else "")
+            extra = (f", {s['prompts']} problems x {s['group']} samples" if stage == "rl" else
+                     f", {s['batch_rows']} rows per step" if stage == "sft" and s["batch_rows"] else "")
             rows.append((stage, self._share(stage), what, f"{s['steps']} steps, lr_scale {s['lr_scale']:g}{extra}, "
                          f"checkpoint every {s['checkpoint_every'] or s['steps']} steps"))
         limit = self.eval["limit"] or "all"
@@ -218,10 +219,10 @@ def make_plan(scale: str = "tiny", budget: str | float | None = None, data: str 
         merge(cfg, parse_override(text))
     validate(cfg)
 
-    def settings(stage: str, **base) -> dict:
-        r = stage_rows[stage]
-        return _stage_settings(stage, {"steps": steps(stage), "checkpoint_every": int(r["checkpoint_every"]),
-                                       **base}, per_stage[stage])
+    def settings(stage: str, **given) -> dict:
+        """The table's settings of the stage (its steps scaled to the budget), then the data given."""
+        table = {k: v for k, v in stage_rows[stage].items() if k != "share"}
+        return _stage_settings(stage, {**table, "steps": steps(stage), **given}, per_stage[stage])
 
     eval_tasks = stage_rows["eval"]["tasks"]
     limit = stage_rows["eval"]["limit"]
@@ -230,9 +231,9 @@ def make_plan(scale: str = "tiny", budget: str | float | None = None, data: str 
     return Plan(
         scale=scale, budget_seconds=total, machine=row["machine"], run_dir=str(run_dir), data=data_source,
         seconds=seconds, pretrain=cfg.to_dict(),
-        sft=settings("sft", data=list(sft_data) if sft_data else list(stage_rows["sft"]["data"])),
+        sft=settings("sft", **({"data": list(sft_data)} if sft_data else {})),
         dpo=settings("dpo", data=list(dpo_data)) if dpo_data else None,
-        rl=settings("rl", task=stage_rows["rl"]["task"]),
+        rl=settings("rl"),
         eval={"tasks": list(eval_tasks), "limit": limit}, origin=origin.to_dict(), price=dict(table["price"]),
         sets=list(sets or []))
 

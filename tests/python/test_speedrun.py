@@ -47,7 +47,7 @@ def micro_sets(tmp_path, vocab) -> list[str]:
              "pretrain.train.micro_batch=4", "pretrain.train.threads=2", "pretrain.eval.tokens=1024",
              "pretrain.eval.batch_size=4", "pretrain.eval.every=4", "pretrain.run.checkpoint_every=4",
              "pretrain.sample.max_new_tokens=8",
-             "sft.steps=6", "sft.checkpoint_every=2", 'sft.data=["task:arith:5@200"]', "sft.threads=2",
+             "sft.steps=6", "sft.batch_rows=8", "sft.checkpoint_every=2", 'sft.data=["task:arith:5@200"]', "sft.threads=2",
              "rl.steps=3", "rl.prompts=2", "rl.group=4", "rl.max_new_tokens=4", "rl.eval_problems=8",
              "rl.task=arith:5", "rl.threads=2", "rl.checkpoint_every=1",
              f'eval.tasks=["jsonl:{tasks}", "jsonl:{tmp_path / "absent.jsonl"}"]', "eval.limit=4"]

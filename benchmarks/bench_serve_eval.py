@@ -1,19 +1,23 @@
 """Evaluation throughput and server latency on one checkpoint, each side by side with a reference.
 
-    python benchmarks/bench_serve_eval.py --ckpt runs/X [--items 200] [--tokens 64] [--repeats 3]
+    python benchmarks/bench_serve_eval.py --ckpt runs/X [--items 200] [--tokens 64] [--repeats 3] [--streams 1,4,16]
 
 Eval: multiple-choice items/s on hellaswag and piqa (the first --items), batched scoring (16 rows per
 forward) against one row per forward; GSM8K generated items/s (greedy, --gsm8k items).
-Server: an in-process uvicorn server on 127.0.0.1; for 1 and 4 concurrent streaming chat requests of
-exactly --tokens tokens (temperature 0, ignore_eos), the time to the first content chunk (TTFT) and tokens/s
-per stream and in total, against the engine called directly (no HTTP). One keep-alive HTTP client (httpx) is
-shared by the streams, so connection setup is not timed. Medians over --repeats.
+Server: an in-process uvicorn server on 127.0.0.1 (continuous batching, one slot per stream); for each
+--streams count of concurrent streaming chat requests of exactly --tokens tokens (temperature 0, ignore_eos),
+the time to the first content chunk (TTFT) and tokens/s per stream and in total, against the same concurrency
+on one-row generations (Engine.stream on threads, no HTTP: concurrent streams interleave one row per forward)
+and on the server's Batcher without HTTP.
+One keep-alive HTTP client (httpx) is shared by the streams, so connection setup is not timed. Medians over
+--repeats. --items 0 skips the evaluation part.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import queue
 import statistics
 import sys
 import threading
@@ -23,7 +27,9 @@ from pathlib import Path
 import httpx
 
 import nanowhale as nw
+from nanowhale.generate import TextAssembler
 from nanowhale.serve import Engine, Sampling, build_app
+from nanowhale.serve.batcher import Batcher
 from nanowhale.tasks import ModelScorer, make_task, run_task
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "python"))
@@ -65,39 +71,66 @@ def stream_once(client: httpx.Client, model: str, prompt: str, tokens: int, out:
     out.update(ttft=(first or end) - t0, seconds=end - t0)
 
 
-def bench_server(run, tokens: int, repeats: int) -> list[str]:
+def bench_server(run, tokens: int, repeats: int, counts: list[int]) -> list[str]:
     engine = Engine(run)
-    app, model = build_app(str(run.checkpoint.dir), max_concurrent=8)
-    lines = ["| streams | path | TTFT median (s) | tokens/s per stream | tokens/s total |", "|---:|---|---:|---:|---:|"]
-    for streams in (1, 4):
-        # Reference: the engine itself, the same concurrency on threads, no HTTP.
-        stats = {"direct": [], "http": []}
-        for _ in range(repeats):
-            results = [{} for _ in range(streams)]
+    app, model = build_app(str(run.checkpoint.dir), slots=max(counts))
 
-            def direct(i):
-                t0 = time.perf_counter()
-                first, n = None, 0
-                for d in engine.chat([{"role": "user", "content": PROMPTS[i % 4]}],
-                                     Sampling(max_tokens=tokens, temperature=0.0, ignore_eos=True)):
-                    if d.text and first is None:
-                        first = time.perf_counter()
-                    n = d.tokens
-                end = time.perf_counter()
-                results[i].update(ttft=(first or end) - t0, seconds=end - t0, tokens=n)
-            stats["direct"].append(_run_threads(direct, streams, results))
-        with running_server(app) as url, httpx.Client(base_url=url, timeout=600) as client:
-            stream_once(client, model, PROMPTS[0], 2, {})  # connect and warm up
-            for _ in range(repeats):
+    def direct(streams):
+        """The reference: one-row generations (Engine.stream) on threads, no HTTP."""
+        results = [{} for _ in range(streams)]
+
+        def one(i):
+            t0 = time.perf_counter()
+            first, n = None, 0
+            for d in engine.chat([{"role": "user", "content": PROMPTS[i % 4]}],
+                                 Sampling(max_tokens=tokens, temperature=0.0, ignore_eos=True)):
+                if d.text and first is None:
+                    first = time.perf_counter()
+                n = d.tokens
+            end = time.perf_counter()
+            results[i].update(ttft=(first or end) - t0, seconds=end - t0, tokens=n)
+        return _run_threads(one, streams, results)
+
+    batcher = Batcher(engine, slots=max(counts))
+
+    def batched(streams):
+        """The server's batching without HTTP: each stream's tokens through the Batcher, turned into text."""
+        results = [{} for _ in range(streams)]
+
+        def one(i):
+            s = Sampling(max_tokens=tokens, temperature=0.0, ignore_eos=True)
+            ids, tokens_in = engine.chat_ids([{"role": "user", "content": PROMPTS[i % 4]}]), queue.SimpleQueue()
+            text = TextAssembler(engine.tokenizer, engine.stop_tokens(s, True), s.stop)
+            t0 = time.perf_counter()
+            first, n = None, 0
+            batcher.submit(ids, s, True, tokens_in.put)
+            while not text.finished:
+                d = text.feed(*tokens_in.get())
+                if d and d.text and first is None:
+                    first = time.perf_counter()
+                n = d.tokens if d else n
+            end = time.perf_counter()
+            results[i].update(ttft=(first or end) - t0, seconds=end - t0, tokens=n)
+        return _run_threads(one, streams, results)
+
+    paths = {"direct": "one row per forward (no HTTP)", "batched": "batched (no HTTP)", "http": "batched, HTTP + SSE"}
+    stats = {(n, path): [] for n in counts for path in paths}
+    with running_server(app) as url, httpx.Client(base_url=url, timeout=600) as client:
+        stream_once(client, model, PROMPTS[0], 2, {})  # connect and warm up
+        # Repeats go round every configuration in turn, so a busy spell of the machine hits them all alike.
+        for _ in range(repeats):
+            for streams in counts:
+                stats[streams, "direct"].append(direct(streams))
+                stats[streams, "batched"].append(batched(streams))
                 results = [{} for _ in range(streams)]
-                stats["http"].append(_run_threads(
+                stats[streams, "http"].append(_run_threads(
                     lambda i: stream_once(client, model, PROMPTS[i % 4], tokens, results[i]), streams, results))
-        for path in ("direct", "http"):
-            ttft = statistics.median(s[0] for s in stats[path])
-            per = statistics.median(s[1] for s in stats[path])
-            total = statistics.median(s[2] for s in stats[path])
-            lines.append(f"| {streams} | {'engine (no HTTP)' if path == 'direct' else 'HTTP + SSE'} | {ttft:.4f} | "
-                         f"{per:.1f} | {total:.1f} |")
+    lines = ["| streams | path | TTFT median (s) | tokens/s per stream | tokens/s total |", "|---:|---|---:|---:|---:|"]
+    for streams in counts:
+        for path, name in paths.items():
+            runs = stats[streams, path]
+            ttft, per, total = (statistics.median(s[k] for s in runs) for k in range(3))
+            lines.append(f"| {streams} | {name} | {ttft:.4f} | {per:.1f} | {total:.1f} |")
     return lines
 
 
@@ -123,6 +156,7 @@ def main():
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: all)")
+    ap.add_argument("--streams", default="1,4,16", help="concurrent stream counts, comma-separated")
     args = ap.parse_args()
     if args.threads:
         nw.set_num_threads(args.threads)
@@ -130,8 +164,9 @@ def main():
     cfg = run.model.config
     print(f"checkpoint {run.checkpoint.dir}: {cfg.num_params() / 1e6:.1f}M params, seq_len {cfg.seq_len}, "
           f"{nw.get_num_threads()} threads, device {run.model.device}\n")
-    print("\n".join(bench_eval(run, args.items, args.gsm8k, args.repeats)) + "\n")
-    print("\n".join(bench_server(run, args.tokens, args.repeats)))
+    if args.items:
+        print("\n".join(bench_eval(run, args.items, args.gsm8k, args.repeats)) + "\n")
+    print("\n".join(bench_server(run, args.tokens, args.repeats, [int(n) for n in args.streams.split(",")])))
 
 
 if __name__ == "__main__":

@@ -306,7 +306,7 @@ def _serve(args: argparse.Namespace) -> int:
     from nanowhale.serve import serve
 
     serve(args.ckpt, host=args.host, port=args.port, api_key=args.api_key, max_tokens=args.max_tokens,
-          max_prompt_tokens=args.max_prompt_tokens, max_concurrent=args.max_concurrent, model_name=args.model_name,
+          max_prompt_tokens=args.max_prompt_tokens, slots=args.slots, queue_size=args.queue, model_name=args.model_name,
           temperature=args.temperature, device=args.device)
     return 0
 
@@ -322,7 +322,10 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model-name", help="the model id clients use (default: nanowhale-RUNNAME)")
     p.add_argument("--max-tokens", type=int, help="most tokens one request may generate (default: seq_len)")
     p.add_argument("--max-prompt-tokens", type=int, help="longest prompt accepted (default: seq_len - 1)")
-    p.add_argument("--max-concurrent", type=int, default=4, help="generations at once; more get HTTP 429")
+    p.add_argument("--slots", type=int, default=8,
+                   help="generations batched at once (a KV-cache row each); more wait in the queue")
+    p.add_argument("--queue", type=int, default=64,
+                   help="requests that may wait for a slot; beyond them HTTP 429 with Retry-After")
     p.add_argument("--temperature", type=float, default=0.8, help="when a request gives none")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_serve)

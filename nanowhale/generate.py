@@ -88,12 +88,47 @@ def _valid_utf8_prefix(data: bytes) -> int:
     return len(data)
 
 
+class TextAssembler:
+    """Turns a generation's tokens, fed as they come, into TextDelta: decoded text (never half a UTF-8 character),
+    cut before the first stop string (text that might begin one is held back until it cannot), ending at a stop
+    token (not in the text) or when the generation ends. `finished` once the last delta has been returned."""
+
+    def __init__(self, tokenizer, stop_tokens=(), stop=()):
+        self.tokenizer, self.stop_tokens = tokenizer, stop_tokens
+        self.stop = [s for s in stop if s]
+        self.hold = max((len(s) for s in self.stop), default=1) - 1
+        self.ids: list[int] = []
+        self.produced = 0  # tokens fed, the stop token included
+        self.sent = 0  # characters of the text already returned
+        self.finished = False
+
+    def feed(self, new_ids: list[int], ended: bool, stopped: bool) -> TextDelta | None:
+        """new_ids: the generation's next tokens; ended: it produced its last; stopped: it produced a stop token."""
+        self.produced += len(new_ids)
+        self.ids.extend(new_ids)
+        if stopped:
+            self.ids = self.ids[: next(i for i, t in enumerate(self.ids) if t in self.stop_tokens)]
+        data = self.tokenizer.decode_bytes(self.ids)
+        text = data[: len(data) if ended else _valid_utf8_prefix(data)].decode("utf-8", errors="replace")
+        cut = min((i for i in (text.find(s, max(self.sent - self.hold, 0)) for s in self.stop) if i >= 0), default=-1)
+        if cut >= 0:
+            self.finished = True
+            return TextDelta(text[self.sent:cut], self.produced, "stop")
+        if ended:
+            self.finished = True
+            return TextDelta(text[self.sent:], self.produced, "stop" if stopped else "length")
+        upto = max(self.sent, len(text) - self.hold)
+        if upto > self.sent:
+            delta, self.sent = TextDelta(text[self.sent:upto], self.produced), upto
+            return delta
+        return None
+
+
 def stream_text(model, tokenizer, prompt_ids, max_new_tokens: int, temperature: float = 0.0, top_k: int = 0,
                 top_p: float = 1.0, seed: int = 0, stop_tokens: list[int] | tuple[int, ...] = (),
                 stop: list[str] | tuple[str, ...] = (), chunk: int = 1):
-    """Yields TextDelta as the C++ Generation produces tokens, `chunk` at a time: decoded text (never half a
-    UTF-8 character), cut before the first stop string (text that might begin one is held back until it
-    cannot), ending at a stop token (not in the text) or max_new_tokens (capped by seq_len)."""
+    """Yields TextDelta (TextAssembler) as the C++ Generation produces tokens, `chunk` at a time, ending at a stop
+    token, a stop string or max_new_tokens (capped by seq_len)."""
     T = model.config.seq_len
     if len(prompt_ids) >= T:
         raise ValueError(f"the prompt has {len(prompt_ids)} tokens; the model's seq_len is {T}")
@@ -101,29 +136,14 @@ def stream_text(model, tokenizer, prompt_ids, max_new_tokens: int, temperature: 
     prompt = np.asarray(prompt_ids, dtype=np.int32)[None, :]
     gen = model.start_generation(prompt, new, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
                                  stop_tokens=list(stop_tokens))
-    stop = [s for s in stop if s]
-    hold = max((len(s) for s in stop), default=1) - 1
-    ids: list[int] = []
-    sent = 0  # characters of `text` already yielded
+    text = TextAssembler(tokenizer, stop_tokens, stop)
     while not gen.done:
-        ids.extend(gen.step(chunk)[0].tolist())
-        ended = gen.done
-        if gen.stopped[0]:
-            ids = ids[: next(i for i, t in enumerate(ids) if t in stop_tokens)]
-        data = tokenizer.decode_bytes(ids)
-        text = data[: len(data) if ended else _valid_utf8_prefix(data)].decode("utf-8", errors="replace")
-        cut = min((i for i in (text.find(s, max(sent - hold, 0)) for s in stop) if i >= 0), default=-1)
-        if cut >= 0:
-            yield TextDelta(text[sent:cut], gen.produced, "stop")
+        delta = text.feed(gen.step(chunk)[0].tolist(), gen.done, gen.stopped[0])
+        if delta is not None:
+            yield delta
+        if text.finished:
             return
-        if ended:
-            yield TextDelta(text[sent:], gen.produced, "stop" if gen.stopped[0] else "length")
-            return
-        upto = max(sent, len(text) - hold)
-        if upto > sent:
-            yield TextDelta(text[sent:upto], gen.produced)
-            sent = upto
     yield TextDelta("", gen.produced, "length")  # max_new_tokens == 0
 
 
-__all__ = ["TextDelta", "encode_prompt", "generate_ids", "sample", "stream_text"]
+__all__ = ["TextAssembler", "TextDelta", "encode_prompt", "generate_ids", "sample", "stream_text"]

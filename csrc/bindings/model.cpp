@@ -45,6 +45,22 @@ void numpy_to_tensor(const Tensor& t, const py::object& value, const std::string
   }
 }
 
+// Sampling settings from Python numbers, range-checked (ValueError) before anything runs.
+SamplingParams sampling_args(const py::object& temperature, const py::object& top_k, const py::object& top_p,
+                             const py::object& seed) {
+  SamplingParams sp{float_arg(temperature, "temperature"), int_arg(top_k, "top_k", 0, INT_MAX),
+                    float_arg(top_p, "top_p"), seed_arg(seed, "seed")};
+  sp.validate();
+  return sp;
+}
+
+// Token ids from a Python sequence of ints.
+std::vector<int32_t> token_list(const py::object& ids, const char* what) {
+  std::vector<int32_t> out;
+  for (const py::handle& id : py::iter(ids)) out.push_back(int_arg(id, what, 0, INT_MAX));
+  return out;
+}
+
 namespace {
 
 py::dict config_to_dict(const ModelConfig& c) {
@@ -81,22 +97,6 @@ std::pair<py::array_t<int32_t>, py::array_t<int32_t>> batch_arrays(const py::obj
   NW_CHECK(tok.shape(0) == tgt.shape(0) && tok.shape(1) == tgt.shape(1), "tokens and targets must have the same shape, got (",
            tok.shape(0), ", ", tok.shape(1), ") and (", tgt.shape(0), ", ", tgt.shape(1), ")");
   return {tok, tgt};
-}
-
-// Sampling settings from Python numbers, range-checked (ValueError) before anything runs.
-SamplingParams sampling_args(const py::object& temperature, const py::object& top_k, const py::object& top_p,
-                             const py::object& seed) {
-  SamplingParams sp{float_arg(temperature, "temperature"), int_arg(top_k, "top_k", 0, INT_MAX),
-                    float_arg(top_p, "top_p"), seed_arg(seed, "seed")};
-  sp.validate();
-  return sp;
-}
-
-// Token ids from a Python sequence of ints.
-std::vector<int32_t> token_list(const py::object& ids, const char* what) {
-  std::vector<int32_t> out;
-  for (const py::handle& id : py::iter(ids)) out.push_back(int_arg(id, what, 0, INT_MAX));
-  return out;
 }
 
 // A Generation that holds a reference to its Python Model, so the model outlives it. (Not py::keep_alive<0, 1>:

@@ -10,4 +10,5 @@ PYBIND11_MODULE(_C, m) {
   nw::bindings::register_optimizer(m);
   nw::bindings::register_data(m);
   nw::bindings::register_distributed(m);
+  nw::bindings::register_batching(m);
 }

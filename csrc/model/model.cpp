@@ -301,11 +301,22 @@ void Model::prepare(int B, int T) {
 
 // Runs the forward pass; returns the summed cross-entropy over valid targets (losses in a.losses).
 // With train = true the logits buffer is turned into dlogits later by run_backward.
-double Model::run_forward(const int32_t* tokens, const int32_t* targets, int B, int T, bool train, KVCache* cache) {
+double Model::run_forward(const int32_t* tokens, const int32_t* targets, int B, int T, bool train, KVCache* cache,
+                          const int* rows, const int64_t* at) {
   Acts& a = *acts_;
-  const int64_t pos = cache ? cache->length() : 0;  // position of the first token
-  const Tensor cos = rope_cos_.slice_rows(pos, pos + T), sin = rope_sin_.slice_rows(pos, pos + T);
+  const int64_t pos = cache ? cache->length() : 0;  // position of the first token (rows at one position)
+  Tensor cos = rope_cos_.slice_rows(pos, pos + T), sin = rope_sin_.slice_rows(pos, pos + T);
   const int64_t N = int64_t(B) * T, C = cfg_.d_model, D = cfg_.head_dim, H = cfg_.n_head, KVH = cfg_.n_kv_head;
+  if (rows) {  // rows at their own positions: gather each row's angles, (N, D/2), for one rotation of all N
+    const int64_t half = rope_cos_.size(1), bytes = 2 * N * half * int64_t(dtype_size(dtype_));
+    if (int64_t(rope_rows_.nbytes()) < bytes) rope_rows_ = Buffer(size_t(bytes), device_);
+    cos = Tensor(rope_rows_.data(), dtype_, device_, {N, half});
+    sin = Tensor(static_cast<char*>(rope_rows_.data()) + bytes / 2, dtype_, device_, {N, half});
+    for (int b = 0; b < B; ++b) {
+      copy_tensor(cos.slice_rows(int64_t(b) * T, int64_t(b + 1) * T), rope_cos_.slice_rows(at[b], at[b] + T));
+      copy_tensor(sin.slice_rows(int64_t(b) * T, int64_t(b + 1) * T), rope_sin_.slice_rows(at[b], at[b] + T));
+    }
+  }
   auto P = [&](int i) { return params_.view(i); };
   copy_from_host(a.tokens, tokens);
   if (targets) copy_from_host(a.targets, targets);
@@ -321,9 +332,22 @@ double Model::run_forward(const int32_t* tokens, const int32_t* targets, int B, 
     linear_forward(x.v.view({N, KVH * D}), x.ln1, P(p.wv), prec_);
     rmsnorm_forward(x.q.view({N * H, D}), x.q_rstd, x.q_raw.view({N * H, D}), Tensor(), cfg_.norm_eps);
     rmsnorm_forward(x.k.view({N * KVH, D}), x.k_rstd, x.k_raw.view({N * KVH, D}), Tensor(), cfg_.norm_eps);
-    rope_forward(x.q, cos, sin);
-    rope_forward(x.k, cos, sin);
-    if (cache) {  // append this step's keys/values, then attend over the whole cache
+    if (rows) {  // each row at its own position, in its own cache row: rotate all, append and attend row by row
+      rope_forward(x.q.view({1, N, H, D}), cos, sin);
+      rope_forward(x.k.view({1, N, KVH, D}), cos, sin);
+      const Tensor &ck = cache->keys(l), &cv = cache->values(l);
+      const int64_t cap = cache->capacity(), row = KVH * D;
+      for (int b = 0; b < B; ++b) {
+        const int64_t p0 = at[b];
+        const Tensor q = x.q.slice_rows(b, b + 1), k = x.k.slice_rows(b, b + 1);
+        const Tensor kr = ck.slice_rows(rows[b], rows[b] + 1), vr = cv.slice_rows(rows[b], rows[b] + 1);
+        copy_tensor(kr.view({cap, row}).slice_rows(p0, p0 + T), k.view({T, row}));
+        copy_tensor(vr.view({cap, row}).slice_rows(p0, p0 + T), x.v.slice_rows(b, b + 1).view({T, row}));
+        attention_forward_kv(x.att.slice_rows(b, b + 1), q, kr, vr, p0 + T, cfg_.window_of_layer(l), prec_);
+      }
+    } else if (cache) {  // append this step's keys/values, then attend over the whole cache
+      rope_forward(x.q, cos, sin);
+      rope_forward(x.k, cos, sin);
       const Tensor &ck = cache->keys(l), &cv = cache->values(l);
       const int64_t cap = cache->capacity(), row = KVH * D;
       for (int b = 0; b < B; ++b) {
@@ -332,6 +356,8 @@ double Model::run_forward(const int32_t* tokens, const int32_t* targets, int B, 
       }
       attention_forward_kv(x.att, x.q, ck, cv, pos + T, cfg_.window_of_layer(l), prec_);
     } else {
+      rope_forward(x.q, cos, sin);
+      rope_forward(x.k, cos, sin);
       attention_forward(x.att, x.lse, x.q, x.k, x.v, cfg_.window_of_layer(l), prec_);
     }
     linear_forward(x.mid, x.att.view({N, H * D}), P(p.wo), prec_);
@@ -571,6 +597,21 @@ void Model::decode(const int32_t* tokens, int B, int T, KVCache& cache, float* o
   prepare(B, T);
   run_forward(tokens, nullptr, B, T, /*train=*/false, &cache);
   cache.advance(T);
+  copy_logits(out);
+}
+
+void Model::decode_rows(const int32_t* tokens, int B, int T, KVCache& cache, const int* rows, const int64_t* at,
+                        float* out) {
+  NW_CHECK(cache.fits(cfg_, dtype_, device_), "decode_rows: this KV cache was made for a model of another shape");
+  for (int b = 0; b < B; ++b) {
+    NW_CHECK(rows[b] >= 0 && rows[b] < cache.batch(), "decode_rows: cache row ", rows[b], " outside [0, ",
+             cache.batch(), ")");
+    NW_CHECK(at[b] >= 0 && at[b] + T <= cache.capacity(), "decode_rows: position ", at[b], " + ", T,
+             " new positions exceed seq_len ", cache.capacity());
+  }
+  check_batch(tokens, nullptr, B, T);
+  prepare(B, T);
+  run_forward(tokens, nullptr, B, T, /*train=*/false, &cache, rows, at);
   copy_logits(out);
 }
 

@@ -58,6 +58,10 @@ class Model {
   // Incremental decoding: runs tokens (B, T) as the next T positions of the cached sequences, appends
   // their keys/values to the cache and writes soft-capped logits (B*T, V) to out (host memory).
   void decode(const int32_t* tokens, int B, int T, KVCache& cache, float* out);
+  // The same for B sequences at their own places in a larger cache (continuous batching): batch row b is
+  // cache row rows[b], its tokens the positions at[b] .. at[b] + T - 1. The cache's length() is not used.
+  void decode_rows(const int32_t* tokens, int B, int T, KVCache& cache, const int* rows, const int64_t* at,
+                   float* out);
   KVCache new_kv_cache(int batch) const { return KVCache(cfg_, batch, dtype_, device_); }
   // Prompt (B, Tp) -> out (B, Tp + max_new): the prompt, then tokens sampled with a KV cache.
   // Stops early once every row has produced stop_token (>= 0); returns the generated length.
@@ -93,9 +97,10 @@ class Model {
   void check_batch(const int32_t* tokens, const int32_t* targets, int B, int T) const;
   void prepare(int B, int T);                                 // (re)allocates activations for a batch shape
   // Forward up to the logits; returns the balance loss. train: accumulate routing counts.
-  // With a cache, tokens are the next T positions of the cached sequences.
+  // With a cache, tokens are the next T positions of the cached sequences; with rows and at too, batch row b
+  // is cache row rows[b] starting at position at[b] (decode_rows).
   double run_forward(const int32_t* tokens, const int32_t* targets, int B, int T, bool train,
-                     KVCache* cache = nullptr);
+                     KVCache* cache = nullptr, const int* rows = nullptr, const int64_t* at = nullptr);
   void copy_logits(float* out);  // soft-capped logits (B*T, V) to host
   void run_backward(int B, int T, float grad_scale);
   // Copies per-token losses out (when token_losses is given); returns their sum, weighted when weights is given.
@@ -113,6 +118,7 @@ class Model {
   Arena params_, grads_, buffers_;
   Buffer rope_;                 // cos and sin tables, (seq_len, D/2) each
   Tensor rope_cos_, rope_sin_;
+  Buffer rope_rows_;            // decode_rows: each batch row's cos and sin rows gathered, (B*T, D/2) each
   std::unique_ptr<Acts> acts_;
   LossInfo last_;
   // Tokens per expert, (n_moe_layers, E) int64 on the device: accumulating since the last bias update,

@@ -72,6 +72,10 @@ int32_t sample_row(const float* z, int V, const SamplingParams& p, uint64_t stre
 }
 }  // namespace
 
+int32_t sample_token(const float* logits, int V, const SamplingParams& p, uint64_t stream, uint64_t draw) {
+  return sample_row(logits, V, p, stream, draw);
+}
+
 void sample_tokens(const float* logits, int B, int V, const SamplingParams& p, uint64_t draw, int32_t* out) {
   p.validate();
   // Rows are independent draws (stream b), so splitting them over threads changes no result.

@@ -15,5 +15,7 @@ struct SamplingParams {
 
 // logits (B, V) -> out (B). `draw` numbers the draw (e.g. the position) so each is independent.
 void sample_tokens(const float* logits, int B, int V, const SamplingParams& p, uint64_t draw, int32_t* out);
+// One row's token, drawn from RNG stream `stream` (sample_tokens uses stream b for row b): p already validated.
+int32_t sample_token(const float* logits, int V, const SamplingParams& p, uint64_t stream, uint64_t draw);
 
 }  // namespace nw

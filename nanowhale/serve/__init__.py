@@ -18,8 +18,8 @@ def model_name_of(run) -> str:
 
 
 def build_app(ckpt: str, api_key: str | None = None, max_tokens: int | None = None,
-              max_prompt_tokens: int | None = None, max_concurrent: int = 4, model_name: str | None = None,
-              temperature: float = 0.8, device: str = "auto"):
+              max_prompt_tokens: int | None = None, slots: int = 8, queue_size: int = 64,
+              model_name: str | None = None, temperature: float = 0.8, device: str = "auto"):
     """(FastAPI app, model name) for the checkpoint `ckpt`."""
     from nanowhale.loaded import load
 
@@ -28,12 +28,14 @@ def build_app(ckpt: str, api_key: str | None = None, max_tokens: int | None = No
     except ImportError as e:
         raise ValueError(f"nanowhale serve needs FastAPI and uvicorn ({e}): pip install 'nanowhale[serve]'") from None
 
-    if max_concurrent < 1:
-        raise ValueError(f"--max-concurrent must be >= 1, got {max_concurrent}")
+    if slots < 1:
+        raise ValueError(f"--slots must be >= 1, got {slots}")
+    if queue_size < 0:
+        raise ValueError(f"--queue must be >= 0, got {queue_size}")
     run = load(ckpt, device=device)
     engine = Engine(run, max_tokens_cap=max_tokens, max_prompt_tokens=max_prompt_tokens)
     name = model_name or model_name_of(run)
-    return create_app(engine, name, api_key=api_key, max_concurrent=max_concurrent,
+    return create_app(engine, name, api_key=api_key, slots=slots, queue_size=queue_size,
                       default_temperature=temperature), name
 
 

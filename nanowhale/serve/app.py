@@ -9,9 +9,10 @@
 Streaming answers are server-sent events (`data: {chunk}` ... `data: [DONE]`), chunks shaped as OpenAI's.
 Every failure is an OpenAI error body, {"error": {"message", "type", "param", "code"}}, with its status:
 400 malformed or too long (never FastAPI's 422), 401 missing or wrong API key, 404 unknown model or path,
-429 when `max_concurrent` generations already run, 500 for a bug (logged; the server keeps serving).
-Generations run on worker threads; the engine's C++ steps release the GIL and take the model's lock, so
-concurrent streams interleave token by token. A client that disconnects stops its generation.
+429 with Retry-After when `slots` generations run and `queue_size` more wait, 500 for a bug (logged; the
+server keeps serving). Generations are batched (batcher.py: one forward pass per step for all of them, in C++
+with the GIL released); the event loop only turns each request's tokens into text. A client that disconnects
+stops its generation and frees its slot.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import asyncio
 import json
 import logging
 import secrets
-import threading
 import time
 import uuid
 import weakref
@@ -31,9 +31,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from nanowhale.generate import TextAssembler
+from nanowhale.serve.batcher import Batcher
 from nanowhale.serve.engine import Engine, RequestError, Sampling
 
 log = logging.getLogger("nanowhale.serve")
@@ -84,43 +85,24 @@ def error_response(status: int, message: str, **kw) -> JSONResponse:
     return JSONResponse(error_body(message, **kw), status_code=status)
 
 
-class Slots:
-    """At most `n` generations at once; a request over the limit is refused (429), not queued."""
-
-    def __init__(self, n: int):
-        self.n, self.used, self.lock = n, 0, threading.Lock()
-
-    def take(self):
-        """A release function (idempotent: a stream may end, be closed and be collected)."""
-        with self.lock:
-            if self.used >= self.n:
-                raise RequestError(f"{self.n} generations are already running on this server; retry shortly",
-                                   status=429, code="rate_limit_exceeded", type="rate_limit_error")
-            self.used += 1
-        released = threading.Event()
-
-        def release() -> None:
-            with self.lock:
-                if not released.is_set():
-                    released.set()
-                    self.used -= 1
-        return release
-
-
 def _sse(obj) -> str:
     return f"data: {json.dumps(obj)}\n\n"
 
 
-def create_app(engine: Engine, model_name: str, api_key: str | None = None, max_concurrent: int = 4,
-               default_temperature: float = 0.8) -> FastAPI:
+def create_app(engine: Engine, model_name: str, api_key: str | None = None, slots: int = 8, queue_size: int = 64,
+               default_temperature: float = 0.8, batcher: Batcher | None = None) -> FastAPI:
+    """batcher: the generations' batcher (default: a Batcher(engine, slots, queue_size))."""
     app = FastAPI(title="nanowhale", docs_url=None, redoc_url=None, openapi_url=None)
-    slots = Slots(max_concurrent)
+    batcher = batcher or Batcher(engine, slots, queue_size)
+    app.state.batcher = batcher
     created = int(time.time())
     model_card = {"id": model_name, "object": "model", "created": created, "owned_by": "nanowhale"}
 
     @app.exception_handler(RequestError)
     async def _request_error(request: Request, e: RequestError):
-        return error_response(e.status, str(e), type=e.type, param=e.param, code=e.code)
+        response = error_response(e.status, str(e), type=e.type, param=e.param, code=e.code)
+        response.headers.update(e.headers or {})
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, e: RequestValidationError):
@@ -171,64 +153,58 @@ def create_app(engine: Engine, model_name: str, api_key: str | None = None, max_
                         ignore_eos=req.ignore_eos, max_tokens_field=max_tokens_field)
 
     async def run(ids: list[int], s: Sampling, chat: bool, stream: bool, shape, include_usage: bool):
-        """Checks, takes a slot, and answers: a JSON body, or a stream of SSE chunks."""
-        engine.prepare(ids, s)  # 400s before a slot is taken
-        release = slots.take()
+        """Checks, queues the generation (400 or 429 here), and answers: a JSON body, or a stream of SSE chunks."""
+        loop, tokens = asyncio.get_running_loop(), asyncio.Queue()
+        ticket = batcher.submit(ids, s, chat, tokens.put_nowait, loop)
         rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
-        if not stream:
-            def collect():
-                try:
-                    deltas = list(engine.stream(ids, s, chat, chunk=16))
-                finally:
-                    release()
-                return "".join(d.text for d in deltas), deltas[-1]
+        text = TextAssembler(engine.tokenizer, engine.stop_tokens(s, chat), s.stop)
 
-            text, last = await run_in_threadpool(collect)
-            usage = {"prompt_tokens": len(ids), "completion_tokens": last.tokens,
-                     "total_tokens": len(ids) + last.tokens}
-            return JSONResponse(shape(rid, text, last.finish_reason, final=True) | {"usage": usage})
+        async def deltas():
+            """The generation's text as it comes; a stop string ends the generation at once."""
+            try:
+                while not text.finished:
+                    item = await tokens.get()
+                    while not isinstance(item, Exception) and not tokens.empty():  # behind: take them together
+                        more = tokens.get_nowait()
+                        item = more if isinstance(more, Exception) else (item[0] + more[0], more[1], more[2])
+                    if isinstance(item, Exception):
+                        raise item
+                    if (delta := text.feed(*item)) is not None:
+                        yield delta
+            finally:
+                ticket.cancel()  # a stop string matched, or the client went away: free the slot now
+
+        def usage(last):
+            return {"prompt_tokens": len(ids), "completion_tokens": last.tokens, "total_tokens": len(ids) + last.tokens}
+
+        if not stream:
+            try:
+                parts = [d async for d in deltas()]
+            finally:
+                ticket.cancel()
+            body = shape(rid, "".join(d.text for d in parts), parts[-1].finish_reason, final=True)
+            return JSONResponse(body | {"usage": usage(parts[-1])})
 
         async def events():
-            # A producer thread runs the generation and hands deltas to the event loop: generation does not
-            # wait for each chunk to be sent, and the loop never blocks on the model.
-            loop, queue, cancelled = asyncio.get_running_loop(), asyncio.Queue(), threading.Event()
-
-            def produce():
-                try:
-                    for delta in engine.stream(ids, s, chat, chunk=1):
-                        loop.call_soon_threadsafe(queue.put_nowait, delta)
-                        if cancelled.is_set():
-                            break
-                    loop.call_soon_threadsafe(queue.put_nowait, None)
-                except Exception as e:  # noqa: BLE001  (reported in the stream below)
-                    loop.call_soon_threadsafe(queue.put_nowait, e)
-                finally:
-                    release()
-
             try:
                 if chat:
                     yield _sse(shape(rid, None, None, final=False, role=True))
-                threading.Thread(target=produce, name=f"generate-{rid}", daemon=True).start()
                 last = None
-                while (item := await queue.get()) is not None:
-                    if isinstance(item, Exception):
-                        raise item
-                    last = item
-                    if item.text or item.finish_reason:
-                        yield _sse(shape(rid, item.text, item.finish_reason, final=False))
+                async for delta in deltas():
+                    last = delta
+                    if delta.text or delta.finish_reason:
+                        yield _sse(shape(rid, delta.text, delta.finish_reason, final=False))
                 if include_usage and last is not None:
-                    usage = {"prompt_tokens": len(ids), "completion_tokens": last.tokens,
-                             "total_tokens": len(ids) + last.tokens}
-                    yield _sse(shape(rid, None, None, final=False, empty=True) | {"usage": usage})
+                    yield _sse(shape(rid, None, None, final=False, empty=True) | {"usage": usage(last)})
                 yield "data: [DONE]\n\n"
             except Exception:  # the status line has gone: report in the stream, keep serving
                 log.exception("error while streaming %s", rid)
                 yield _sse(error_body("The server had an error while generating.", type="server_error"))
             finally:
-                cancelled.set()  # a client that went away stops its generation at the next token
+                ticket.cancel()
 
         body = events()
-        weakref.finalize(body, release)  # a stream dropped before its producer started still frees its slot
+        weakref.finalize(body, ticket.cancel)  # a stream dropped before it started still frees its slot
         return StreamingResponse(body, media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 

@@ -23,9 +23,9 @@ class RequestError(ValueError):
     """A request the engine will not run: `status` (HTTP), `code` and `param` as in OpenAI's error bodies."""
 
     def __init__(self, message: str, status: int = 400, code: str | None = None, param: str | None = None,
-                 type: str = "invalid_request_error"):
+                 type: str = "invalid_request_error", headers: dict[str, str] | None = None):
         super().__init__(message)
-        self.status, self.code, self.param, self.type = status, code, param, type
+        self.status, self.code, self.param, self.type, self.headers = status, code, param, type, headers
 
 
 @dataclass
@@ -96,11 +96,15 @@ class Engine:
         self._check_sampling(s)
         return self._check(ids, s)
 
+    def stop_tokens(self, s: Sampling, chat: bool) -> list[int]:
+        return [] if s.ignore_eos else [self.assistant_end, self.bos] if chat else [self.bos]
+
     def stream(self, ids: list[int], s: Sampling, chat: bool, chunk: int = 1) -> Iterator[TextDelta]:
+        """One generation on its own (the REPL); the server batches its generations (batcher.py)."""
         n = self.prepare(ids, s)
-        stops = [] if s.ignore_eos else [self.assistant_end, self.bos] if chat else [self.bos]
         return stream_text(self.model, self.tokenizer, ids, n, temperature=s.temperature, top_k=s.top_k,
-                           top_p=s.top_p, seed=s.seed % 2**64, stop_tokens=stops, stop=s.stop, chunk=chunk)
+                           top_p=s.top_p, seed=s.seed % 2**64, stop_tokens=self.stop_tokens(s, chat), stop=s.stop,
+                           chunk=chunk)
 
     def complete(self, prompt: str, s: Sampling, chunk: int = 1) -> Iterator[TextDelta]:
         return self.stream(self.completion_ids(prompt), s, chat=False, chunk=chunk)

@@ -1,9 +1,10 @@
 """`nanowhale serve`: the OpenAI-compatible API through the official `openai` client against a server on
-localhost — non-streaming and streaming, concurrent requests, every class of bad request, the API key and the
-concurrency bound."""
+localhost — non-streaming and streaming, concurrent requests batched, every class of bad request, the API key,
+the queue bound (429) and a client that hangs up."""
 
 import json
 import threading
+import time
 
 import httpx
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 import nanowhale as nw
 from nanowhale.serve import Engine, Sampling, build_app
 from nanowhale.serve.app import create_app
+from nanowhale.serve.batcher import Batcher
 from server_fixtures import running_server
 
 KEY = "sk-test-key"
@@ -21,7 +23,7 @@ MODEL = "whale-test"
 
 @pytest.fixture(scope="module")
 def server(micro_run):
-    app, name = build_app(str(micro_run), api_key=KEY, max_tokens=48, model_name=MODEL, max_concurrent=4)
+    app, name = build_app(str(micro_run), api_key=KEY, max_tokens=48, model_name=MODEL)
     assert name == MODEL
     with running_server(app) as url:
         yield url
@@ -93,28 +95,23 @@ def test_seeded_sampling_is_reproducible(server):
     assert c.completions.create(**kw).choices[0].text == c.completions.create(**kw).choices[0].text
 
 
-def test_concurrent_streams_each_get_their_own_answer(server):
-    c = client(server)
-    prompts = ["the whale", "small fish gather", "a reef of stone", "def return class"]
-    want = [c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": p}], max_tokens=24,
-                                      temperature=0).choices[0].message.content for p in prompts]
-    got = [None] * 4
-    errors = []
+def concurrently(fn, n: int) -> list:
+    """fn(0) ... fn(n - 1) on n threads at once; their results in order (any exception fails the test)."""
+    results, errors = [None] * n, []
 
     def run(i):
         try:
-            s = c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": prompts[i]}],
-                                          max_tokens=24, temperature=0, stream=True)
-            got[i] = "".join(ch.choices[0].delta.content or "" for ch in s if ch.choices)
+            results[i] = fn(i)
         except Exception as e:  # noqa: BLE001  (reported below)
             errors.append(e)
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
     for t in threads:
         t.start()
     for t in threads:
-        t.join(60)
-    assert not errors and got == want
+        t.join(120)
+    assert not errors, errors
+    return results
 
 
 def error_of(exc_info):
@@ -178,46 +175,90 @@ def test_api_key_required(server):
     assert client(server).completions.create(model=MODEL, prompt="a", max_tokens=2).choices[0].text is not None
 
 
-class GatedEngine(Engine):
-    """Generations wait for the test's gate, so the test controls how many are running; `waiting` counts them."""
+class GatedBatcher(Batcher):
+    """A batcher whose steps wait for the test's permits, so the test decides when generations advance."""
 
-    def __init__(self, run):
-        super().__init__(run)
-        self.gate, self.waiting = threading.Event(), threading.Semaphore(0)
+    def __init__(self, engine, slots, queue_size):
+        super().__init__(engine, slots, queue_size)
+        self.permits = threading.Semaphore(0)
 
-    def stream(self, ids, s, chat, chunk=1):
-        inner = super().stream(ids, s, chat, chunk)
+    def step(self):
+        assert self.permits.acquire(timeout=60), "the test gave no permit for a step"
+        return super().step()
 
-        def gated():
-            self.waiting.release()
-            self.gate.wait(30)
-            yield from inner
-        return gated()
+    def open(self):
+        for _ in range(100_000):
+            self.permits.release()
 
 
-def test_concurrency_bound_gives_429_and_frees_slots(micro_run):
-    engine = GatedEngine(nw.load(micro_run))
-    with running_server(create_app(engine, MODEL, max_concurrent=2)) as url:
+def wait_until(condition, what):
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
+def test_queue_full_gives_429_with_retry_after_and_everyone_queued_is_answered(micro_run):
+    batcher = GatedBatcher(Engine(nw.load(micro_run)), slots=2, queue_size=1)
+    with running_server(create_app(batcher.engine, MODEL, batcher=batcher)) as url:
         c = client(url)
         msgs = [{"role": "user", "content": "hi"}]
         results = []
         threads = [threading.Thread(target=lambda: results.append(c.chat.completions.create(
-            model=MODEL, messages=msgs, max_tokens=4).choices[0].message.content)) for _ in range(2)]
+            model=MODEL, messages=msgs, max_tokens=4).choices[0].message.content)) for _ in range(3)]
         for t in threads:
             t.start()
-        assert engine.waiting.acquire(timeout=20) and engine.waiting.acquire(timeout=20)  # both hold a slot
+        wait_until(lambda: batcher.pending == 3, "3 requests in the batcher")  # 2 in slots, 1 queued
         for stream in (False, True):
             with pytest.raises(openai.RateLimitError) as e:
                 c.chat.completions.create(model=MODEL, messages=msgs, max_tokens=4, stream=stream)
             assert error_of(e)["code"] == "rate_limit_exceeded" and e.value.status_code == 429
-        engine.gate.set()
+            assert int(e.value.response.headers["Retry-After"]) >= 1
+        batcher.open()
         for t in threads:
             t.join(30)
-        assert len(results) == 2
-        for _ in range(3):  # the slots came back (and a stream releases its slot too)
-            answer = c.chat.completions.create(model=MODEL, messages=msgs, max_tokens=4)
-            assert answer.choices[0].message.content is not None
+        assert len(results) == 3 and batcher.pending == 0
+        for _ in range(3):  # the slots came back (and a stream's too)
+            assert c.chat.completions.create(model=MODEL, messages=msgs, max_tokens=4).choices[0].message.content
             assert list(c.chat.completions.create(model=MODEL, messages=msgs, max_tokens=4, stream=True))
+
+
+def test_eight_concurrent_streams_are_batched_and_equal_sequential_answers(micro_run):
+    n = 12
+    batcher = GatedBatcher(Engine(nw.load(micro_run)), slots=8, queue_size=0)
+    prompts = ["the whale", "small fish gather", "a reef of stone", "def return class", "deep water", "light",
+               "grey seals sing", "ships pass by"]
+    kw = dict(model=MODEL, max_tokens=n, temperature=0, extra_body={"ignore_eos": True})
+    with running_server(create_app(batcher.engine, MODEL, batcher=batcher)) as url:
+        c = client(url)
+
+        def stream(i):
+            s = c.chat.completions.create(messages=[{"role": "user", "content": prompts[i]}], stream=True, **kw)
+            return "".join(ch.choices[0].delta.content or "" for ch in s if ch.choices)
+
+        def open_when_all_wait():
+            try:
+                wait_until(lambda: batcher.pending == 8, "8 streams in the batcher")
+            finally:
+                batcher.open()  # (if they never all arrived, the step count below fails the test)
+
+        threading.Thread(target=open_when_all_wait, daemon=True).start()
+        got = concurrently(stream, 8)
+        concurrent_steps = batcher.batch.decode_steps
+        want = [c.chat.completions.create(messages=[{"role": "user", "content": p}], **kw).choices[0].message.content
+                for p in prompts]
+        sequential_steps = batcher.batch.decode_steps - concurrent_steps
+    assert got == want
+    # n tokens each: one batched forward per step for the 8 streams (the first to arrive may run one step
+    # alone before the others join), against n - 1 forwards per stream one after another
+    assert concurrent_steps <= n and sequential_steps == 8 * (n - 1)
+
+
+def test_thirty_two_concurrent_requests_are_all_answered(server):
+    c = client(server)
+    answers = concurrently(lambda i: c.completions.create(model=MODEL, prompt=f"whale {i}", max_tokens=6,
+                                                          temperature=0).choices[0].finish_reason, 32)
+    assert all(a in ("stop", "length") for a in answers)
 
 
 def test_api_key_from_flag_or_environment(monkeypatch):
@@ -229,35 +270,20 @@ def test_api_key_from_flag_or_environment(monkeypatch):
     assert resolve_api_key(None) == "from-env" and resolve_api_key("flag") == "flag"
 
 
-class EndlessEngine(Engine):
-    """A generation that would run for about a minute, one delta every 50 ms."""
-
-    def stream(self, ids, s, chat, chunk=1):
-        import time
-
-        from nanowhale.generate import TextDelta
-
-        def slow():
-            for i in range(1200):
-                time.sleep(0.05)
-                yield TextDelta("x", i + 1)
-        return slow()
-
-
 def test_a_client_that_disconnects_frees_its_slot(micro_run):
-    import time
-
-    engine = EndlessEngine(nw.load(micro_run))
-    with running_server(create_app(engine, MODEL, max_concurrent=1)) as url:
-        body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    batcher = GatedBatcher(Engine(nw.load(micro_run)), slots=1, queue_size=0)
+    with running_server(create_app(batcher.engine, MODEL, batcher=batcher)) as url:
+        body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": True, "max_tokens": 40,
+                "ignore_eos": True}
+        batcher.permits.release(2)  # two steps: two tokens of the 40
         with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=30) as r:
-            assert next(r.iter_lines()).startswith("data: ")  # streaming; then the client hangs up
-        deadline = time.monotonic() + 20
-        while True:
-            with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=30) as r:
-                status = r.status_code
-            if status != 429 or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        # the slot came back long before the first generation would have ended (its client is gone)
-        assert status == 200
+            lines = r.iter_lines()  # (one iterator: dropping it would close the response)
+            assert next(lines).startswith("data: ")  # the role chunk
+            wait_until(lambda: batcher.batch.decode_steps == 2, "two steps of the generation")
+            assert batcher.pending == 1  # it is running; the client hangs up
+        # No more steps can run, so only the hang-up can end the generation and free the slot.
+        wait_until(lambda: batcher.pending == 0, "the slot of the client that went away")
+        assert batcher.batch.active == 0
+        batcher.open()
+        with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=30) as r:
+            assert r.status_code == 200 and r.read().decode().rstrip().endswith("data: [DONE]")

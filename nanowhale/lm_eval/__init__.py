@@ -71,9 +71,6 @@ class NanowhaleLM(LM):
 
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         pairs = [tuple(r.args) for r in requests]
-        for (context, continuation), r in zip(pairs, requests):
-            if not continuation:
-                raise ValueError(f"loglikelihood request {r.args!r}: the continuation is empty")
         ll = self.scorer.loglikelihoods(pairs)
         greedy = self.scorer.greedy(pairs)
         return [(float(a), bool(g)) for a, g in zip(ll, greedy)]

@@ -56,7 +56,10 @@ def eval_harness(ckpt: str, tasks: str, include: str | None = None, limit: int |
         if not Path(include).is_dir():
             raise ValueError(f"--harness-include {include} is not a directory")
         paths.append(str(Path(include).resolve()))
-    manager = TaskManager(include_path=paths)
+    # lm-eval's own task index takes seconds to build: only when a name is not one of ours or the user's
+    manager = TaskManager(include_path=paths, include_defaults=False)
+    if not all(manager.match_tasks([n]) for n in names):
+        manager = TaskManager(include_path=paths)
     unknown = [n for n in names if not manager.match_tasks([n])]
     if unknown:  # before the model loads
         raise ValueError(f"unknown harness task(s) {unknown}; the built-in sets: hellaswag, arc-easy, arc-challenge, "

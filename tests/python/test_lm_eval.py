@@ -32,9 +32,9 @@ from lm_eval.api.instance import Instance  # noqa: E402
 from nanowhale.lm_eval import NanowhaleLM  # noqa: E402
 from nanowhale.lm_eval.task_dir import HARNESS_NAMES, task_dir  # noqa: E402
 
-# Items of each built-in set scored both ways where the real files are here (100: the two runs of 100 items
-# take seconds; the equalities are per item, so more items add time, not coverage).
-LIMIT = {"hellaswag": 100, "arc-easy": 100, "arc-challenge": 100, "mmlu": 100, "piqa": 100, "gsm8k": 8}
+# Items of each built-in set scored both ways where the real files are here (GSM8K, generated token by
+# token, fewer).
+LIMIT = {"hellaswag": 300, "arc-easy": 300, "arc-challenge": 300, "mmlu": 300, "piqa": 300, "gsm8k": 20}
 GSM8K_MADE = [{"question": "Tom has 2 apples and buys 3 more. How many apples does he have?",
                "answer": "2 + 3 = 5\n#### 5"},
               {"question": "A box holds 4 pens. How many pens are in 2 boxes?", "answer": "4 * 2 = 8\n#### 8"}]
@@ -146,8 +146,9 @@ def harness_samples(lm, name, data_dir, limit):
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
+    # include_defaults=False: lm-eval's own thousands of task YAMLs are not indexed (seconds each time)
     res = simple_evaluate(model=lm, tasks=[HARNESS_NAMES[name]], limit=limit, log_samples=True,
-                          task_manager=TaskManager(include_path=str(task_dir(data_dir))))
+                          task_manager=TaskManager(include_path=str(task_dir(data_dir)), include_defaults=False))
     task = HARNESS_NAMES[name]
     return res["results"][task], sorted(res["samples"][task], key=lambda s: s["doc_id"])
 
@@ -234,3 +235,38 @@ def test_nanowhale_eval_harness_writes_results_and_report_reads_them(micro_run, 
     assert "nanowhale_piqa" in report and f"{theirs['acc,none']:.3f}" in report
     assert main(["eval", "--ckpt", str(micro_run), "--harness", "no_such_task"]) == 2
     assert "unknown harness task" in capsys.readouterr().err
+
+
+def test_partial_and_single_continuation_files_score_the_same_through_the_harness(lm, run, tmp_path):
+    """The JSONL kinds against the harness's own forms of them (WinoGrande's multiple_input, LAMBADA's
+    loglikelihood), on the same file: the same acc, and the same perplexity."""
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    partial = tmp_path / "partial.jsonl"
+    partial.write_text("\n".join(json.dumps({"context_options": o, "continuation": " long lines", "gold": g}) for o, g in
+                                 [(["light falls in", "xq zz vv"], 0), (["def return", "the whale"], 1),
+                                  (["index print", "class import", "value self"], 2)]) + "\n")
+    single = tmp_path / "single.jsonl"
+    single.write_text("\n".join(json.dumps({"context": c, "continuation": x}) for c, x in
+                                [("the whale", " swims"), ("light falls", " in"), ("def", " return")]) + "\n")
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "p.yaml").write_text(f"task: t_partial\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
+                                  f"    test: {partial}\ntest_split: test\noutput_type: multiple_choice\n"
+                                  "doc_to_text: gold\ndoc_to_choice: context_options\ndoc_to_target: continuation\n"
+                                  "target_delimiter: ''\nmetric_list:\n  - metric: acc\n")
+    (tasks / "s.yaml").write_text(f"task: t_single\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
+                                  f"    test: {single}\ntest_split: test\noutput_type: loglikelihood\n"
+                                  "doc_to_text: context\ndoc_to_target: continuation\ntarget_delimiter: ''\n"
+                                  "metric_list:\n  - metric: perplexity\n  - metric: acc\n")
+    manager = TaskManager(include_path=str(tasks), include_defaults=False)
+    # one task per run: the same requests in the same batches as nanowhale's, so the same bits
+    res = {"results": {t: simple_evaluate(model=lm, tasks=[t], task_manager=manager)["results"][t]
+                       for t in ("t_partial", "t_single")}}
+    scorer = ModelScorer(run.model, run.tokenizer)
+    ours_partial = run_task(scorer, make_task(f"{partial}?sep="))
+    ours_single = run_task(scorer, make_task(f"{single}?sep="))
+    assert res["results"]["t_partial"]["acc,none"] == ours_partial["acc"]
+    assert res["results"]["t_single"]["acc,none"] == ours_single["acc"]
+    assert res["results"]["t_single"]["perplexity,none"] == ours_single["perplexity"]

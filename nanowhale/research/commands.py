@@ -379,10 +379,10 @@ def run(description: str, seeds: int = 1, path=".", log=print) -> int:
                throughput_values=tps, throughput_mean=sum(tps) / len(tps) if tps else None,
                train_seconds=train_s, eval_seconds=eval_s, peak_memory_mb=acc["mem"] or None,
                steps=res.get("steps"), tokens=res.get("tokens"))
-    if slot is not None:
-        slot.release()
     if upd["verdict"] == "keep" and ctx.swarm is not None:  # only if no other agent kept meanwhile
         swarm.confirm_keep(ctx, eid, best, upd)
+    if slot is not None:  # after the keep is recorded: the next run in the queue sees the new best
+        slot.release()
     verdict = upd["verdict"]
     best_metric = upd.get("best_metric", ref and ref.metric)
     time_reason = upd.pop("time_reason", None)

@@ -284,7 +284,10 @@ def before_run(ctx: Context) -> None:
     """A run starts only from the global best."""
     heartbeat(ctx)
     best = ctx.best()
-    if best and best["commit_sha"] and ctx.git.head() != best["commit_sha"]:
+    if best and not best["commit_sha"]:  # recorded as kept, its commit a moment away
+        raise ValueError(f"experiment {best['id']} by {best['agent']} is being committed as the new global best: "
+                         "run `nanowhale research sync` in a moment")
+    if best and ctx.git.head() != best["commit_sha"]:
         raise ValueError(f"the global best moved to experiment {best['id']} by {best['agent']} "
                          f"({best['metric_mean']:.6f}): run `nanowhale research sync` first (it keeps your change)")
 
@@ -401,6 +404,9 @@ def sync(path=".", log=print) -> int:
     heartbeat(ctx)
     fetch(ctx.git, ctx.swarm["remote"], ctx.tag)
     best = ctx.best()
+    if best and not best["commit_sha"]:
+        raise ValueError(f"experiment {best['id']} by {best['agent']} is being committed as the new global best: "
+                         "sync again in a moment")
     target = ctx.best_commit()
     head = ctx.git.head()
     if head == target:

@@ -9,8 +9,10 @@ engine, registered under the name `nanowhale`.
                            engine's batched token_losses (rows sorted by length, the GIL released), exactly what
                            `nanowhale eval --task` scores; is_greedy from the logits' argmax.
     loglikelihood_rolling  a whole document -> its log-likelihood, scored as `nanowhale eval FILE` scores a file.
-    generate_until         (context, {until, max_gen_toks}) -> the greedy continuation (C++ KV-cache generation)
-                           cut before the first stop string, as `nanowhale eval --task gsm8k` generates.
+    generate_until         (context, {until, max_gen_toks}) -> the greedy continuation cut before the first stop
+                           string: every request at once through the C++ continuous batch (batch_size
+                           generations per forward, longest prompt first), as `nanowhale eval --task gsm8k`
+                           generates.
 
 Model arguments: ckpt (a run or a checkpoint directory), device (auto, cpu or cuda; lm-eval's default cuda:0
 falls back to the CPU when no GPU is here), batch_size (rows per forward; auto: 16). Sampling settings in a
@@ -80,19 +82,18 @@ class NanowhaleLM(LM):
         return [-d["nats"] for d in self.scorer.rolling(texts)]
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
-        out = [""] * len(requests)
-        # longest prompt first, as the scoring batches go; each request keeps its own stop strings
-        order = sorted(range(len(requests)), key=lambda i: len(requests[i].args[0]), reverse=True)
-        for i in order:
-            context, kwargs = requests[i].args
+        prompts, stops, budgets = [], [], []
+        for r in requests:
+            context, kwargs = r.args
             kwargs = dict(kwargs or {})
             until = kwargs.pop("until", None) or []
-            until = [until] if isinstance(until, str) else list(until)
-            max_new = int(kwargs.pop("max_gen_toks", 256))
+            stops.append((until,) if isinstance(until, str) else tuple(until))
+            budgets.append(int(kwargs.pop("max_gen_toks", 256)))
             if kwargs.pop("do_sample", False) or float(kwargs.pop("temperature", 0.0) or 0.0) > 0:
                 raise ValueError("the nanowhale harness model decodes greedily: set do_sample: false, temperature: 0")
-            out[i] = self.scorer.complete(context, tuple(until), max_new)
-        return out
+            prompts.append(context)
+        # all of them at once: batch_size generations share each forward, longest prompt first
+        return self.scorer.complete_all(prompts, stops, budgets)
 
     def get_model_info(self) -> dict:
         return {"checkpoint": str(self.run.checkpoint.dir), "step": self.run.step,

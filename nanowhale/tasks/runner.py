@@ -87,16 +87,18 @@ def run_generative(scorer, task: GenerativeTask, limit: int | None = None, shots
                    examples: int = 3) -> dict:
     items = _items(task, limit)
     pool = task.fewshot_items() if shots else []
-    correct = np.zeros(len(items))
-    shown = []
-    t0 = time.perf_counter()
+    prompts, targets = [], []
     for i, item in enumerate(items):
         try:
-            prompt = _fewshot_prefix(task, pool, i, shots, item) + task.prompt(item)
-            target = task.target(item)
+            prompts.append(_fewshot_prefix(task, pool, i, shots, item) + task.prompt(item))
+            targets.append(task.target(item))
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"task {task.name}, item {i}: {e}") from None
-        completion = scorer.complete(prompt, tuple(task.stop), task.max_new_tokens)
+    t0 = time.perf_counter()
+    completions = scorer.complete_all(prompts, [tuple(task.stop)] * len(items), [task.max_new_tokens] * len(items))
+    correct = np.zeros(len(items))
+    shown = []
+    for i, (item, completion, target) in enumerate(zip(items, completions, targets)):
         answer = task.extract(completion)
         correct[i] = float(answer is not None and answer == target)
         if len(shown) < examples:

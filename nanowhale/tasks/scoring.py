@@ -15,7 +15,6 @@ from __future__ import annotations
 import numpy as np
 
 from nanowhale.conversation import render_for_completion
-from nanowhale.generate import stream_text
 
 
 def _rows(ids: list[int], start: int, T: int) -> list[tuple[np.ndarray, int]]:
@@ -76,7 +75,7 @@ def continuation_is_greedy(model, requests: list[tuple[list[int], list[int]]], b
 
 
 class ModelScorer:
-    """What a task runner needs from a language model (loglikelihoods, greedy, rolling, complete); tests
+    """What a task runner needs from a language model (loglikelihoods, greedy, rolling, complete_all); tests
     substitute a stub with the methods a task kind uses.
 
     chat: generative prompts go to the model as a user turn (render_for_completion) and the answer ends at
@@ -109,9 +108,9 @@ class ModelScorer:
             out.append({"nats": r["loss"] * r["tokens"], "tokens": r["tokens"], "bytes": r["bytes"]})
         return out
 
-    def complete(self, prompt: str, stop: tuple[str, ...], max_new_tokens: int) -> str:
-        """The greedy continuation of <|bos|> prompt (or of the prompt as a chat turn), up to the first stop
-        string or stop token."""
+    def _prompt(self, prompt: str) -> tuple[list[int], list[int]]:
+        """(prompt ids, stop tokens): <|bos|> prompt, or the prompt as a chat turn ending at <|assistant_end|>;
+        a prompt of seq_len tokens or more keeps its last seq_len // 2 (the question's end, room to answer)."""
         stops = [self.bos]
         if self.chat:
             ids = render_for_completion(self.tokenizer, [{"role": "user", "content": prompt}]).tolist()
@@ -119,9 +118,56 @@ class ModelScorer:
         else:
             ids = [self.bos] + self.tokenizer.encode(prompt)
         if len(ids) >= self.model.config.seq_len:
-            ids = ids[-(self.model.config.seq_len // 2):]  # keep the question's end, leave room to answer
-        return "".join(d.text for d in stream_text(self.model, self.tokenizer, ids, max_new_tokens, temperature=0.0,
-                                                   stop_tokens=stops, stop=stop, chunk=16))
+            ids = ids[-(self.model.config.seq_len // 2):]
+        return ids, stops
+
+    def complete(self, prompt: str, stop: tuple[str, ...], max_new_tokens: int) -> str:
+        """The greedy continuation of <|bos|> prompt (or of the prompt as a chat turn), up to the first stop
+        string or stop token."""
+        return self.complete_all([prompt], [stop], [max_new_tokens])[0]
+
+    def complete_all(self, prompts: list[str], stops: list[tuple[str, ...]], max_new_tokens: list[int]) -> list[str]:
+        """complete() of every prompt, batch_rows at a time in the C++ ContinuousBatch (one forward per decode
+        step for all of them, the GIL released), longest prompt first; a generation leaves the batch at its
+        stop token, its token budget, or the first of its stop strings (the text is cut before it)."""
+        from nanowhale._C import ContinuousBatch
+
+        T = self.model.config.seq_len
+        prompts_ids = [self._prompt(p) for p in prompts]
+        waiting = sorted(range(len(prompts)), key=lambda i: len(prompts_ids[i][0]), reverse=True)[::-1]
+        needles = [[x.encode("utf-8") for x in stop if x] for stop in stops]
+        data = [b""] * len(prompts)   # the bytes generated so far, per prompt
+        batch = ContinuousBatch(self.model, max(1, min(self.batch_rows, len(prompts))))
+        running = {}  # generation id -> prompt index
+        while waiting or running:
+            while waiting and len(running) < batch.slots:
+                i = waiting.pop()
+                ids, stop_tokens = prompts_ids[i]
+                new = min(max_new_tokens[i], T - len(ids))
+                if new >= 1:
+                    running[batch.add(np.asarray(ids, dtype=np.int32), new, temperature=0.0,
+                                      stop_tokens=stop_tokens)] = i
+            if not running:
+                break
+            gens, tokens, finished, stopped = batch.step()
+            for gen, token, done, at_stop in zip(gens.tolist(), tokens.tolist(), finished.tolist(), stopped.tolist()):
+                i = running[gen]
+                if not at_stop:
+                    piece = self.tokenizer.decode_bytes([int(token)])
+                    data[i] += piece
+                    # a stop string ends in the bytes just added, or not at all yet
+                    tail = data[i][-(max((len(n) for n in needles[i]), default=0) + len(piece)):]
+                    if not done and any(n in tail for n in needles[i]):
+                        batch.cancel(gen)
+                        done = True
+                if done:
+                    del running[gen]
+        texts = []
+        for raw, stop in zip(data, stops):
+            text = raw.decode("utf-8", errors="replace")
+            cut = min((k for k in (text.find(x) for x in stop if x) if k >= 0), default=len(text))
+            texts.append(text[:cut])
+        return texts
 
 
 __all__ = ["ModelScorer", "continuation_is_greedy", "continuation_logprobs"]

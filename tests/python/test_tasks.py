@@ -69,9 +69,9 @@ class AnswerStub:
     def __init__(self, right: bool):
         self.right = right
 
-    def complete(self, prompt, stop, max_new_tokens):
-        assert "\n\n" in stop
-        return " She has 3 + 4 = 7 apples.\n#### 7" if self.right else " The answer is 8."
+    def complete_all(self, prompts, stops, max_new_tokens):
+        assert all("\n\n" in stop for stop in stops) and len(stops) == len(prompts) == len(max_new_tokens)
+        return [" She has 3 + 4 = 7 apples.\n#### 7" if self.right else " The answer is 8."] * len(prompts)
 
 
 @pytest.mark.parametrize("right, expected", [(True, 1.0), (False, 0.0)])

@@ -35,6 +35,7 @@ import time
 import numpy as np
 
 import nanowhale as nw
+from nanowhale.trainer import choose_precision
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # sibling modules, also under python -P
 from device_stats import DeviceMemory, TorchMemory, device_name, peak_matmul_flops, synchronize  # noqa: E402
@@ -144,6 +145,7 @@ def run_nanowhale(cfg, batches, args, want_weights):
     try:
         kw = {"dtype": args.nw_dtype} if args.nw_dtype else {}
         model = nw.Model(cfg, seed=0, device=args.device, **kw)
+        model.precision = choose_precision(args.precision, args.device)
     except Exception as e:  # noqa: BLE001 - e.g. a CPU-only build asked for cuda
         print(f"  nanowhale: cannot build the model on {args.device}: {type(e).__name__}: {e}")
         if want_weights:
@@ -170,7 +172,7 @@ def run_nanowhale(cfg, batches, args, want_weights):
         print(f"  nanowhale: training failed: {type(e).__name__}: {e}")
         return dict(engine="nanowhale", error=f"{type(e).__name__}: {str(e)[:120]}"), weights
     op_times = nanowhale_op_times(step, batches[-1]) if args.profile else None
-    result = dict(engine="nanowhale", precision=getattr(model, "dtype", None) or "fp32",
+    result = dict(engine="nanowhale", precision=f"{model.precision} matmuls, {model.dtype} weights",
                   losses=losses, totals=totals, fwd_bwds=fwd_bwds, mem=memory.peak_bytes(),
                   mem_how="mem_get_info delta", op_times=op_times)
     del opt, model
@@ -357,6 +359,8 @@ def main():
                     help="PyTorch expert dispatch: auto = torch._grouped_mm when it works here, else loop")
     ap.add_argument("--torch-optim", choices=["adamw", "muon"], default="adamw",
                     help="PyTorch optimizer: fused AdamW over all params, or Muon + AdamW like nanowhale")
+    ap.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                    help="nanowhale train.precision (auto: bf16 on cuda, fp32 on cpu)")
     ap.add_argument("--nw-dtype", default=None, help="nanowhale Model dtype (default: the model's default)")
     ap.add_argument("--profile", action="store_true",
                     help="per-op breakdown of one extra step (torch.profiler; nanowhale: nw.profile_ops)")
@@ -417,7 +421,7 @@ def main():
 
     lines = ["| " + " | ".join(HEADER) + " |", "|" + "|".join("---" for _ in HEADER) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
-    lines += ["", "MFU = tokens/s * flops_per_token / measured peak; nanowhale precision is the model's dtype.",
+    lines += ["", "MFU = tokens/s * flops_per_token / measured peak; nanowhale precision: train.precision and the model's dtype.",
               "", "per-op times (one step):"] + op_lines
     lines += ["", "goals:"] + goal_lines(results)
     print("\n".join(lines))

@@ -4,20 +4,25 @@
 
 Eval: multiple-choice items/s on hellaswag and piqa (the first --items), batched scoring (16 rows per
 forward) against one row per forward; GSM8K generated items/s (greedy, --gsm8k items).
-Server: an in-process uvicorn server on 127.0.0.1 (continuous batching, one slot per stream); for each
+Server: `nanowhale serve` in its own process on 127.0.0.1 (one slot per stream); for each
 --streams count of concurrent streaming chat requests of exactly --tokens tokens (temperature 0, ignore_eos),
 the time to the first content chunk (TTFT) and tokens/s per stream and in total, against the same concurrency
 on one-row generations (Engine.stream on threads, no HTTP: concurrent streams interleave one row per forward)
 and on the server's Batcher without HTTP.
 One keep-alive HTTP client (httpx) is shared by the streams, so connection setup is not timed. Medians over
---repeats. --items 0 skips the evaluation part.
+--repeats; tokens per CPU second of the generating process (this one, or the server's) over all repeats.
+--items 0 skips the evaluation part.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import queue
+import socket
+import subprocess
 import statistics
 import sys
 import threading
@@ -28,12 +33,11 @@ import httpx
 
 import nanowhale as nw
 from nanowhale.generate import TextAssembler
-from nanowhale.serve import Engine, Sampling, build_app
+from nanowhale.serve import Engine, Sampling
 from nanowhale.serve.batcher import Batcher
 from nanowhale.tasks import ModelScorer, make_task, run_task
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "python"))
-from server_fixtures import running_server  # noqa: E402
+MODEL = "bench"
 
 PROMPTS = ["Tell me about whales.", "What is a reef?", "Write a short poem about the sea.", "How do fish breathe?"]
 
@@ -71,9 +75,35 @@ def stream_once(client: httpx.Client, model: str, prompt: str, tokens: int, out:
     out.update(ttft=(first or end) - t0, seconds=end - t0)
 
 
-def bench_server(run, tokens: int, repeats: int, counts: list[int]) -> list[str]:
+@contextlib.contextmanager
+def served(ckpt, slots: int, threads: int):
+    """`nanowhale serve` as its own process, as it is deployed (its clients are other processes); yields its URL
+    and process id."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = os.environ | ({"OMP_NUM_THREADS": str(threads)} if threads else {})
+    proc = subprocess.Popen([sys.executable, "-m", "nanowhale.cli", "serve", "--ckpt", str(ckpt), "--port", str(port),
+                             "--model-name", MODEL, "--slots", str(slots)], env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"nanowhale serve exited with status {proc.returncode}")
+            try:
+                if httpx.get(url + "/v1/models", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        yield url, proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def bench_server(run, tokens: int, repeats: int, counts: list[int], threads: int) -> list[str]:
     engine = Engine(run)
-    app, model = build_app(str(run.checkpoint.dir), slots=max(counts))
+    model = MODEL
 
     def direct(streams):
         """The reference: one-row generations (Engine.stream) on threads, no HTTP."""
@@ -115,27 +145,44 @@ def bench_server(run, tokens: int, repeats: int, counts: list[int]) -> list[str]
 
     paths = {"direct": "one row per forward (no HTTP)", "batched": "batched (no HTTP)", "http": "batched, HTTP + SSE"}
     stats = {(n, path): [] for n in counts for path in paths}
-    with running_server(app) as url, httpx.Client(base_url=url, timeout=600) as client:
+    with served(run.checkpoint.dir, max(counts), threads) as (url, pid), \
+            httpx.Client(base_url=url, timeout=600) as client:
         stream_once(client, model, PROMPTS[0], 2, {})  # connect and warm up
         # Repeats go round every configuration in turn, so a busy spell of the machine hits them all alike.
         for _ in range(repeats):
             for streams in counts:
-                stats[streams, "direct"].append(direct(streams))
-                stats[streams, "batched"].append(batched(streams))
+                stats[streams, "direct"].append(_with_cpu(lambda: direct(streams), os.getpid()))
+                stats[streams, "batched"].append(_with_cpu(lambda: batched(streams), os.getpid()))
                 results = [{} for _ in range(streams)]
-                stats[streams, "http"].append(_run_threads(
-                    lambda i: stream_once(client, model, PROMPTS[i % 4], tokens, results[i]), streams, results))
-    lines = ["| streams | path | TTFT median (s) | tokens/s per stream | tokens/s total |", "|---:|---|---:|---:|---:|"]
+                stats[streams, "http"].append(_with_cpu(lambda: _run_threads(
+                    lambda i: stream_once(client, model, PROMPTS[i % 4], tokens, results[i]), streams, results), pid))
+    lines = ["| streams | path | TTFT median (s) | tokens/s per stream | tokens/s total | tokens per CPU second |",
+             "|---:|---|---:|---:|---:|---:|"]
     for streams in counts:
         for path, name in paths.items():
             runs = stats[streams, path]
             ttft, per, total = (statistics.median(s[k] for s in runs) for k in range(3))
-            lines.append(f"| {streams} | {name} | {ttft:.4f} | {per:.1f} | {total:.1f} |")
+            per_cpu = sum(s[3] for s in runs) / max(sum(s[4] for s in runs), 1e-9)  # over all repeats: ticks of 10 ms
+            lines.append(f"| {streams} | {name} | {ttft:.4f} | {per:.1f} | {total:.1f} | {per_cpu:.1f} |")
     return lines
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _with_cpu(measure, pid: int):
+    """measure()'s (TTFT, per stream, total, tokens) and the CPU seconds that process `pid` (the one generating)
+    spent meanwhile: on a shared machine the CPU time a token costs moves far less than the wall time."""
+    cpu0 = _cpu_seconds(pid)
+    ttft, per, total, tokens = measure()
+    return ttft, per, total, tokens, _cpu_seconds(pid) - cpu0
+
+
 def _run_threads(fn, n, results):
-    """(median TTFT, median tokens/s per stream, total tokens/s) of n concurrent calls fn(i)."""
+    """(median TTFT, median tokens/s per stream, total tokens/s, tokens) of n concurrent calls fn(i)."""
     threads = [threading.Thread(target=fn, args=(i,)) for i in range(n)]
     t0 = time.perf_counter()
     for t in threads:
@@ -145,7 +192,7 @@ def _run_threads(fn, n, results):
     wall = time.perf_counter() - t0
     return (statistics.median(r["ttft"] for r in results),
             statistics.median(r["tokens"] / r["seconds"] for r in results),
-            sum(r["tokens"] for r in results) / wall)
+            sum(r["tokens"] for r in results) / wall, sum(r["tokens"] for r in results))
 
 
 def main():
@@ -166,7 +213,8 @@ def main():
           f"{nw.get_num_threads()} threads, device {run.model.device}\n")
     if args.items:
         print("\n".join(bench_eval(run, args.items, args.gsm8k, args.repeats)) + "\n")
-    print("\n".join(bench_server(run, args.tokens, args.repeats, [int(n) for n in args.streams.split(",")])))
+    print("\n".join(bench_server(run, args.tokens, args.repeats, [int(n) for n in args.streams.split(",")],
+                                     args.threads)))
 
 
 if __name__ == "__main__":

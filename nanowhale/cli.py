@@ -7,10 +7,12 @@ import sys
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
-    """--help shows each option's default, except where there is none to show."""
+    """--help shows each option's default, except where there is none to show or the help says it already."""
 
     def _get_help_string(self, action):
         if action.default is None or action.default is False or action.default is argparse.SUPPRESS:
+            return action.help
+        if "default" in (action.help or ""):
             return action.help
         return super()._get_help_string(action)
 

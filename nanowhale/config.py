@@ -251,6 +251,26 @@ def _check(ok: bool, key: str, msg: str, value) -> None:
         raise ValueError(f"{key}: {msg}, got {value!r}")
 
 
+# Upper bounds of the non-model keys: far above any real run, low enough that every size or count computed
+# from them stays an exact int64 / finite double and a typo (1e308 tokens) is an error instead of a hang.
+MAX_COUNT = 10**9             # steps, intervals, checkpoints kept
+MAX_TOKENS = 1 << 40          # tokens per batch, per shard, evaluated; top-k
+MAX_ROWS = 1 << 20            # rows per forward, samples
+MAX_NEW_TOKENS = 1 << 24      # as the C++ generate's own limit on sequence length
+MAX_SECONDS = 10**8           # ~3 years
+MAX_MB = 10**7                # 10 TB of tokenizer training text
+MAX_THREADS = 1 << 12
+MAX_SEED = (1 << 63) - 1
+MAX_TEMPERATURE = 1e4
+
+
+def _range(value, lo, hi, key: str, unit: str = "") -> None:
+    """lo <= value <= hi (NaN and infinities fail), or ValueError naming the key and the range."""
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and lo <= value <= hi):
+        unit = f" {unit}" if unit else ""
+        raise ValueError(f"{key}: must be in [{lo}, {hi}]{unit}, got {value!r}")
+
+
 def validate(cfg: RunConfig) -> None:
     """Range checks of every section; the model and optimizer by their C++ validators."""
     try:
@@ -262,12 +282,13 @@ def validate(cfg: RunConfig) -> None:
     except ValueError as e:
         raise ValueError(f"optim: {e}") from None
     t, T = cfg.train, cfg.model["seq_len"]
-    _check(t.steps >= 1, "train.steps", "must be >= 1", t.steps)
-    _check(t.time_budget >= 0, "train.time_budget", "must be >= 0 seconds", t.time_budget)
-    _check(t.clock_skip_steps >= 0, "train.clock_skip_steps", "must be >= 0", t.clock_skip_steps)
-    _check(t.micro_batch >= 1, "train.micro_batch", "must be >= 1", t.micro_batch)
+    _range(t.steps, 1, MAX_COUNT, "train.steps")
+    _range(t.time_budget, 0, MAX_SECONDS, "train.time_budget", "seconds")
+    _range(t.clock_skip_steps, 0, MAX_COUNT, "train.clock_skip_steps")
+    _range(t.micro_batch, 1, MAX_ROWS, "train.micro_batch")
     _check(t.batch_tokens >= t.micro_batch * T and t.batch_tokens % (t.micro_batch * T) == 0, "train.batch_tokens",
            f"must be a positive multiple of train.micro_batch * model.seq_len = {t.micro_batch * T}", t.batch_tokens)
+    _range(t.batch_tokens, 1, MAX_TOKENS, "train.batch_tokens")
     for k in ("warmup_frac", "decay_frac", "final_lr_frac", "momentum_warmup_frac", "balance_decay_start",
               "balance_decay_end"):
         v = getattr(t, k)
@@ -277,26 +298,31 @@ def validate(cfg: RunConfig) -> None:
     _check(t.balance_decay_start <= t.balance_decay_end, "train.balance_decay_end",
            "must be >= train.balance_decay_start", t.balance_decay_end)
     _check(0.0 <= t.momentum_start <= 1.0, "train.momentum_start", "must be in [0, 1]", t.momentum_start)
-    _check(t.threads >= 0, "train.threads", "must be >= 0", t.threads)
+    _range(t.seed, 0, MAX_SEED, "train.seed")
+    _range(t.threads, 0, MAX_THREADS, "train.threads")
     _check(t.device in ("auto", "cpu", "cuda"), "train.device", "must be auto, cpu or cuda", t.device)
     _check(t.precision in ("auto", "bf16", "fp32"), "train.precision", "must be auto, bf16 or fp32", t.precision)
     _check(t.comm_timeout > 0, "train.comm_timeout", "must be > 0 seconds", t.comm_timeout)
+    _range(t.comm_timeout, 0, MAX_SECONDS, "train.comm_timeout", "seconds")
     _check(cfg.data.tokenizer_train_mb > 0, "data.tokenizer_train_mb", "must be > 0", cfg.data.tokenizer_train_mb)
-    _check(cfg.data.shard_tokens >= 1, "data.shard_tokens", "must be >= 1", cfg.data.shard_tokens)
-    _check(cfg.eval.every >= 0, "eval.every", "must be >= 0", cfg.eval.every)
+    _range(cfg.data.tokenizer_train_mb, 0, MAX_MB, "data.tokenizer_train_mb", "MB")
+    _range(cfg.data.shard_tokens, 1, MAX_TOKENS, "data.shard_tokens")
+    _range(cfg.eval.every, 0, MAX_COUNT, "eval.every")
     _check(cfg.eval.tokens >= T, "eval.tokens", f"must be >= model.seq_len = {T}", cfg.eval.tokens)
-    _check(cfg.eval.batch_size >= 1, "eval.batch_size", "must be >= 1", cfg.eval.batch_size)
+    _range(cfg.eval.tokens, T, MAX_TOKENS, "eval.tokens")
+    _range(cfg.eval.batch_size, 1, MAX_ROWS, "eval.batch_size")
     s = cfg.sample
-    _check(s.n >= 0, "sample.n", "must be >= 0", s.n)
-    _check(s.max_new_tokens >= 1, "sample.max_new_tokens", "must be >= 1", s.max_new_tokens)
-    _check(s.temperature >= 0, "sample.temperature", "must be >= 0", s.temperature)
-    _check(s.top_k >= 0, "sample.top_k", "must be >= 0", s.top_k)
+    _range(s.n, 0, MAX_ROWS, "sample.n")
+    _range(s.max_new_tokens, 1, MAX_NEW_TOKENS, "sample.max_new_tokens")
+    _range(s.temperature, 0, MAX_TEMPERATURE, "sample.temperature")
+    _range(s.top_k, 0, MAX_TOKENS, "sample.top_k")
     _check(0.0 < s.top_p <= 1.0, "sample.top_p", "must be in (0, 1]", s.top_p)
+    _range(s.seed, 0, MAX_SEED, "sample.seed")
     r = cfg.run
-    _check(r.keep >= 1, "run.keep", "must be >= 1", r.keep)
-    _check(r.checkpoint_every >= 0, "run.checkpoint_every", "must be >= 0", r.checkpoint_every)
-    _check(r.log_every >= 1, "run.log_every", "must be >= 1", r.log_every)
-    _check(r.profile_step >= 0, "run.profile_step", "must be >= 0", r.profile_step)
+    _range(r.keep, 1, MAX_COUNT, "run.keep")
+    _range(r.checkpoint_every, 0, MAX_COUNT, "run.checkpoint_every")
+    _range(r.log_every, 1, MAX_COUNT, "run.log_every")
+    _range(r.profile_step, 0, MAX_COUNT, "run.profile_step")
 
 
 def parse_override(text: str) -> dict:

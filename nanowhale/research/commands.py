@@ -20,7 +20,9 @@ from nanowhale.research.ledger_db import is_postgres
 from nanowhale.research.gitops import Git
 from nanowhale.research.ladder import DEFAULT_LADDER, load_ladder, parse_budget, rung
 from nanowhale.research.ledger import Ledger, now
+from nanowhale.research.onboard import MAP_FILE
 
+PRETRAIN_ENTRY = "nanowhale.research.worker:pretrain"
 EXPERIMENT_TEMPLATE = """\
 # The experiment config: yours to edit (with the code in scope, see agent_recipes/pretrain.md).
 # Same sections and keys as `nanowhale train --config` (model, optim, train; nanowhale/config.py lists
@@ -42,6 +44,7 @@ progress.png
 plots/
 insights.md
 best/
+map.md
 """
 
 
@@ -146,10 +149,15 @@ def init(tag: str, scale: str = "tiny", budget: str | None = None, data: str = "
         log("free size: the rung's size class is not locked, so keeps find the best size for this budget; "
             "they do not promote (a size found at one budget is not a finding at the next)")
     log(f"build: {setup.note} ({setup.build_dir or 'no build dir'}): C++ changes rebuild incrementally")
+    if entry == PRETRAIN_ENTRY:
+        from nanowhale.research.onboard import write_map
+
+        write_map(Context.open(repo), log)
     log(block(tag=tag, branch=branch, start_commit=start, scale=scale, budget=budget,
               metric=f"{metric} ({direction} is better)", k=k, ledger=led.where,
               experiment_config=repo / EXPERIMENT_CONFIG, protected=", ".join(patterns),
-              protected_files=len(settings["fingerprint"]), free_size=bool(free_size), threads=threads, cpu=facts["cpu"],
+              protected_files=len(settings["fingerprint"]), free_size=bool(free_size),
+              map=repo / MAP_FILE if entry == PRETRAIN_ENTRY else "n/a", threads=threads, cpu=facts["cpu"],
               cpu_peak_gflops_per_core=round(facts["cpu_peak_flops_per_core"] / 1e9, 1), gpu=facts["gpu"],
               next="nanowhale research baseline"))
     return 0
@@ -222,9 +230,6 @@ def _record_run(ctx: Context, role: str, seed: int, res: dict, commit: str | Non
         "peak_memory_mb": res.get("peak_memory_mb"), "status": res["status"], "log_tail": res.get("log_tail")})
 
 
-PRETRAIN_ENTRY = "nanowhale.research.worker:pretrain"
-
-
 def size_check(ctx: Context) -> tuple[str | None, size_mod.Size | None]:
     """(why the working tree's experiment is refused, its size): its config must resolve and, unless the tag
     is free-size, stay in the rung's size class. Only the pretraining entry's configs have a size."""
@@ -272,7 +277,8 @@ def _crash(res: dict) -> dict:
                 reason=res.get("reason") or f"training ended with status {res['status']}")
 
 
-def _judge(ctx: Context, eid: int, ref: stats.Reference, seeds: int, code_changed: bool, log) -> tuple[dict, list, list, dict, dict]:
+def _judge(ctx: Context, eid: int, ref: stats.Reference, seeds: int, code_changed: bool,
+           log) -> tuple[dict, list, list, dict, dict]:
     """Seeds while inconclusive (up to `seeds`); a would-be keep is then timed beside the best (paired time
     control) and confirmed over as many seeds as the baseline, so the new best is a mean like the baseline."""
     values, tps, acc = [], [], {"train": 0.0, "eval": 0.0, "mem": 0.0}
@@ -424,6 +430,21 @@ def run(description: str, seeds: int = 1, path=".", log=print) -> int:
     return 0
 
 
+def promotion_configs(ctx: Context, target, log=print) -> tuple[dict, dict]:
+    """The start's and the best's experiment configs restated for the target rung (carry.py), both resolved
+    and validated there before anything trains: ({"start": dict, "best": dict}, {which: [notes]}); for
+    another entry than pretraining, the commits' own configs (None)."""
+    if ctx.s["entry"] != PRETRAIN_ENTRY:
+        return {"start": None, "best": None}, {}
+    from nanowhale.research.carry import carried_experiment
+
+    configs, notes = {}, {}
+    for which, sha in (("start", ctx.s["start_commit"]), ("best", ctx.best_commit())):
+        configs[which], notes[which] = carried_experiment(ctx, sha, target)
+        log(f"{which} {sha[:10]} at {target.name}: " + ("; ".join(notes[which]) or "the rung's own config"))
+    return configs, notes
+
+
 def promote(to: str | None = None, repeats: int = 2, budget: str | None = None, path=".", log=print) -> int:
     """The start commit and the best commit at the next rung, `repeats` seeds each, interleaved so machine
     drift hits both; transferred when the best beats the start beyond the noise of these runs, on the
@@ -448,9 +469,11 @@ def promote(to: str | None = None, repeats: int = 2, budget: str | None = None, 
 
     budget = budget or (target.budget_gpu if _C.cuda_available() else target.budget_cpu)
     parse_budget(budget)
+    configs, carried = promotion_configs(ctx, target, log)
     pid = ctx.ledger.insert("promotions", {"agent": agent_id(), "tag": ctx.tag, "created_at": now(),
                                            "from_scale": ctx.s["scale"], "to_scale": target.name,
-                                           "start_commit": start, "best_commit": best, "repeats": repeats})
+                                           "start_commit": start, "best_commit": best, "repeats": repeats,
+                                           "carried": carried})
     runs = {"start": [], "best": []}
     crashed = None
     branch = ctx.s["branch"]
@@ -463,7 +486,8 @@ def promote(to: str | None = None, repeats: int = 2, budget: str | None = None, 
                     crashed = f"{which} commit {sha[:10]} does not build"
                     break
                 log(f"promote {target.name}: {which} {sha[:10]} seed {seed} ...")
-                res = ctx.train_one(f"promote-{pid}-{which}-seed{seed}", seed, target, heldout=True, budget=budget)
+                res = ctx.train_one(f"promote-{pid}-{which}-seed{seed}", seed, target, heldout=True, budget=budget,
+                                    experiment=configs[which])
                 _record_run(ctx, f"promote_{which}", seed, res, sha, target.name, budget, pid)
                 if res["status"] != "done":
                     crashed = f"{which} commit {sha[:10]} seed {seed}: {res['status']}\n{res.get('log_tail', '')}"

@@ -172,12 +172,14 @@ class Context:
         return resolve_spec(spec)
 
     def train_one(self, name: str, seed: int, rung_: Rung | None = None, heldout: bool = False,
-                  budget: str | None = None) -> dict:
-        """Trains the working tree's code and experiment config for one seed; the worker's result dict plus
-        'status' (done | crash | timeout | diverged) and 'log_tail' on failure."""
+                  budget: str | None = None, experiment: dict | None = None) -> dict:
+        """Trains the working tree's code and experiment config (or `experiment`, a dict) for one seed; the
+        worker's result dict plus 'status' (done | crash | timeout | diverged) and 'log_tail' on failure."""
         rung_ = rung_ or self.rung()
         run_dir = self.run_dir(name)
         spec = self.spec(run_dir, seed, rung_, budget)
+        if experiment is not None:
+            spec["experiment"] = experiment
         spec.update(heldout=heldout, entry=self.s["entry"])
         (run_dir / "spec.json").write_text(json.dumps(spec, indent=1))
         out = run_dir / "result.json"

@@ -125,6 +125,7 @@ COLUMNS: dict[str, list[tuple[str, str, str]]] = {
         ("verdict", "TEXT", "transferred | scale-bound | crash"),
         ("heldout_verdict", "TEXT", "transferred | scale-bound on the held-out slice"),
         ("reason", "TEXT", "the numbers behind the verdict"),
+        ("carried", "TEXT", "JSON {start|best: [notes]}: each commit's config change as carried to the target rung"),
     ],
     "claims": [
         ("id", "INTEGER PRIMARY KEY AUTOINCREMENT", "claim number"),
@@ -154,7 +155,7 @@ COLUMNS: dict[str, list[tuple[str, str, str]]] = {
 }
 
 JSON_COLUMNS = {"seeds", "metric_values", "throughput_values", "best_values", "machine", "tags", "files",
-                "config_keys", "detail", "time_best_values", "time_candidate_values"}
+                "config_keys", "detail", "time_best_values", "time_candidate_values", "carried"}
 
 
 def _decode(row: dict) -> dict:

@@ -1,6 +1,6 @@
 """A throwaway research repository for the harness's end-to-end tests: a git repo holding a copy of the
 nanowhale Python package with the built extension placed in it (so the worker runs the repo's own code),
-a micro data directory, a two-rung micro ladder, and a stand-in C++ project (one file) that the harness
+a micro data directory, a three-rung micro ladder, and a stand-in C++ project (one file) that the harness
 rebuilds incrementally with CMake, so rebuild and compile-error paths run in seconds."""
 
 from __future__ import annotations
@@ -16,49 +16,28 @@ MICRO_MODEL = ("vocab_size={v}, seq_len=32, d_model=32, n_layer=2, n_head=2, n_k
                "n_dense_layers=1, dense_hidden=64, n_experts=4, top_k=2, expert_hidden=32, n_shared=1, "
                "shared_hidden=32")
 
-LADDER = """
-[[rung]]
-name = "micro"
-preset = "tiny"
-budget_cpu = "tokens:24576"
-budget_gpu = "tokens:24576"
-eval_tokens = 512
-[rung.set]
-"model.vocab_size" = {v}
-"model.seq_len" = 32
-"model.d_model" = 32
-"model.n_layer" = 2
-"model.n_head" = 2
-"model.n_kv_head" = 1
-"model.head_dim" = 16
-"model.dense_hidden" = 64
-"model.n_experts" = 4
-"model.expert_hidden" = 32
-"model.shared_hidden" = 32
-"train.batch_tokens" = 2048
-"train.micro_batch" = 8
+MICRO_SHAPE = dict(seq_len=32, d_model=32, n_layer=2, n_head=2, n_kv_head=1, head_dim=16, dense_hidden=64,
+                   n_experts=4, expert_hidden=32, shared_hidden=32)
+# (name, tokens of the budget, shape changes, batch tokens)
+RUNGS = (
+    ("micro", 24576, {}, 2048),
+    ("micro2", 32768, dict(d_model=48, n_layer=3, n_head=3, dense_hidden=96, expert_hidden=48, shared_hidden=48), 2048),
+    # a longer context whose batch holds 3 rows of 8: a micro_batch of 16 does not fit
+    ("micro-long", 32768, dict(seq_len=96), 2304),
+)
 
-[[rung]]
-name = "micro2"
-preset = "tiny"
-budget_cpu = "tokens:32768"
-budget_gpu = "tokens:32768"
-eval_tokens = 512
-[rung.set]
-"model.vocab_size" = {v}
-"model.seq_len" = 32
-"model.d_model" = 48
-"model.n_layer" = 3
-"model.n_head" = 3
-"model.n_kv_head" = 1
-"model.head_dim" = 16
-"model.dense_hidden" = 96
-"model.n_experts" = 4
-"model.expert_hidden" = 48
-"model.shared_hidden" = 48
-"train.batch_tokens" = 2048
-"train.micro_batch" = 8
-"""
+
+def ladder_toml(vocab_size: int) -> str:
+    """The micro ladder: tiny's preset with micro shapes set per rung."""
+    out = []
+    for name, tokens, shape, batch in RUNGS:
+        keys = {**MICRO_SHAPE, **shape}
+        out += ["[[rung]]", f'name = "{name}"', 'preset = "tiny"', f'budget_cpu = "tokens:{tokens}"',
+                f'budget_gpu = "tokens:{tokens}"', "eval_tokens = 512", "[rung.set]",
+                f'"model.vocab_size" = {vocab_size}', *(f'"model.{k}" = {v}' for k, v in keys.items()),
+                f'"train.batch_tokens" = {batch}', '"train.micro_batch" = 8', ""]
+    return "\n".join(out)
+
 
 CMAKE = """cmake_minimum_required(VERSION 3.24)
 project(probe LANGUAGES CXX)
@@ -82,7 +61,7 @@ def make_research_repo(root: Path, vocab_size: int) -> Path:
     (repo / "csrc" / "model").mkdir(parents=True)
     (repo / "csrc" / "model" / "model.cpp").write_text(MODEL_CPP)
     (repo / "CMakeLists.txt").write_text(CMAKE)
-    (repo / "ladder.toml").write_text(LADDER.format(v=vocab_size))
+    (repo / "ladder.toml").write_text(ladder_toml(vocab_size))
     (repo / ".gitignore").write_text("*.so\n__pycache__/\nbuild/\nprobe_lib/\n")
     git(repo, "init", "-q", "-b", "main")
     git(repo, "add", "-A")

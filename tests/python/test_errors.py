@@ -159,3 +159,15 @@ def test_tokenizer_edges():
                  lambda s: train_tokenizer([s], vocab_size=300)):
         with pytest.raises(ValueError, match="lone surrogate at index 2"):
             call("ab\ud800c")  # main: TypeError
+
+
+def test_messages_name_the_source_line_only_when_debugging(monkeypatch):
+    bad = nw.ModelConfig.preset("tiny").to_dict()
+    bad["d_model"] = 130
+    monkeypatch.delenv("NANOWHALE_DEBUG", raising=False)
+    with pytest.raises(ValueError) as e:
+        nw.ModelConfig.from_dict(bad).validate()
+    assert str(e.value) == "ModelConfig.d_model (130) must be divisible by n_head (4)"
+    monkeypatch.setenv("NANOWHALE_DEBUG", "1")  # read when the error is raised: no restart needed
+    with pytest.raises(ValueError, match=r"must be divisible by n_head \(4\) \[.*csrc/model/config\.cpp:\d+\]$"):
+        nw.ModelConfig.from_dict(bad).validate()

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from nanowhale.research import build, commands, paired, report
+from nanowhale.config import tomllib
+from nanowhale.research import build, carry, commands, report
 from nanowhale.research.context import EXPERIMENT_CONFIG, Context
 from nanowhale.research.ledger import load_rows
 from research_repo_fixtures import MODEL_CPP, git, make_micro_research_repo
@@ -87,13 +88,23 @@ def edit(path, old, new):
     path.write_text(text.replace(old, new, 1))
 
 
+def test_init_writes_the_map(repo):
+    r, _ = repo
+    text = (r / "research" / "map.md").read_text()
+    assert "training tokens" in text and "tokens per active parameter" in text and "minutes per run" in text
+    assert "| `model.d_model` | 32 | [1, 65536], a multiple of n_head |" in text  # the current value, its range
+    assert "| `optim.muon_lr` | 1e-05 | >= 0 |" in text  # the start's experiment config applied
+    assert "- `nanowhale/trainer.py`: " in text and "- `csrc/model/model.cpp`: " in text
+    assert "train.steps" not in text and git(r, "status", "--porcelain") == ""  # harness keys out; the map ignored
+
+
 def test_init_refuses_a_dirty_tree_and_an_existing_tag(repo):
     r, data = repo
     with pytest.raises(ValueError, match="branch research/t1 already exists"):
         commands.init("t1", scale="micro", data=str(data), ladder=str(r / "ladder.toml"), path=r, log=Log())
     (r / "stray.txt").write_text("x")
     try:
-        with pytest.raises(ValueError, match="working tree has changes.*stray.txt"):
+        with pytest.raises(ValueError, match=r"working tree has changes: stray.txt \(untracked\)"):
             commands.init("t2", scale="micro", data=str(data), ladder=str(r / "ladder.toml"), path=r, log=Log())
     finally:
         (r / "stray.txt").unlink()
@@ -253,3 +264,49 @@ def test_promote_on_a_two_rung_ladder(repo):
     assert git(r, "rev-parse", "--abbrev-ref", "HEAD").strip() == "research/t1"
     runs = [b for b in load_rows(r / "research" / "ledger.sqlite")["baselines"] if b["promotion_id"] == p["id"]]
     assert len(runs) == 4 and all(b["heldout_metric"] is not None for b in runs)
+
+
+def test_a_change_is_carried_to_the_next_rung(repo):
+    r, _ = repo
+    ctx = Context.open(r)
+    micro, micro2 = ctx.rung("micro"), ctx.rung("micro2")
+    exp = tomllib.loads(GOOD_LR + DEPTH_FOR_WIDTH)
+    diff = carry.change(ctx.resolve({}, micro), ctx.resolve(exp, micro))
+    assert diff["model.n_layer"] == (2, 3) and diff["optim.muon_lr"][1] == 0.05 and "train.steps" not in diff
+    values, notes = carry.carry(diff, ctx.resolve({}, micro2))
+    # micro2 is 3 layers of 48 wide: x1.5 layers (4.5 rounds up), feed-forwards halved; learning rates as values
+    assert values["model.n_layer"] == 5 and values["model.dense_hidden"] == 48 and values["model.expert_hidden"] == 24
+    assert values["optim.muon_lr"] == 0.05 and values["optim.head.lr"] == 0.02
+    assert "optim.embed.lr" not in values  # 0.1 is the rung's own value: no change to carry
+    assert "model.n_layer 2 -> 3 (x1.5): 3 -> 5" in notes
+    cfg = ctx.resolve(carry.nested(values), micro2)  # validates at the target
+    assert cfg.model["n_layer"] == 5 and cfg.model["d_model"] == 48
+    # shapes round to valid values: micro2's 3 heads x2 = 6; its d_model 48 x1.0625 = 51, a multiple of 6: 54
+    values, _ = carry.carry({"model.n_head": (2, 4), "model.d_model": (32, 34)}, ctx.resolve({}, micro2))
+    assert values == {"model.n_head": 6, "model.d_model": 54}
+
+
+def test_an_uncarriable_best_fails_before_training(repo):
+    r, data = repo
+    assert commands.init("carry", scale="micro", data=str(data), ladder=str(r / "ladder.toml"), threads=1,
+                         path=r, log=Log()) == 0
+    try:
+        (r / EXPERIMENT_CONFIG).write_text(GOOD_LR + "[train]\nmicro_batch = 16\n")
+        git(r, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "micro_batch 16")
+        ctx = Context.open(r)
+        sha = git(r, "rev-parse", "HEAD").strip()
+        # the best as a keep would record it (the verdict path itself is test_the_verdicts_of_the_loop's)
+        ctx.ledger.insert("experiments", {"agent": "t", "tag": "carry", "started_at": 0.0, "base_commit": sha,
+                                          "commit_sha": sha, "description": "micro_batch 16", "scale": "micro",
+                                          "budget": ctx.s["budget"], "seeds": [0], "metric_name": "val_bpb",
+                                          "direction": "lower", "metric_values": [1.0], "metric_mean": 1.0,
+                                          "status": "done", "verdict": "keep"})
+        assert carry.best_config(ctx, "micro2").train.micro_batch == 16  # fits micro2's 2048-token batch
+        before = load_rows(r / "research" / "ledger.sqlite")
+        with pytest.raises(ValueError, match=r"cannot carry .* to micro-long: train.batch_tokens: must be a positive "
+                           r"multiple of train.micro_batch \* model.seq_len = 1536.*train.micro_batch 8 -> 16"):
+            commands.promote(to="micro-long", path=r, log=Log())
+        after = load_rows(r / "research" / "ledger.sqlite")
+        assert len(after["promotions"]) == len(before["promotions"]) and len(after["baselines"]) == len(before["baselines"])
+    finally:
+        git(r, "checkout", "-q", "--force", "research/t1")

@@ -63,6 +63,22 @@ def test_bad_keys_and_values_name_the_key(override, key):
         resolve(overrides=[override])
 
 
+@pytest.mark.parametrize("override, key", [
+    ("eval.tokens=1e308", "eval.tokens"),
+    ("sample.max_new_tokens=4294967297", "sample.max_new_tokens"),
+    ("train.time_budget=inf", "train.time_budget"),
+    ("train.steps=1e12", "train.steps"),
+    ("train.seed=-1", "train.seed"),
+    ("train.threads=100000", "train.threads"),
+    ("data.shard_tokens=1e15", "data.shard_tokens"),
+    ("sample.temperature=nan", "sample.temperature"),
+    ("run.log_every=1e10", "run.log_every"),
+])
+def test_non_model_keys_have_upper_bounds(override, key):
+    with pytest.raises(ValueError, match=key.replace(".", r"\.") + r": must be in \[.*\].*, got"):
+        resolve(overrides=[override])
+
+
 def test_bad_inputs(tmp_path):
     with pytest.raises(ValueError, match="preset"):
         resolve("huge")

@@ -31,6 +31,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nanowhale.generate import TextAssembler
@@ -85,6 +86,25 @@ def error_response(status: int, message: str, **kw) -> JSONResponse:
     return JSONResponse(error_body(message, **kw), status_code=status)
 
 
+class ApiKeyCheck:
+    """Requires `Authorization: Bearer KEY` on /v1 (401 otherwise). A plain ASGI middleware: Starlette's
+    BaseHTTPMiddleware would pass every streamed chunk through a memory stream and a task switch."""
+
+    def __init__(self, app, api_key: str):
+        self.app, self.api_key = app, api_key.encode()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"].startswith("/v1/"):
+            header = Headers(scope=scope).get("authorization", "")
+            given = header[7:] if header.lower().startswith("bearer ") else ""
+            if not secrets.compare_digest(given.encode(), self.api_key):
+                what = ("Incorrect API key provided." if given
+                        else "You didn't provide an API key (Authorization: Bearer KEY).")
+                await error_response(401, what, code="invalid_api_key")(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def _sse(obj) -> str:
     return f"data: {json.dumps(obj)}\n\n"
 
@@ -126,16 +146,8 @@ def create_app(engine: Engine, model_name: str, api_key: str | None = None, slot
         log.exception("error while serving %s", request.url.path)
         return error_response(500, "The server had an error while processing your request.", type="server_error")
 
-    @app.middleware("http")
-    async def _auth(request: Request, call_next):
-        if api_key and request.url.path.startswith("/v1/"):
-            header = request.headers.get("authorization", "")
-            given = header[7:] if header.lower().startswith("bearer ") else ""
-            if not secrets.compare_digest(given.encode(), api_key.encode()):
-                what = ("Incorrect API key provided." if given
-                        else "You didn't provide an API key (Authorization: Bearer KEY).")
-                return error_response(401, what, code="invalid_api_key")
-        return await call_next(request)
+    if api_key:
+        app.add_middleware(ApiKeyCheck, api_key=api_key)
 
     def check_model(name: str) -> None:
         if name != model_name:
@@ -160,11 +172,12 @@ def create_app(engine: Engine, model_name: str, api_key: str | None = None, slot
         text = TextAssembler(engine.tokenizer, engine.stop_tokens(s, chat), s.stop)
 
         async def deltas():
-            """The generation's text as it comes; a stop string ends the generation at once."""
+            """The generation's text as it comes (a streamed answer: a delta per token); a stop string ends the
+            generation at once."""
             try:
                 while not text.finished:
                     item = await tokens.get()
-                    while not isinstance(item, Exception) and not tokens.empty():  # behind: take them together
+                    while not stream and not isinstance(item, Exception) and not tokens.empty():  # take them together
                         more = tokens.get_nowait()
                         item = more if isinstance(more, Exception) else (item[0] + more[0], more[1], more[2])
                     if isinstance(item, Exception):

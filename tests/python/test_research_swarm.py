@@ -135,6 +135,41 @@ def a_keep_moves_the_baseline_of_the_other_agent(repo, rows, remote=None):
     assert sync_event["agent"] == "b" and sync_event["detail"]["to"] == a_row["commit_sha"]
 
 
+def test_sync_reapplies_a_stale_result_and_reports_a_conflict(tag_repo, tmp_path):
+    repo = tag_repo
+    wa, wb = join(repo, "a", slots=2), join(repo, "b")
+    release = tmp_path / "release"
+    knob(wb, "z")
+    held = cli(wb, "run", "-m", "knob z", env={"SWARM_TEST_HOLD": str(release)})
+    while not [r for r in rows(repo) if r["status"] == "running"]:
+        assert held.poll() is None
+        time.sleep(0.05)
+    knob(wa, "x")
+    assert run(wa, "knob x").value("verdict") == "keep"
+    release.write_text("go")
+    out = held.communicate(timeout=120)[0]
+    (stale,) = [r for r in rows(repo) if r["agent"] == "b"]
+    assert stale["verdict"] == "stale", out
+    assert git(wb, "status", "--porcelain") == ""  # nothing committed, the tree restored
+    log = Log()
+    assert swarm.sync(path=wb, log=log) == 0
+    assert log.value("change").startswith(f"experiment {stale['id']} re-applied")
+    assert run(wb, "knob z").value("verdict") == "keep"  # judged again, on the new best: it still helps
+    assert rows(repo)[-1]["metric_mean"] == pytest.approx(1.85)
+
+    # a changes the file b is changing too, and keeps first: b's change in progress cannot be re-applied
+    swarm.sync(path=wa, log=Log())
+    (wa / "knobs" / "x").write_text("2")
+    (wb / "knobs" / "x").write_text("3")
+    assert run(wa, "knob x twice as strong").value("verdict") == "keep"
+    best = Context.open(wa).best()
+    log = Log()
+    assert swarm.sync(path=wb, log=log) == 4
+    assert "CONFLICTS" in log.value("change")
+    assert git(wb, "rev-parse", "HEAD").strip() == best["commit_sha"] and git(wb, "status", "--porcelain") == ""
+    assert "+3" in (wb / "research" / "swarm" / "pending.diff").read_text()
+
+
 def test_merge_keeps_the_winners_that_still_help_and_drops_the_one_that_does_not(tag_repo, tmp_path):
     repo = tag_repo
     wa, wb, wc = join(repo, "a", slots=3), join(repo, "b"), join(repo, "c")

@@ -19,13 +19,13 @@ RANGES = {
     "model.n_dense_layers": "[0, n_layer] (the first layers are dense, the rest MoE)",
     "model.dense_hidden": "[1, 2^18]", "model.n_experts": "[1, 4096]", "model.top_k": "[1, n_experts]",
     "model.expert_hidden": "[1, 2^18]", "model.n_shared": "[0, 4096] (always-on experts)",
-    "model.shared_hidden": "[1, 2^18]", "model.activation": "relu2 | swiglu", "model.rope_base": "> 1",
-    "model.softcap": ">= 0 (0: off)", "model.tie_embeddings": "true | false",
+    "model.shared_hidden": "[1, 2^18]", "model.activation": "relu2 or swiglu", "model.rope_base": "> 1",
+    "model.softcap": ">= 0 (0: off)", "model.tie_embeddings": "true or false",
     "model.window_pattern": "S/L string, repeated over layers (S: short_window)", "model.short_window": ">= 1",
     "model.route_scale": "> 0", "model.balance_gamma": ">= 0 (balance-bias speed)",
     "model.balance_alpha": ">= 0 (sequence balance loss)", "model.norm_eps": "> 0",
     "optim.muon_lr": ">= 0", "optim.muon_momentum": "[0, 1)", "optim.muon_weight_decay": ">= 0",
-    "optim.ns_steps": "[1, 20]", "optim.nesterov": "true | false", "optim.grad_clip": ">= 0 (0: off)",
+    "optim.ns_steps": "[1, 20]", "optim.nesterov": "true or false", "optim.grad_clip": ">= 0 (0: off)",
     **{f"optim.{g}.{k}": r for g in ("embed", "head", "router", "scalar")
        for k, r in (("lr", ">= 0"), ("beta1", "[0, 1)"), ("beta2", "[0, 1)"), ("eps", "> 0"),
                     ("weight_decay", ">= 0"))},
@@ -33,10 +33,10 @@ RANGES = {
     "train.batch_tokens": "a multiple of micro_batch * seq_len (the budget's steps follow)",
     "train.micro_batch": "[1, 2^20] (rows per forward: memory, not math)",
     "train.warmup_frac": "[0, 1], warmup_frac + decay_frac <= 1", "train.decay_frac": "[0, 1]",
-    "train.final_lr_frac": "[0, 1]", "train.wd_decay": "true | false", "train.momentum_start": "[0, 1]",
+    "train.final_lr_frac": "[0, 1]", "train.wd_decay": "true or false", "train.momentum_start": "[0, 1]",
     "train.momentum_warmup_frac": "[0, 1]", "train.balance_decay_start": "[0, 1]",
-    "train.balance_decay_end": "[balance_decay_start, 1]", "train.device": "auto | cpu | cuda",
-    "train.precision": "auto | bf16 | fp32 (matmul operands; auto: bf16 on cuda, fp32 on cpu)",
+    "train.balance_decay_end": "[balance_decay_start, 1]", "train.device": "auto, cpu or cuda",
+    "train.precision": "auto, bf16 or fp32 (matmul operands; auto: bf16 on cuda, fp32 on cpu)",
     "train.comm_timeout": "(0, 1e8] seconds (data parallel only)",
 }
 
@@ -70,10 +70,29 @@ def editable_files(repo: Path) -> list[tuple[str, str]]:
     return out
 
 
-def keys_table(cfg, harness_keys: set[str]) -> list[tuple[str, object, str]]:
+def _toml(v) -> str:
+    from nanowhale.config import to_toml
+
+    return to_toml({"v": v}).split("=", 1)[1].strip()
+
+
+def keys_table(cfg, harness_keys: set[str]) -> list[tuple[str, str, str]]:
+    """(key, current value as TOML, valid range) rows; an Adam group's five keys share one row."""
     from nanowhale.research.carry import flat
 
-    return [(k, v, RANGES[k]) for k, v in flat(cfg).items() if k not in harness_keys]
+    rows, groups = [], {}
+    for k, v in flat(cfg).items():
+        if k in harness_keys:
+            continue
+        parts = k.split(".")
+        if len(parts) == 3:  # optim.GROUP.FIELD
+            groups.setdefault(parts[1], []).append((parts[2], _toml(v), RANGES[k]))
+            continue
+        rows.append((k, _toml(v), RANGES[k]))
+    for g, fields in groups.items():
+        rows.append((f"optim.{g}.{{{', '.join(f for f, _, _ in fields)}}}", ", ".join(v for _, v, _ in fields),
+                     ", ".join(r for _, _, r in fields)))
+    return rows
 
 
 def render(ctx, tokens_per_second: float) -> str:

@@ -24,3 +24,7 @@ def test_editable_files_say_what_they_are():
     assert files["csrc/model/model.cpp"].startswith("Forward and backward of the nanowhale MoE transformer")
     assert files["csrc/ops/attention.h"].startswith("Causal self-attention")
     assert all(files.values()) and "nanowhale/trainer.py" in files
+
+
+def test_ranges_fit_in_a_markdown_table():
+    assert not [k for k, r in RANGES.items() if "|" in r]

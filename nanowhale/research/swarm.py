@@ -315,7 +315,7 @@ def publish(ctx: Context, sha: str) -> None:
 class Slot:
     """A held run slot: an flock on slot file N (released by release(), or by the process's death)."""
 
-    def __init__(self, ctx: Context, f, index: int, eid: int):
+    def __init__(self, ctx: Context, f, index: int, eid: int | None):
         self.ctx, self.f, self.index, self.eid = ctx, f, index, eid
 
     def release(self) -> None:
@@ -344,7 +344,7 @@ def slot_dir() -> Path:
     return cache_dir() / "research-slots"
 
 
-def take_slot(ctx: Context, eid: int, best_at_start: dict | None, log=print) -> Slot:
+def take_slot(ctx: Context, eid: int | None, best_at_start: dict | None, log=print) -> Slot:
     """Waits for one of the machine's run slots (every swarm on this machine shares them). If another agent
     kept meanwhile, this run could only end stale: it is recorded as not run and refused, its change left
     in the tree for `sync`."""
@@ -354,12 +354,13 @@ def take_slot(ctx: Context, eid: int, best_at_start: dict | None, log=print) -> 
         slot.release()
         why = (f"the global best moved to experiment {best['id']} by {best['agent']} while this run waited for "
                "a slot")
-        ctx.ledger.update("experiments", eid, status="not_run", verdict="stale", reason=why, finished_at=now())
+        if eid is not None:
+            ctx.ledger.update("experiments", eid, status="not_run", verdict="stale", reason=why, finished_at=now())
         raise ValueError(f"{why}: run `nanowhale research sync` (your change stays in the tree), then run again")
     return slot
 
 
-def _wait_for_slot(ctx: Context, eid: int, log) -> Slot:
+def _wait_for_slot(ctx: Context, eid: int | None, log) -> Slot:
     d = slot_dir()
     d.mkdir(parents=True, exist_ok=True)
     n = slot_count(ctx)
@@ -425,6 +426,7 @@ def sync(path=".", log=print) -> int:
     patch.write_text(change)
     ctx.git.restore()
     ctx.git("merge", "-q", "--ff-only", target)
+    here = remeasure(ctx, best, log)
     applied = _apply(ctx.git, patch)
     if applied:
         ctx.git("reset", "-q")  # back to a plain working-tree change, as the agent left it
@@ -435,11 +437,42 @@ def sync(path=".", log=print) -> int:
               best=f"experiment {best['id']} by {best['agent']}" if best else "baseline",
               best_metric=best["metric_mean"] if best else "baseline",
               was=old["metric_mean"] if old else "n/a",
+              remeasured=(f"{sum(here) / len(here):.6f} over {len(here)} seeds on this machine (the reference "
+                          "here)") if here else "no (measured on this kind of machine)",
               change=("none" if not change.strip() else
                       f"{source} re-applied on the new best" if applied else
                       f"{source} CONFLICTS with the new best; not applied (its diff: {patch})"),
               next='nanowhale research run -m "..." (a re-applied change is judged again against the new best)'))
     return 0 if applied or not change.strip() else 4
+
+
+MACHINE_KEYS = ("cpu", "gpu", "vector_lanes", "threads")  # what makes two machines measure alike
+
+
+def remeasure(ctx: Context, best: dict | None, log) -> list[float]:
+    """The new best trained on this machine for as many seeds as the baseline (recorded as role 'remeasure',
+    then the reference of this agent's runs) when its keeper's machine is of another kind; the tree is the
+    best's. Returns the values (empty when not needed)."""
+    from nanowhale.research import commands
+
+    if best is None or all((best["machine"] or {}).get(k) == ctx.s["machine"].get(k) for k in MACHINE_KEYS):
+        return []
+    if ctx.remeasured(best):
+        return ctx.remeasured(best)
+    log(f"the best (experiment {best['id']}) was measured on another kind of machine: measuring it here ...")
+    slot = take_slot(ctx, None, best, log)
+    try:
+        if not commands._ensure_built(ctx, log).ok:
+            raise ValueError(f"the best commit {best['commit_sha'][:10]} does not build here")
+        for seed in range(ctx.noise()["r"]):
+            res = ctx.train_one(f"remeasure-{best['id']}-seed{seed}", seed)
+            commands._record_run(ctx, "remeasure", seed, res, commit=best["commit_sha"])
+            if res["status"] != "done":
+                raise ValueError(f"re-measuring the best here: seed {seed} ended with status {res['status']}:\n"
+                                 + (res.get("log_tail") or ""))
+    finally:
+        slot.release()
+    return ctx.remeasured(best)
 
 
 def _require_swarm(ctx: Context) -> None:

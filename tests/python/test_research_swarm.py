@@ -37,7 +37,8 @@ def fake(spec):
     time.sleep(float(os.environ.get("SWARM_TEST_TRAIN_SECONDS", "0")))
     seed = int(next(f for f in spec["forced"] if f.startswith("train.seed=")).split("=")[1])
     x, y, z = knob("x"), knob("y"), knob("z")
-    return {"status": "done", "val_bpb": 2 - 0.10 * x - 0.06 * y - 0.05 * z + 0.10 * x * y + 1e-4 * seed,
+    machine = float(os.environ.get("SWARM_TEST_MACHINE_OFFSET", "0"))  # another kind of machine reads differently
+    return {"status": "done", "val_bpb": 2 - 0.10 * x - 0.06 * y - 0.05 * z + 0.10 * x * y + 1e-4 * seed + machine,
             "tokens_per_second": 1000.0, "training_seconds": 0.01, "eval_seconds": 0.0, "steps": 1, "tokens": 1}
 '''
 
@@ -168,6 +169,26 @@ def test_sync_reapplies_a_stale_result_and_reports_a_conflict(tag_repo, tmp_path
     assert "CONFLICTS" in log.value("change")
     assert git(wb, "rev-parse", "HEAD").strip() == best["commit_sha"] and git(wb, "status", "--porcelain") == ""
     assert "+3" in (wb / "research" / "swarm" / "pending.diff").read_text()
+
+
+def test_an_agent_on_another_kind_of_machine_measures_the_new_best_there(tag_repo, monkeypatch):
+    repo = tag_repo
+    wa, wb = join(repo, "a"), join(repo, "b")
+    knob(wa, "x")
+    assert run(wa, "knob x").value("verdict") == "keep"
+    best = Context.open(wa).best()
+    led = Context.open(wa).ledger
+    led.update("experiments", best["id"], machine=dict(best["machine"], cpu="another cpu"))  # a's machine
+    monkeypatch.setenv("SWARM_TEST_MACHINE_OFFSET", "-0.02")  # b's machine reads every run 0.02 lower
+    log = Log()
+    assert swarm.sync(path=wb, log=log) == 0
+    assert log.value("remeasured").startswith("1.880100 over 3 seeds")
+    here = [r for r in rows(repo, "baselines") if r["role"] == "remeasure"]
+    assert [(r["agent"], r["commit_sha"]) for r in here] == [("b", best["commit_sha"])] * 3
+    # a no-op on b's machine reads 1.88: against a's 1.90 it would be a keep; against the best measured here, not
+    (wb / "research" / "experiment.toml").write_text((wb / "research" / "experiment.toml").read_text() + "\n")
+    assert run(wb, "a no-op").value("verdict") != "keep"
+    assert rows(repo)[-1]["best_metric"] == pytest.approx(1.8801)
 
 
 def test_merge_keeps_the_winners_that_still_help_and_drops_the_one_that_does_not(tag_repo, tmp_path):

@@ -1,4 +1,6 @@
 // CUDA causal attention (fp32) with grouped-query heads, a sliding window and a KV-cache variant.
+// bf16 precision with head dims 64 and 128 (training forward and backward) runs on tensor cores in
+// kernels/attention_flash.cu; the kernels here serve fp32, the other head dims and the KV cache.
 // Query t (at position pos = Tk - Tq + t) sees keys [first_key(pos), pos], first_key as on the CPU.
 // - forward: one thread per query, 64 queries of one (batch, head) per block; keys and values stream
 //   through shared memory 32 rows at a time; an online softmax keeps (max, sum, acc) per thread and
@@ -16,6 +18,7 @@
 // emulation rounds the normalised ones: both are within bf16 rounding of each other.
 #include <cmath>
 
+#include "kernels/attention_flash.cuh"
 #include "kernels/bf16.cuh"
 #include "kernels/common.cuh"
 #include "ops/attention.h"
@@ -112,14 +115,15 @@ __global__ void __launch_bounds__(kQB) attention_forward_kernel(float* y, float*
   if (lse) lse[(b * d.H + h) * d.Tq + t] = mx + logf(sum);
 }
 
-// delta[(b*H + h)*T + t] = dy . y over the head's D values; one warp per (b, t, h) row.
+// delta[(b*H + h)*T + t] = dy . y over the head's D values (dy rounded to bf16 first when round_dy);
+// one warp per (b, t, h) row.
 __global__ void attention_delta_kernel(float* delta, const float* dy, const float* y, int64_t B, int64_t T, int64_t H,
-                                       int64_t D) {
+                                       int64_t D, bool round_dy) {
   const int64_t row = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / 32;  // (b*T + t)*H + h
   const int lane = threadIdx.x % 32;
   if (row >= B * T * H) return;
   float s = 0.f;
-  for (int64_t i = lane; i < D; i += 32) s += dy[row * D + i] * y[row * D + i];
+  for (int64_t i = lane; i < D; i += 32) s += (round_dy ? round_bf16(dy[row * D + i]) : dy[row * D + i]) * y[row * D + i];
   s = detail::warp_sum(s);
   const int64_t h = row % H, t = (row / H) % T, b = row / (H * T);
   if (lane == 0) delta[(b * H + h) * T + t] = s;
@@ -276,6 +280,10 @@ Shape make_shape(const Tensor& q, const Tensor& k, int64_t kv_len, Precision p) 
   return d;
 }
 
+FlashShape flash_shape(const Tensor& q, const Tensor& k) {
+  return FlashShape{q.size(0), q.size(1), q.size(2), k.size(2), q.size(3)};
+}
+
 // Calls f(std::integral_constant<int, MAXD>) for the smallest supported MAXD >= D.
 template <typename F>
 void with_head_dim(int64_t D, const char* op, F&& f) {
@@ -305,6 +313,9 @@ void launch_forward(const Tensor& y, float* lse, const Tensor& q_in, const Tenso
 void attention_forward(const Tensor& y, const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
                        int window, Precision p) {
   detail::require_f32("attention_forward", {&y, &lse, &q, &k, &v});
+  if (p == Precision::BF16 && flash_attention_supports(q.size(3)))
+    return flash_attention_forward(y.ptr<float>(), lse.ptr<float>(), q.ptr<float>(), k.ptr<float>(), v.ptr<float>(),
+                                   flash_shape(q, k), window);
   launch_forward(y, lse.ptr<float>(), q, k, v, k.size(1), window, p, "attention_forward");
 }
 
@@ -321,13 +332,22 @@ void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
   detail::require_f32(op, {&dq, &dk, &dv, &dy_in, &q_in, &k_in, &v_in, &y, &lse});
   const Shape d = make_shape(q_in, k_in, k_in.size(1), p);  // training: Tq == Tk == Tcap
   if (d.B * d.Tq * d.H == 0) return;
+  const int64_t rows = d.B * d.Tq * d.H;
+  detail::Scratch delta(rows * sizeof(float));
+  const unsigned delta_blocks = static_cast<unsigned>((rows * 32 + 255) / 256);
+  if (p == Precision::BF16 && flash_attention_supports(d.D)) {  // tensor cores, bf16 operands converted inside
+    attention_delta_kernel<<<delta_blocks, 256>>>(delta.as<float>(), dy_in.ptr<float>(), y.ptr<float>(), d.B, d.Tq,
+                                                  d.H, d.D, true);
+    NW_CUDA_LAUNCH_CHECK();
+    return flash_attention_backward(dq.ptr<float>(), dk.ptr<float>(), dv.ptr<float>(), dy_in.ptr<float>(),
+                                    q_in.ptr<float>(), k_in.ptr<float>(), v_in.ptr<float>(), lse.ptr<float>(),
+                                    delta.as<float>(), flash_shape(q_in, k_in), window);
+  }
   const Bf16RoundedOperand qr(q_in, p), kr(k_in, p), vr(v_in, p), dyr(dy_in, p);
   const Tensor &q = qr.t(), &k = kr.t(), &v = vr.t(), &dy = dyr.t();
   NW_CHECK(d.H < 65536 && d.B < 65536, op, ": too many heads or sequences for the CUDA grid");
-  detail::Scratch delta(d.B * d.H * d.Tq * sizeof(float));
-  const int64_t rows = d.B * d.Tq * d.H;
-  attention_delta_kernel<<<static_cast<unsigned>((rows * 32 + 255) / 256), 256>>>(
-      delta.as<float>(), dy.ptr<float>(), y.ptr<float>(), d.B, d.Tq, d.H, d.D);
+  attention_delta_kernel<<<delta_blocks, 256>>>(delta.as<float>(), dy.ptr<float>(), y.ptr<float>(), d.B, d.Tq, d.H,
+                                                d.D, false);
   NW_CUDA_LAUNCH_CHECK();
   with_head_dim(d.D, op, [&](auto maxd) {
     constexpr int MAXD = decltype(maxd)::value;

@@ -602,35 +602,55 @@ TEST(CudaParity, GroupedLinearBf16) {
   expect_bits(host<float>(dw1), host<float>(dw2), "grouped bf16 dw run-to-run");
 }
 
+namespace {
+// One bf16 attention case: forward (y, lse) and backward (dq, dk, dv) against the CPU emulation, the
+// backward twice for bit-identical results.
+void check_attention_bf16(const AttnCase& c) {
+  const nw::Precision bf = nw::Precision::BF16;
+  const std::string tag = " (B" + std::to_string(c.B) + " T" + std::to_string(c.T) + " H" + std::to_string(c.H) +
+                          " KVH" + std::to_string(c.KVH) + " D" + std::to_string(c.D) + " w" +
+                          std::to_string(c.window) + ")";
+  const Shape qs{c.B, c.T, c.H, c.D}, ks{c.B, c.T, c.KVH, c.D}, ls{c.B, c.H, c.T};
+  F q = randn(qs, 60), k = randn(ks, 61), v = randn(ks, 62), dy = randn(qs, 63);
+  F y(numel(qs)), yf(numel(qs)), lse(numel(ls)), lf(numel(ls)), dq(numel(qs)), dk(numel(ks)), dv(numel(ks));
+  Dev q_d = dev(q, qs), k_d = dev(k, ks), v_d = dev(v, ks), dy_d = dev(dy, qs), y_d = dev(y, qs), l_d = dev(lse, ls);
+  nw::attention_forward(cpu(y, qs), cpu(lse, ls), cpu(q, qs), cpu(k, ks), cpu(v, ks), c.window, bf);
+  nw::attention_forward(cpu(yf, qs), cpu(lf, ls), cpu(q, qs), cpu(k, ks), cpu(v, ks), c.window);
+  nw::attention_forward(y_d.t, l_d.t, q_d.t, k_d.t, v_d.t, c.window, bf);
+  expect_close(host<float>(y_d), y, 0, 2 * kBf16U * max_abs(v) / max_abs(y) + kMatAbs, "attention bf16 y" + tag);
+  expect_close(host<float>(l_d), lse, kMat, kMatAbs, "attention bf16 lse" + tag);
+  expect_not_fp32(host<float>(y_d), yf, "attention bf16 y" + tag);
+  Dev yc = dev(y, qs), lc = dev(lse, ls);
+  Dev dq1 = dev(dq, qs), dk1 = dev(dk, ks), dv1 = dev(dv, ks), dq2 = dev(dq, qs), dk2 = dev(dk, ks), dv2 = dev(dv, ks);
+  nw::attention_backward(cpu(dq, qs), cpu(dk, ks), cpu(dv, ks), cpu(dy, qs), cpu(q, qs), cpu(k, ks), cpu(v, ks),
+                         cpu(y, qs), cpu(lse, ls), c.window, bf);
+  nw::attention_backward(dq1.t, dk1.t, dv1.t, dy_d.t, q_d.t, k_d.t, v_d.t, yc.t, lc.t, c.window, bf);
+  nw::attention_backward(dq2.t, dk2.t, dv2.t, dy_d.t, q_d.t, k_d.t, v_d.t, yc.t, lc.t, c.window, bf);
+  const double gtol = 2 * kBf16U * std::sqrt(double(c.T));
+  expect_close(host<float>(dq1), dq, 0, gtol, "attention bf16 dq" + tag);
+  expect_close(host<float>(dk1), dk, 0, gtol, "attention bf16 dk" + tag);
+  expect_close(host<float>(dv1), dv, 0, gtol, "attention bf16 dv" + tag);
+  expect_bits(host<float>(dq1), host<float>(dq2), "attention bf16 dq run-to-run" + tag);
+  expect_bits(host<float>(dk1), host<float>(dk2), "attention bf16 dk run-to-run" + tag);
+  expect_bits(host<float>(dv1), host<float>(dv2), "attention bf16 dv run-to-run" + tag);
+}
+}  // namespace
+
+// Head dims other than 64 and 128: the float32-compute kernels reading bf16-rounded operands.
 TEST(CudaParity, AttentionBf16) {
   NW_NEED_CUDA();
-  const nw::Precision bf = nw::Precision::BF16;
-  for (const AttnCase& c : {AttnCase{2, 37, 4, 2, 16, 0}, AttnCase{1, 130, 3, 3, 40, 0}, AttnCase{2, 100, 4, 1, 32, 33},
-                            AttnCase{1, 20, 2, 2, 128, 0}}) {
-    const std::string tag = " (T" + std::to_string(c.T) + " D" + std::to_string(c.D) + " w" +
-                            std::to_string(c.window) + ")";
-    const Shape qs{c.B, c.T, c.H, c.D}, ks{c.B, c.T, c.KVH, c.D}, ls{c.B, c.H, c.T};
-    F q = randn(qs, 60), k = randn(ks, 61), v = randn(ks, 62), dy = randn(qs, 63);
-    F y(numel(qs)), yf(numel(qs)), lse(numel(ls)), lf(numel(ls)), dq(numel(qs)), dk(numel(ks)), dv(numel(ks));
-    Dev q_d = dev(q, qs), k_d = dev(k, ks), v_d = dev(v, ks), dy_d = dev(dy, qs), y_d = dev(y, qs), l_d = dev(lse, ls);
-    nw::attention_forward(cpu(y, qs), cpu(lse, ls), cpu(q, qs), cpu(k, ks), cpu(v, ks), c.window, bf);
-    nw::attention_forward(cpu(yf, qs), cpu(lf, ls), cpu(q, qs), cpu(k, ks), cpu(v, ks), c.window);
-    nw::attention_forward(y_d.t, l_d.t, q_d.t, k_d.t, v_d.t, c.window, bf);
-    expect_close(host<float>(y_d), y, 0, 2 * kBf16U * max_abs(v) / max_abs(y) + kMatAbs, "attention bf16 y" + tag);
-    expect_close(host<float>(l_d), lse, kMat, kMatAbs, "attention bf16 lse" + tag);
-    expect_not_fp32(host<float>(y_d), yf, "attention bf16 y" + tag);
-    Dev yc = dev(y, qs), lc = dev(lse, ls);
-    Dev dq1 = dev(dq, qs), dk1 = dev(dk, ks), dv1 = dev(dv, ks), dq2 = dev(dq, qs), dk2 = dev(dk, ks), dv2 = dev(dv, ks);
-    nw::attention_backward(cpu(dq, qs), cpu(dk, ks), cpu(dv, ks), cpu(dy, qs), cpu(q, qs), cpu(k, ks), cpu(v, ks),
-                           cpu(y, qs), cpu(lse, ls), c.window, bf);
-    nw::attention_backward(dq1.t, dk1.t, dv1.t, dy_d.t, q_d.t, k_d.t, v_d.t, yc.t, lc.t, c.window, bf);
-    nw::attention_backward(dq2.t, dk2.t, dv2.t, dy_d.t, q_d.t, k_d.t, v_d.t, yc.t, lc.t, c.window, bf);
-    const double gtol = 2 * kBf16U * std::sqrt(double(c.T));
-    expect_close(host<float>(dq1), dq, 0, gtol, "attention bf16 dq" + tag);
-    expect_close(host<float>(dk1), dk, 0, gtol, "attention bf16 dk" + tag);
-    expect_close(host<float>(dv1), dv, 0, gtol, "attention bf16 dv" + tag);
-    expect_bits(host<float>(dq1), host<float>(dq2), "attention bf16 dq run-to-run" + tag);
-    expect_bits(host<float>(dk1), host<float>(dk2), "attention bf16 dk run-to-run" + tag);
-    expect_bits(host<float>(dv1), host<float>(dv2), "attention bf16 dv run-to-run" + tag);
-  }
+  for (const AttnCase& c : {AttnCase{2, 37, 4, 2, 16, 0}, AttnCase{1, 130, 3, 3, 40, 0}, AttnCase{2, 100, 4, 1, 32, 33}})
+    check_attention_bf16(c);
+}
+
+// Head dims 64 and 128: the tensor-core kernels (kernels/attention_flash.cu), 64-row tiles. T not a
+// multiple of 64 (partial last tiles), T < 64, windows shorter and longer than a tile and of two keys,
+// grouped-query heads (G = 1, 2, 4) and several sequences.
+TEST(CudaParity, AttentionBf16TensorCores) {
+  NW_NEED_CUDA();
+  for (const AttnCase& c : {AttnCase{1, 20, 2, 2, 128, 0}, AttnCase{2, 150, 4, 2, 64, 0},
+                            AttnCase{1, 200, 4, 1, 64, 70}, AttnCase{1, 65, 2, 1, 64, 2},
+                            AttnCase{2, 131, 4, 2, 128, 33}, AttnCase{1, 97, 3, 3, 128, 0},
+                            AttnCase{1, 256, 2, 1, 128, 100}})
+    check_attention_bf16(c);
 }

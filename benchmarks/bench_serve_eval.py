@@ -146,7 +146,9 @@ def bench_server(run, tokens: int, repeats: int, counts: list[int], threads: int
     paths = {"direct": "one row per forward (no HTTP)", "batched": "batched (no HTTP)", "http": "batched, HTTP + SSE"}
     stats = {(n, path): [] for n in counts for path in paths}
     with served(run.checkpoint.dir, max(counts), threads) as (url, pid), \
-            httpx.Client(base_url=url, timeout=600) as client:
+            httpx.Client(base_url=url, timeout=600, limits=httpx.Limits(keepalive_expiry=2)) as client:
+        # (connections idle while the other paths run are dropped before uvicorn's 5 s keep-alive closes them:
+        # reusing one the server is closing gives "connection reset")
         stream_once(client, model, PROMPTS[0], 2, {})  # connect and warm up
         # Repeats go round every configuration in turn, so a busy spell of the machine hits them all alike.
         for _ in range(repeats):

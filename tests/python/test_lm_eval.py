@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from importlib import metadata
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -202,7 +203,7 @@ def test_lm_eval_command_line_runs_the_nanowhale_model(micro_run, data_dir, tmp_
     proc = subprocess.run([sys.executable, "-m", "nanowhale.lm_eval", "--model", "nanowhale", "--model_args",
                            f"ckpt={micro_run}", "--device", "cpu", "--batch_size", "16", "--tasks", "nanowhale_piqa",
                            "--limit", "2", "--output_path", str(out)], env=env, capture_output=True, text=True,
-                          timeout=600)
+                          timeout=600, cwd=Path(nw.__file__).resolve().parent.parent)  # the nanowhale imported here
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "nanowhale_piqa" in proc.stdout and "acc" in proc.stdout
     saved = json.loads(next(out.rglob("results_*.json")).read_text())

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -34,7 +35,8 @@ def server(micro_run):
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "nanowhale.cli", "serve", "--ckpt", str(micro_run), "--port",
                              str(port), "--model-name", MODEL, "--max-tokens", "8"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            cwd=Path(nw.__file__).resolve().parent.parent)  # the nanowhale this test imported
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:

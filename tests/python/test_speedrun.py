@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -55,7 +56,10 @@ def micro_sets(tmp_path, vocab) -> list[str]:
 
 
 def cli(*args, script=None, cwd=None):
+    """Runs nanowhale in a child; by default beside the nanowhale this test imported (CI installs it, and the
+    source tree has no extension)."""
     cmd = [sys.executable, "-c", script, *args] if script else [sys.executable, "-m", "nanowhale.cli", *args]
+    cwd = cwd or Path(nw.__file__).resolve().parent.parent
     return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=300)
 
 

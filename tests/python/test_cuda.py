@@ -93,11 +93,14 @@ def test_cuda_cached_decoding_matches_full_forward():
 
 
 @needs_cuda
-def test_cuda_bf16_matches_the_cpu_emulation_and_repeats_bits():
+@pytest.mark.parametrize("head_dim, seq", [(8, 12), (64, 70)])
+def test_cuda_bf16_matches_the_cpu_emulation_and_repeats_bits(head_dim, seq):
     """bf16 on the GPU against the CPU's bf16 emulation: the same bf16 operands, float32 accumulation in
     a different order, and attention probabilities rounded at different points (running vs normalised),
-    so they agree to bf16 accuracy (u = 2^-8), not to float32's. Two GPU runs give the same bits."""
-    cfg = micro_config()
+    so they agree to bf16 accuracy (u = 2^-8), not to float32's. Two GPU runs give the same bits.
+    Head dim 8 runs attention on the float32 kernels, 64 on the tensor-core ones (70 positions: two
+    64-row tiles, the second partial; window 3 and full causal layers)."""
+    cfg = micro_config(head_dim=head_dim, seq_len=seq)
     cpu, gpu = pair(cfg)
     cpu.precision = gpu.precision = "bf16"
     rng = np.random.default_rng(0)
@@ -105,7 +108,7 @@ def test_cuda_bf16_matches_the_cpu_emulation_and_repeats_bits():
         value = rng.normal(0, 0.3, size=cpu.get_param(name).shape)
         cpu.set_param(name, value)
         gpu.set_param(name, value)
-    tokens, targets = random_batch(cfg, 2, 12, seed=1)
+    tokens, targets = random_batch(cfg, 2, seq, seed=1)
     l_cpu = cpu.forward_backward(tokens, targets)
     l_gpu = gpu.forward_backward(tokens, targets)
     assert abs(l_cpu - l_gpu) <= 2 ** -8 * abs(l_cpu)

@@ -2,7 +2,7 @@
 engine, registered under the name `nanowhale`.
 
     python -m nanowhale.lm_eval --model nanowhale --model_args ckpt=RUN --tasks nanowhale_hellaswag --limit 200
-    lm_eval --model nanowhale ...        # lm-eval releases that discover models by entry point (lm_eval.models)
+    lm_eval --model nanowhale ...        # installed: nanowhale_lm_eval_hook adds the model to lm-eval's table
     nanowhale eval --ckpt RUN --harness hellaswag,piqa      # the same, results in RUN/eval_harness.json
 
     loglikelihood          (context, continuation) -> (log p(continuation | <|bos|> context), is_greedy): the

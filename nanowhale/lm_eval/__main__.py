@@ -1,10 +1,9 @@
 """`python -m nanowhale.lm_eval ARGS`: lm-eval's own command line (`lm_eval ARGS`, unchanged) with the
 `nanowhale` model registered and the built-in sets' offline tasks on its --include_path.
 
-lm-eval 0.4.13 (the current release) resolves --model only against models imported before it runs, so
-this module imports ours first; lm-eval releases that discover plugins by entry point find it from the
-`lm_eval.models` entry point in nanowhale's pyproject.toml, and plain `lm_eval` works too (given
---include_path "$(python -m nanowhale.lm_eval --task-dir)" for the built-in sets).
+From a source tree nothing is installed, so this module registers ours before lm-eval runs; an installed
+nanowhale also answers plain `lm_eval --model nanowhale` (nanowhale_lm_eval_hook.py), given
+--include_path "$(python -m nanowhale.lm_eval --task-dir)" for the built-in sets.
 """
 
 import sys

@@ -211,13 +211,25 @@ def test_lm_eval_command_line_runs_the_nanowhale_model(micro_run, data_dir, tmp_
     assert saved["results"]["nanowhale_piqa"]["acc,none"] == theirs["acc,none"]
 
 
-def test_entry_point_names_the_model_when_nanowhale_is_installed():
+def test_plain_lm_eval_finds_the_model_when_nanowhale_is_installed(micro_run, data_dir, tmp_path):
+    """`lm_eval --model nanowhale` itself: the installed start-up hook adds the model to lm-eval's table."""
     try:
         metadata.distribution("nanowhale")
     except metadata.PackageNotFoundError:
-        pytest.skip("nanowhale is used from the source tree here, not installed: no entry points to read")
+        pytest.skip("nanowhale is used from the source tree here, not installed: no start-up hook, no entry points")
     found = [e for e in metadata.entry_points(group="lm_eval.models") if e.name == "nanowhale"]
     assert found and found[0].load() is NanowhaleLM
+    lm_eval = Path(sys.executable).with_name("lm_eval")
+    assert lm_eval.exists(), f"lm-eval's command is not beside {sys.executable}"
+    env = dict(os.environ, NANOWHALE_SHARED_DATA=str(data_dir), HF_DATASETS_OFFLINE="1")
+    out = tmp_path / "out"
+    proc = subprocess.run([str(lm_eval), "--model", "nanowhale", "--model_args", f"ckpt={micro_run}", "--device", "cpu",
+                           "--tasks", "nanowhale_piqa", "--include_path", str(task_dir(data_dir)), "--limit", "2",
+                           "--output_path", str(out)], env=env, capture_output=True, text=True, timeout=600,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    saved = json.loads(next(out.rglob("results_*.json")).read_text())
+    assert saved["config"]["model"] == "nanowhale" and "acc,none" in saved["results"]["nanowhale_piqa"]
 
 
 def test_nanowhale_eval_harness_writes_results_and_report_reads_them(micro_run, data_dir, monkeypatch, capsys, lm):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import time
 from pathlib import Path
 
 POSTGRES_PREFIXES = ("postgresql://", "postgres://")
@@ -29,12 +30,32 @@ class SqliteDb:
 
     kind = "sqlite"
 
+    BUSY_TIMEOUT_S = 60.0
+
     def __init__(self, path: Path):
         self.where = str(path)
-        self.conn = sqlite3.connect(str(path), timeout=60.0, isolation_level=None)  # autocommit; explicit BEGINs
+        self.conn = sqlite3.connect(str(path), timeout=self.BUSY_TIMEOUT_S, isolation_level=None)  # explicit BEGINs
         self.conn.row_factory = sqlite3.Row
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA busy_timeout=60000")
+        self._enter_wal()
+
+    def _enter_wal(self) -> None:
+        # Switching a file to WAL takes an exclusive lock, and SQLite answers "database is locked" at once,
+        # without its busy handler, when another process is opening or switching the same new file. So the
+        # first connections of a swarm retry here, up to the busy timeout.
+        deadline = time.monotonic() + self.BUSY_TIMEOUT_S
+        wait = 0.001
+        while True:
+            try:
+                mode = self.conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                break
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(wait)
+                wait = min(2 * wait, 0.05)
+        if mode != "wal":
+            raise ValueError(f"{self.where}: SQLite cannot use WAL mode here (journal mode {mode!r}); "
+                             "put the ledger on a local filesystem, or use a postgresql:// ledger")
 
     def execute(self, sql: str, params: tuple = ()) -> list[dict]:
         return [dict(r) for r in self.conn.execute(sql, params).fetchall()]

@@ -2,6 +2,7 @@
 server the tests start (postgres_server.py). 8 processes start together and write 50 experiment rows each
 into a ledger none of them has created yet: 400 rows, none lost, none written twice."""
 
+import multiprocessing
 import subprocess
 import sys
 import time
@@ -48,6 +49,26 @@ def check_every_row_once(url):
     for r in rows:  # JSON columns and doubles come back as written, on either backend
         j = int(r["description"].split()[-1])
         assert r["seeds"] == [j] and r["metric_values"] == [2.0 - j * 1e-3]
+
+
+def open_when_told(path, go):
+    go.wait()
+    Ledger.open(path).close()
+
+
+def test_sqlite_ledger_created_by_many_processes_at_once(tmp_path):
+    """A swarm's first opens race to put a new file in WAL mode; SQLite answers some of them "database is
+    locked" without waiting. Each of 24 trials starts 12 processes (forked: cheap) on a fresh ledger."""
+    fork = multiprocessing.get_context("fork")
+    for trial in range(24):
+        path, go = tmp_path / f"trial{trial}" / "ledger.sqlite", fork.Event()
+        procs = [fork.Process(target=open_when_told, args=(path, go)) for _ in range(12)]
+        for p in procs:
+            p.start()
+        go.set()
+        for p in procs:
+            p.join(120)
+        assert [p.exitcode for p in procs] == [0] * 12, f"trial {trial}: some process could not open the ledger"
 
 
 def test_sqlite_ledger_under_concurrent_writers(tmp_path):

@@ -1,6 +1,7 @@
 """Evaluation throughput and server latency on one checkpoint, each side by side with a reference.
 
     python benchmarks/bench_serve_eval.py --ckpt runs/X [--items 200] [--tokens 64] [--repeats 3] [--streams 1,4,16]
+                                          [--baseline-tree DIR]
 
 Eval: multiple-choice items/s on hellaswag and piqa (the first --items), batched scoring (16 rows per
 forward) against one row per forward; GSM8K generated items/s (greedy, --gsm8k items).
@@ -8,7 +9,9 @@ Server: `nanowhale serve` in its own process on 127.0.0.1 (one slot per stream);
 --streams count of concurrent streaming chat requests of exactly --tokens tokens (temperature 0, ignore_eos),
 the time to the first content chunk (TTFT) and tokens/s per stream and in total, against the same concurrency
 on one-row generations (Engine.stream on threads, no HTTP: concurrent streams interleave one row per forward)
-and on the server's Batcher without HTTP.
+and on the server's Batcher without HTTP. --baseline-tree DIR also serves the nanowhale package of another
+source tree (DIR/nanowhale, e.g. an older commit's, with its compiled module) and measures it in the same
+rounds, so a change to the server is compared side by side under the same machine load.
 One keep-alive HTTP client (httpx) is shared by the streams, so connection setup is not timed. Medians over
 --repeats; tokens per CPU second of the generating process (this one, or the server's) over all repeats.
 --items 0 skips the evaluation part.
@@ -76,13 +79,15 @@ def stream_once(client: httpx.Client, model: str, prompt: str, tokens: int, out:
 
 
 @contextlib.contextmanager
-def served(ckpt, slots: int, threads: int):
-    """`nanowhale serve` as its own process, as it is deployed (its clients are other processes); yields its URL
-    and process id."""
+def served(ckpt, slots: int, threads: int, tree: str | None = None):
+    """`nanowhale serve` as its own process, as it is deployed (its clients are other processes), from the source
+    tree `tree` (default: the nanowhale this benchmark imports); yields its URL and process id."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = os.environ | ({"OMP_NUM_THREADS": str(threads)} if threads else {})
+    if tree:
+        env["PYTHONPATH"] = str(Path(tree).resolve())
     proc = subprocess.Popen([sys.executable, "-m", "nanowhale.cli", "serve", "--ckpt", str(ckpt), "--port", str(port),
                              "--model-name", MODEL, "--slots", str(slots)], env=env)
     url = f"http://127.0.0.1:{port}"
@@ -101,7 +106,8 @@ def served(ckpt, slots: int, threads: int):
         proc.wait(30)
 
 
-def bench_server(run, tokens: int, repeats: int, counts: list[int], threads: int) -> list[str]:
+def bench_server(run, tokens: int, repeats: int, counts: list[int], threads: int,
+                 baseline: str | None = None) -> list[str]:
     engine = Engine(run)
     model = MODEL
 
@@ -144,20 +150,31 @@ def bench_server(run, tokens: int, repeats: int, counts: list[int], threads: int
         return _run_threads(one, streams, results)
 
     paths = {"direct": "one row per forward (no HTTP)", "batched": "batched (no HTTP)", "http": "batched, HTTP + SSE"}
+    trees = {"http": None}
+    if baseline:
+        paths["http baseline"] = f"batched, HTTP + SSE, baseline ({baseline})"
+        trees["http baseline"] = baseline
     stats = {(n, path): [] for n in counts for path in paths}
-    with served(run.checkpoint.dir, max(counts), threads) as (url, pid), \
-            httpx.Client(base_url=url, timeout=600, limits=httpx.Limits(keepalive_expiry=2)) as client:
-        # (connections idle while the other paths run are dropped before uvicorn's 5 s keep-alive closes them:
-        # reusing one the server is closing gives "connection reset")
-        stream_once(client, model, PROMPTS[0], 2, {})  # connect and warm up
+    with contextlib.ExitStack() as stack:
+        servers = {}
+        for path, tree in trees.items():
+            url, pid = stack.enter_context(served(run.checkpoint.dir, max(counts), threads, tree))
+            # (connections idle while the other paths run are dropped before uvicorn's 5 s keep-alive closes them:
+            # reusing one the server is closing gives "connection reset")
+            client = stack.enter_context(httpx.Client(base_url=url, timeout=600,
+                                                      limits=httpx.Limits(keepalive_expiry=2)))
+            stream_once(client, model, PROMPTS[0], 2, {})  # connect and warm up
+            servers[path] = client, pid
         # Repeats go round every configuration in turn, so a busy spell of the machine hits them all alike.
         for _ in range(repeats):
             for streams in counts:
                 stats[streams, "direct"].append(_with_cpu(lambda: direct(streams), os.getpid()))
                 stats[streams, "batched"].append(_with_cpu(lambda: batched(streams), os.getpid()))
-                results = [{} for _ in range(streams)]
-                stats[streams, "http"].append(_with_cpu(lambda: _run_threads(
-                    lambda i: stream_once(client, model, PROMPTS[i % 4], tokens, results[i]), streams, results), pid))
+                for path, (client, pid) in servers.items():
+                    results = [{} for _ in range(streams)]
+                    stats[streams, path].append(_with_cpu(lambda: _run_threads(
+                        lambda i: stream_once(client, model, PROMPTS[i % 4], tokens, results[i]), streams, results),
+                        pid))
     lines = ["| streams | path | TTFT median (s) | tokens/s per stream | tokens/s total | tokens per CPU second |",
              "|---:|---|---:|---:|---:|---:|"]
     for streams in counts:
@@ -206,6 +223,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: all)")
     ap.add_argument("--streams", default="1,4,16", help="concurrent stream counts, comma-separated")
+    ap.add_argument("--baseline-tree", help="also serve DIR/nanowhale (another source tree) in the same rounds")
     args = ap.parse_args()
     if args.threads:
         nw.set_num_threads(args.threads)
@@ -216,7 +234,7 @@ def main():
     if args.items:
         print("\n".join(bench_eval(run, args.items, args.gsm8k, args.repeats)) + "\n")
     print("\n".join(bench_server(run, args.tokens, args.repeats, [int(n) for n in args.streams.split(",")],
-                                     args.threads)))
+                                     args.threads, args.baseline_tree)))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nanowhale import _C
+
 
 def encode_prompt(tokenizer, prompt: str) -> np.ndarray:
     return np.asarray([tokenizer.special_id("<|bos|>")] + tokenizer.encode(prompt), dtype=np.int32)
@@ -77,51 +79,39 @@ class TextDelta:
     finish_reason: str | None = None  # on the last delta: "stop" (stop token or string) or "length"
 
 
-def _valid_utf8_prefix(data: bytes) -> int:
-    """Length of the longest prefix of `data` that does not end inside a UTF-8 character (a token may hold
-    half a character; its rest comes with the next token)."""
-    for back in range(1, min(4, len(data)) + 1):
-        byte = data[-back]
-        if byte & 0xC0 != 0x80:  # a lead byte (or ASCII) `back` bytes from the end
-            need = 1 if byte < 0x80 else 2 if byte >> 5 == 0b110 else 3 if byte >> 4 == 0b1110 else 4
-            return len(data) if back >= need else len(data) - back
-    return len(data)
-
-
 class TextAssembler:
     """Turns a generation's tokens, fed as they come, into TextDelta: decoded text (never half a UTF-8 character),
     cut before the first stop string (text that might begin one is held back until it cannot), ending at a stop
-    token (not in the text) or when the generation ends. `finished` once the last delta has been returned."""
+    token (not in the text) or when the generation ends. `finished` once the last delta has been returned.
+    Each feed decodes only its new tokens (the C++ StreamDecoder) and searches only the text not yet returned,
+    so a stream of n tokens costs O(n)."""
 
     def __init__(self, tokenizer, stop_tokens=(), stop=()):
-        self.tokenizer, self.stop_tokens = tokenizer, stop_tokens
+        self.decoder = _C.StreamDecoder(tokenizer)
+        self.stop_tokens = frozenset(stop_tokens)
         self.stop = [s for s in stop if s]
         self.hold = max((len(s) for s in self.stop), default=1) - 1
-        self.ids: list[int] = []
+        self.unsent = ""  # decoded text not returned yet (at most `hold` characters: they may begin a stop string)
         self.produced = 0  # tokens fed, the stop token included
-        self.sent = 0  # characters of the text already returned
         self.finished = False
 
     def feed(self, new_ids: list[int], ended: bool, stopped: bool) -> TextDelta | None:
         """new_ids: the generation's next tokens; ended: it produced its last; stopped: it produced a stop token."""
         self.produced += len(new_ids)
-        self.ids.extend(new_ids)
-        if stopped:
-            self.ids = self.ids[: next(i for i, t in enumerate(self.ids) if t in self.stop_tokens)]
-        data = self.tokenizer.decode_bytes(self.ids)
-        text = data[: len(data) if ended else _valid_utf8_prefix(data)].decode("utf-8", errors="replace")
-        cut = min((i for i in (text.find(s, max(self.sent - self.hold, 0)) for s in self.stop) if i >= 0), default=-1)
+        if stopped:  # the stop token is among the new ones (the generation ends at it): cut it and what follows
+            new_ids = new_ids[: next((i for i, t in enumerate(new_ids) if t in self.stop_tokens), len(new_ids))]
+        text = self.unsent + self.decoder.push(new_ids, final=ended)
+        # A stop string wholly in the text returned already would have matched then: search the unsent text only.
+        cut = min((i for i in (text.find(s) for s in self.stop) if i >= 0), default=-1)
         if cut >= 0:
             self.finished = True
-            return TextDelta(text[self.sent:cut], self.produced, "stop")
+            return TextDelta(text[:cut], self.produced, "stop")
         if ended:
             self.finished = True
-            return TextDelta(text[self.sent:], self.produced, "stop" if stopped else "length")
-        upto = max(self.sent, len(text) - self.hold)
-        if upto > self.sent:
-            delta, self.sent = TextDelta(text[self.sent:upto], self.produced), upto
-            return delta
-        return None
+            return TextDelta(text, self.produced, "stop" if stopped else "length")
+        upto = len(text) - self.hold
+        self.unsent = text[max(upto, 0):]
+        return TextDelta(text[:upto], self.produced) if upto > 0 else None
 
 
 def stream_text(model, tokenizer, prompt_ids, max_new_tokens: int, temperature: float = 0.0, top_k: int = 0,

@@ -8,6 +8,7 @@
 #include "data/conversation_pack.h"
 #include "data/loader.h"
 #include "data/shard.h"
+#include "data/stream_decoder.h"
 #include "data/pretokenize.h"
 #include "data/tokenizer.h"
 #include "data/tokenizer_file.h"
@@ -63,6 +64,13 @@ std::vector<int32_t> ids_from(const py::object& ids) {
   }
   py::array_t<int32_t> arr = as_int32(ids, "ids", 1);
   return std::vector<int32_t>(arr.data(), arr.data() + arr.size());
+}
+
+// UTF-8 bytes -> str, invalid bytes handled by Python's codec error handler `errors` ("replace": U+FFFD).
+py::str decoded(const std::string& bytes, const char* errors) {
+  PyObject* s = PyUnicode_DecodeUTF8(bytes.data(), static_cast<Py_ssize_t>(bytes.size()), errors);
+  if (!s) throw py::error_already_set();
+  return py::reinterpret_steal<py::str>(s);
 }
 
 std::vector<std::string> allowed_list(const Tokenizer& tok, const py::object& allowed) {
@@ -193,8 +201,7 @@ void register_data(py::module_& m) {
           "decode",
           [](const Tokenizer& t, const py::object& ids, const std::string& errors) {
             const auto v = ids_from(ids);
-            const std::string b = t.decode(v.data(), v.size());
-            return py::reinterpret_steal<py::str>(PyUnicode_DecodeUTF8(b.data(), b.size(), errors.c_str()));
+            return decoded(t.decode(v.data(), v.size()), errors.c_str());
           },
           py::arg("ids"), py::arg("errors") = "replace")
       .def("token_bytes", [](const Tokenizer& t, int32_t id) { return py::bytes(t.token_bytes(id)); })
@@ -227,6 +234,24 @@ void register_data(py::module_& m) {
         return "<nanowhale Tokenizer vocab_size=" + std::to_string(t.vocab_size()) + " fingerprint=" + t.fingerprint() +
                ">";
       });
+
+  py::class_<data::StreamDecoder>(m, "StreamDecoder",
+                                  "A generation's tokens to text as they come: push(ids) returns the text of every "
+                                  "complete character so far (a token may end inside a UTF-8 character: its bytes wait "
+                                  "for the next push); the pieces joined equal tokenizer.decode(all ids).")
+      .def(py::init<const Tokenizer&>(), py::arg("tokenizer"), py::keep_alive<1, 2>())
+      .def(
+          "push",
+          [](data::StreamDecoder& d, const py::object& ids, bool final) {
+            const auto v = ids_from(ids);
+            std::string bytes = d.push(v.data(), v.size());
+            if (final) bytes += d.finish();
+            return decoded(bytes, "replace");
+          },
+          py::arg("ids"), py::arg("final") = false,
+          "The text the new ids complete; final=True: also the bytes still waiting (the stream's end).")
+      .def_property_readonly("pending_bytes", &data::StreamDecoder::pending_bytes,
+                             "Bytes held back: the start of a character not yet complete.");
 
   m.def(
       "write_shard",

@@ -24,6 +24,7 @@ import secrets
 import time
 import uuid
 import weakref
+from json.encoder import encode_basestring_ascii as _json_string  # json.dumps of a str, without its checks
 from pathlib import Path
 from typing import Literal
 
@@ -109,6 +110,20 @@ def _sse(obj) -> str:
     return f"data: {json.dumps(obj)}\n\n"
 
 
+class _ContentEvent:
+    """The server-sent event of one content delta of a stream, text(delta) == _sse(chunk with that text): the
+    chunk is rendered once with a marker as its text, then each event only encodes its text into the template
+    (the per-token cost of a stream)."""
+
+    MARK = "\x00content\x00"
+
+    def __init__(self, chunk: dict):
+        self.head, self.tail = _sse(chunk).split(json.dumps(self.MARK))
+
+    def __call__(self, text: str) -> str:
+        return self.head + _json_string(text) + self.tail
+
+
 def create_app(engine: Engine, model_name: str, api_key: str | None = None, slots: int = 8, queue_size: int = 64,
                default_temperature: float = 0.8, batcher: Batcher | None = None) -> FastAPI:
     """batcher: the generations' batcher (default: a Batcher(engine, slots, queue_size))."""
@@ -169,15 +184,17 @@ def create_app(engine: Engine, model_name: str, api_key: str | None = None, slot
         loop, tokens = asyncio.get_running_loop(), asyncio.Queue()
         ticket = batcher.submit(ids, s, chat, tokens.put_nowait, loop)
         rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
+        created = int(time.time())  # one time for every chunk of a stream, as OpenAI's
         text = TextAssembler(engine.tokenizer, engine.stop_tokens(s, chat), s.stop)
 
         async def deltas():
-            """The generation's text as it comes (a streamed answer: a delta per token); a stop string ends the
-            generation at once."""
+            """The generation's text as it comes: a delta per token while this loop keeps up with the batch, else one
+            for all the tokens that arrived meanwhile (so a busy server sends fewer, larger events); a stop string
+            ends the generation at once."""
             try:
                 while not text.finished:
                     item = await tokens.get()
-                    while not stream and not isinstance(item, Exception) and not tokens.empty():  # take them together
+                    while not isinstance(item, Exception) and not tokens.empty():  # take them together
                         more = tokens.get_nowait()
                         item = more if isinstance(more, Exception) else (item[0] + more[0], more[1], more[2])
                     if isinstance(item, Exception):
@@ -195,20 +212,24 @@ def create_app(engine: Engine, model_name: str, api_key: str | None = None, slot
                 parts = [d async for d in deltas()]
             finally:
                 ticket.cancel()
-            body = shape(rid, "".join(d.text for d in parts), parts[-1].finish_reason, final=True)
+            body = shape(rid, created, "".join(d.text for d in parts), parts[-1].finish_reason, final=True)
             return JSONResponse(body | {"usage": usage(parts[-1])})
+
+        content = _ContentEvent(shape(rid, created, _ContentEvent.MARK, None, final=False))
 
         async def events():
             try:
                 if chat:
-                    yield _sse(shape(rid, None, None, final=False, role=True))
+                    yield _sse(shape(rid, created, None, None, final=False, role=True))
                 last = None
                 async for delta in deltas():
                     last = delta
-                    if delta.text or delta.finish_reason:
-                        yield _sse(shape(rid, delta.text, delta.finish_reason, final=False))
+                    if delta.finish_reason:
+                        yield _sse(shape(rid, created, delta.text, delta.finish_reason, final=False))
+                    elif delta.text:
+                        yield content(delta.text)
                 if include_usage and last is not None:
-                    yield _sse(shape(rid, None, None, final=False, empty=True) | {"usage": usage(last)})
+                    yield _sse(shape(rid, created, None, None, final=False, empty=True) | {"usage": usage(last)})
                 yield "data: [DONE]\n\n"
             except Exception:  # the status line has gone: report in the stream, keep serving
                 log.exception("error while streaming %s", rid)
@@ -245,9 +266,9 @@ def create_app(engine: Engine, model_name: str, api_key: str | None = None, slot
             prompt = req.prompt
         s = sampling(req, req.max_tokens if req.max_tokens is not None else 16)  # OpenAI's default for completions
 
-        def shape(rid, text, finish, final, role=False, empty=False):
+        def shape(rid, created, text, finish, final, role=False, empty=False):
             choices = [] if empty else [{"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}]
-            return {"id": rid, "object": "text_completion", "created": int(time.time()), "model": model_name,
+            return {"id": rid, "object": "text_completion", "created": created, "model": model_name,
                     "choices": choices}
         include_usage = bool((req.stream_options or {}).get("include_usage"))
         return await run(engine.completion_ids(prompt), s, False, req.stream, shape, include_usage)
@@ -264,7 +285,7 @@ def create_app(engine: Engine, model_name: str, api_key: str | None = None, slot
         else:
             s = sampling(req, req.max_tokens)
 
-        def shape(rid, text, finish, final, role=False, empty=False):
+        def shape(rid, created, text, finish, final, role=False, empty=False):
             if final:
                 choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
                           "finish_reason": finish}
@@ -272,7 +293,7 @@ def create_app(engine: Engine, model_name: str, api_key: str | None = None, slot
                 delta = {"role": "assistant", "content": ""} if role else ({"content": text} if text else {})
                 choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
             return {"id": rid, "object": "chat.completion" if final else "chat.completion.chunk",
-                    "created": int(time.time()), "model": model_name, "choices": [] if empty else [choice]}
+                    "created": created, "model": model_name, "choices": [] if empty else [choice]}
         include_usage = bool((req.stream_options or {}).get("include_usage"))
         return await run(engine.chat_ids(messages), s, True, req.stream, shape, include_usage)
 

@@ -1,5 +1,6 @@
-"""`nanowhale chat` and the text streaming under it: deltas never split a UTF-8 character, stop strings cut
-exactly (even across tokens), and the REPL driven through a pseudo-terminal."""
+"""`nanowhale chat` and the text streaming under it: the incremental decoder (deltas never split a UTF-8 character
+and join to the whole decoding), stop strings cut exactly (even across tokens), and the REPL driven through a
+pseudo-terminal."""
 
 import os
 import pty
@@ -14,8 +15,9 @@ import pytest
 
 import nanowhale as nw
 from nanowhale.chat import chat
-from nanowhale.generate import stream_text
+from nanowhale.generate import TextAssembler, stream_text
 from nanowhale.serve import Engine, Sampling
+from scripted_model import SPLIT, script_answer
 
 
 @pytest.fixture(scope="module")
@@ -49,39 +51,68 @@ def test_stop_strings_and_stop_tokens(run):
     assert cut[-1].finish_reason == "stop" and "".join(d.text for d in cut) == tok.decode(gen[: gen.index(gen[4])])
 
 
-class FakeTokenizer:
-    """Decodes id i to the i-th piece: a 4-byte emoji split over two tokens."""
-
-    pieces = [b"a", "\U0001F433".encode()[:2], "\U0001F433".encode()[2:], b"b"]
-
-    def decode_bytes(self, ids):
-        return b"".join(self.pieces[i] for i in ids)
+def split_ids(tok, text=SPLIT):
+    ids = tok.encode(text)
+    assert any(tok.token_bytes(i)[0] >= 0xC0 and len(tok.token_bytes(i)) == 1 for i in ids), "no character is split"
+    return ids
 
 
-class FakeModel:
-    class config:
-        seq_len = 32
-
-    def start_generation(self, prompt, n, **kw):
-        class Gen:
-            out, i, stopped, done = [0, 1, 2, 3], 0, [False], False
-
-            @property
-            def produced(self):
-                return self.i
-
-            def step(self, k):
-                piece = self.out[self.i: self.i + k]
-                self.i += len(piece)
-                self.done = self.i == len(self.out)
-                return np.asarray([piece], dtype=np.int32)
-        return Gen()
+@pytest.mark.parametrize("chunk", [1, 2, 3])
+def test_stream_decoder_pieces_join_to_the_whole_decoding(run, chunk):
+    tok = run.tokenizer
+    ids = split_ids(tok, SPLIT * 3)
+    decoder = nw._C.StreamDecoder(tok)
+    pieces = [decoder.push(ids[i: i + chunk]) for i in range(0, len(ids), chunk)] + [decoder.push([], final=True)]
+    assert "".join(pieces) == tok.decode(ids) == SPLIT * 3
+    assert not any("\ufffd" in p for p in pieces) and sum(1 for p in pieces if p) > 3
 
 
-def test_deltas_never_split_a_character():
-    deltas = [d.text for d in stream_text(FakeModel(), FakeTokenizer(), [0], 4, chunk=1)]
-    assert deltas == ["a", "\U0001F433", "b"]
-    assert all("\ufffd" not in d for d in deltas)
+def test_stream_decoder_holds_an_unfinished_character(run):
+    tok = run.tokenizer
+    whale = split_ids(tok, "\U0001F433")
+    decoder = nw._C.StreamDecoder(tok)
+    assert decoder.push(whale[:1]) == "" and decoder.pending_bytes == len(tok.token_bytes(whale[0]))
+    assert decoder.push(whale[1:]) == "\U0001F433" and decoder.pending_bytes == 0
+    assert decoder.push(whale[:1], final=True) == "\ufffd" and decoder.pending_bytes == 0  # the end flushes it
+    never_starts = next(i for i in range(tok.n_ordinary) if tok.token_bytes(i) == b"\xfc")  # no character does
+    assert decoder.push([never_starts]) == "\ufffd" and decoder.pending_bytes == 0  # so it is not held back
+
+
+def test_stream_decoder_equals_whole_decoding_on_any_bytes(run):
+    """Random byte and multi-byte tokens (invalid UTF-8 too: stray continuation bytes, truncated characters,
+    invalid lead bytes) in random pieces: the pieces join to the replacement-decoding of all the bytes."""
+    tok = run.tokenizer
+    singles = [i for i in range(tok.n_ordinary) if len(tok.token_bytes(i)) == 1]
+    pool = singles + split_ids(tok) + tok.encode("the whale")
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        ids = [int(i) for i in rng.choice(pool, size=int(rng.integers(1, 24)))]
+        cuts = sorted(int(c) for c in rng.integers(0, len(ids) + 1, size=int(rng.integers(0, 6))))
+        decoder = nw._C.StreamDecoder(tok)
+        pieces = [decoder.push(ids[a:b]) for a, b in zip([0] + cuts, cuts + [len(ids)])]
+        assert "".join(pieces) + decoder.push([], final=True) == tok.decode(ids), ids
+
+
+def test_text_assembler_cuts_at_a_stop_string_of_split_characters(run):
+    tok = run.tokenizer
+    ids = split_ids(tok, SPLIT * 2)
+    text = TextAssembler(tok, stop=["\u65e5\u00e9"])
+    deltas = [text.feed([t], i == len(ids) - 1, False) for i, t in enumerate(ids) if not text.finished]
+    deltas = [d for d in deltas if d is not None]
+    assert "".join(d.text for d in deltas) == SPLIT[: SPLIT.index("\u65e5")]
+    assert deltas[-1].finish_reason == "stop" and text.finished
+    assert not any("\ufffd" in d.text for d in deltas)
+
+
+def test_deltas_never_split_a_character(micro_run):
+    """A real model scripted to answer with split characters (scripted_model.py), streamed a token at a time."""
+    run = nw.load(micro_run)
+    prompt = [run.tokenizer.special_id("<|bos|>")] + run.tokenizer.encode("x")
+    cycle = script_answer(run.model, run.tokenizer, prompt[-1:], SPLIT)
+    assert len(cycle) > len(SPLIT)  # some characters take several tokens
+    deltas = list(stream_text(run.model, run.tokenizer, prompt, 2 * len(cycle), chunk=1))
+    assert "".join(d.text for d in deltas) == SPLIT * 2 and deltas[-1].finish_reason == "length"
+    assert not any("\ufffd" in d.text for d in deltas) and len(deltas) > len(SPLIT)
 
 
 def test_chat_streams_to_the_terminal(run):

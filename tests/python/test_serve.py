@@ -13,8 +13,9 @@ import pytest
 
 import nanowhale as nw
 from nanowhale.serve import Engine, Sampling, build_app
-from nanowhale.serve.app import create_app
+from nanowhale.serve.app import _ContentEvent, _sse, create_app
 from nanowhale.serve.batcher import Batcher
+from scripted_model import SPLIT, script_answer
 from server_fixtures import running_server
 
 KEY = "sk-test-key"
@@ -83,10 +84,56 @@ def test_streaming_equals_non_streaming(server):
     assert text == whole.choices[0].message.content
     assert [ch.choices[0].finish_reason for ch in chunks if ch.choices][-1] == whole.choices[0].finish_reason
     assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens and not chunks[-1].choices
-    assert sum(1 for ch in chunks if ch.choices and ch.choices[0].delta.content) > 1  # it did stream
     stream = c.completions.create(model=MODEL, prompt="the whale", max_tokens=10, temperature=0, stream=True)
     assert "".join(ch.choices[0].text for ch in stream) == \
         c.completions.create(model=MODEL, prompt="the whale", max_tokens=10, temperature=0).choices[0].text
+
+
+@pytest.fixture(scope="module")
+def scripted(micro_run):
+    """(URL, the answer's tokens, the expected text of n tokens) of a server whose model answers SPLIT over and
+    over (scripted_model.py) to a completion of "x" and to a chat message "x"."""
+    engine = Engine(nw.load(micro_run))
+    after = [engine.completion_ids("x")[-1], engine.chat_ids([{"role": "user", "content": "x"}])[-1]]
+    cycle = script_answer(engine.model, engine.tokenizer, after, SPLIT)
+    assert len(cycle) > len(SPLIT)  # characters split across tokens
+    with running_server(create_app(engine, MODEL, api_key=KEY)) as url:
+        yield url, cycle, lambda n: engine.tokenizer.decode([cycle[i % len(cycle)] for i in range(n)])
+
+
+@pytest.mark.parametrize("extra", [0, 2, 5])  # the answer once, then "a" and 1 or all 4 bytes of the whale
+def test_streamed_text_equals_whole_text_with_characters_split_across_tokens(scripted, extra):
+    url, cycle, expected = scripted
+    c = client(url)
+    n = len(cycle) + extra
+    kw = dict(model=MODEL, max_tokens=n, temperature=0)
+    whole = c.completions.create(prompt="x", **kw).choices[0].text
+    streamed = [ch.choices[0].text for ch in c.completions.create(prompt="x", stream=True, **kw)]
+    chat = c.chat.completions.create(messages=[{"role": "user", "content": "x"}], stream=True, **kw)
+    chat_streamed = [ch.choices[0].delta.content or "" for ch in chat if ch.choices]
+    assert whole == "".join(streamed) == "".join(chat_streamed) == expected(n)
+    if "\ufffd" not in expected(n):  # (an answer cut inside a character ends with its replacement)
+        assert not any("\ufffd" in t for t in streamed + chat_streamed)
+
+
+def test_stop_string_of_split_characters(scripted):
+    url = scripted[0]
+    c = client(url)
+    kw = dict(model=MODEL, max_tokens=40, temperature=0, stop=["\u65e5\u00e9"])
+    whole = c.completions.create(prompt="x", **kw).choices[0]
+    streamed = list(c.completions.create(prompt="x", stream=True, **kw))
+    assert whole.text == "".join(ch.choices[0].text for ch in streamed) == SPLIT[: SPLIT.index("\u65e5")]
+    assert whole.finish_reason == streamed[-1].choices[0].finish_reason == "stop"
+
+
+def test_content_event_template_equals_encoding_the_chunk():
+    chunk = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": 'm"\\',
+             "choices": [{"index": 0, "delta": {"content": _ContentEvent.MARK}, "logprobs": None,
+                          "finish_reason": None}]}
+    event = _ContentEvent(chunk)
+    for text in ["a", 'quote " and \\ backslash', "\n\t\x00 control", "\U0001F433 \u65e5\u00e9", "\ufffd"]:
+        chunk["choices"][0]["delta"]["content"] = text
+        assert event(text) == _sse(chunk)
 
 
 def test_seeded_sampling_is_reproducible(server):
@@ -182,6 +229,10 @@ class GatedBatcher(Batcher):
         super().__init__(engine, slots, queue_size)
         self.permits = threading.Semaphore(0)
 
+    def submit(self, ids, s, chat, deliver, loop=None):
+        self.loop = loop  # the server's event loop, which the last request's tokens go to
+        return super().submit(ids, s, chat, deliver, loop)
+
     def step(self):
         assert self.permits.acquire(timeout=60), "the test gave no permit for a step"
         return super().step()
@@ -252,6 +303,37 @@ def test_eight_concurrent_streams_are_batched_and_equal_sequential_answers(micro
     # n tokens each: one batched forward per step for the 8 streams (the first to arrive may run one step
     # alone before the others join), against n - 1 forwards per stream one after another
     assert concurrent_steps <= n and sequential_steps == 8 * (n - 1)
+
+
+def test_a_stream_gets_an_event_per_token_or_all_its_waiting_tokens_in_one(micro_run):
+    """While the server's event loop keeps up, each token goes out in its own event; while it is busy, a stream's
+    tokens wait in its queue and the next event carries them all (fewer sends when the server is loaded)."""
+    engine = Engine(nw.load(micro_run))
+    script_answer(engine.model, engine.tokenizer, engine.chat_ids([{"role": "user", "content": "x"}])[-1:],
+                  "abcdefgh")  # (ASCII: every token has text)
+    batcher = GatedBatcher(engine, slots=1, queue_size=0)
+    with running_server(create_app(engine, MODEL, batcher=batcher)) as url:
+        body = {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "max_tokens": 8,
+                "temperature": 0, "ignore_eos": True}
+        with httpx.stream("POST", url + "/v1/chat/completions", json=body | {"stream": True}, timeout=30) as r:
+            events = (json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {"))
+            assert next(events)["choices"][0]["delta"]["role"] == "assistant"
+            one_by_one = []
+            for _ in range(3):
+                batcher.permits.release(1)  # one step: one token, and its event
+                one_by_one.append(next(events)["choices"][0]["delta"]["content"])
+            busy, resume = threading.Event(), threading.Event()
+            batcher.loop.call_soon_threadsafe(lambda: (busy.set(), resume.wait(30)))  # the loop is busy ...
+            assert busy.wait(30)
+            batcher.permits.release(5)
+            wait_until(lambda: batcher.pending == 0, "the whole generation")  # ... while the last 5 tokens come
+            resume.set()
+            rest = list(events)
+        batcher.open()
+        whole = httpx.post(url + "/v1/chat/completions", json=body, timeout=30).json()
+    assert len(rest) == 1 and rest[0]["choices"][0]["finish_reason"] == "length"
+    assert all(one_by_one)
+    assert "".join(one_by_one) + rest[0]["choices"][0]["delta"]["content"] == whole["choices"][0]["message"]["content"]
 
 
 def test_thirty_two_concurrent_requests_are_all_answered(server):

@@ -134,6 +134,8 @@ def test_errors(tok):
         Tokenizer.train(["abc"], vocab_size=100)
     with pytest.raises(ValueError):
         tok.decode([tok.vocab_size])
+    with pytest.raises(UnicodeDecodeError):  # errors= is the codec's: "strict" refuses a byte no character starts with
+        tok.decode([next(i for i in range(tok.n_ordinary) if tok.token_bytes(i) == b"\xfc")], errors="strict")
     with pytest.raises(ValueError):
         tok.encode("x", allowed_special={"<|nope|>"})
     with pytest.raises(ValueError):

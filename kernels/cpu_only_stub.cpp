@@ -58,6 +58,9 @@ void muon_update(const Tensor& param, const Tensor& grad, const Tensor& momentum
 void newton_schulz(const Tensor& x, const Tensor& workspace, int steps) { no_cuda("newton_schulz"); }
 double sum_squares(const Tensor& x) { no_cuda("sum_squares"); }
 void scale_inplace(const Tensor& x, float s) { no_cuda("scale_inplace"); }
+void clip_control(StepControl*, double*, const Tensor&, float) { no_cuda("clip_control"); }
+int64_t clip_partials(int64_t) { no_cuda("clip_partials"); }
+void scale_by_control(const Tensor&, const StepControl*) { no_cuda("scale_by_control"); }
 void residual_add(const Tensor& x, const Tensor& f) { no_cuda("residual_add"); }
 void rmsnorm_forward(const Tensor& y, const Tensor& rstd, const Tensor& x, const Tensor& w, float eps) { no_cuda("rmsnorm_forward"); }
 void rmsnorm_backward(const Tensor& dx, const Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd) { no_cuda("rmsnorm_backward"); }

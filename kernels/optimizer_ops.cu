@@ -3,6 +3,9 @@
 // - sum_squares: float64 partial sums over a fixed partition (one block per 16384 elements, a fixed
 //   shuffle tree inside the block), then one block sums the partials in a fixed order: the same bits on
 //   every run (not the CPU's bits: the order differs). The result is copied to the host.
+// - clip_control: the same sum, then the norm, the clipping scale and whether the step applies, all
+//   written to a StepControl in device memory; scale_by_control and the updates read it there (an update
+//   given a control with apply == 0 returns before touching memory), so a step never waits on the host.
 // - newton_schulz / muon_update: the M matrices of a parameter are orthogonalised together with
 //   strided-batched cuBLAS GEMMs on the wide orientation (a tall matrix is transposed first), after a
 //   Frobenius normalisation X / (||X|| + 1e-7) computed per matrix in float64 on the device.
@@ -18,8 +21,12 @@ namespace nw::cuda {
 namespace {
 constexpr int64_t kChunk = 1 << 14;  // elements per partial sum of sum_squares
 
+// Whether the step's updates apply: always without a control block, else its apply flag.
+__device__ __forceinline__ bool step_applies(const StepControl* control) { return !control || control->apply; }
+
 __global__ void adamw_kernel(float* w, const float* g, float* m, float* v, int64_t n, float b1, float b2, float eps,
-                             float bc1, float bc2, float lr, float decay) {
+                             float bc1, float bc2, float lr, float decay, const StepControl* control) {
+  if (!step_applies(control)) return;
   NW_GRID_STRIDE(i, n) {
     const float mi = b1 * m[i] + (1.f - b1) * g[i];
     const float vi = b2 * v[i] + (1.f - b2) * g[i] * g[i];
@@ -33,6 +40,12 @@ __global__ void scale_kernel(float* x, int64_t n, float s) {
   NW_GRID_STRIDE(i, n) x[i] *= s;
 }
 
+__global__ void scale_by_control_kernel(float* x, int64_t n, const StepControl* control) {
+  const float s = control->clip_scale;
+  if (s == 1.f) return;  // not clipping (or not applying): leave the gradients as they are
+  NW_GRID_STRIDE(i, n) x[i] *= s;
+}
+
 __global__ void sum_squares_partial_kernel(double* partial, const float* x, int64_t n) {
   const int64_t begin = blockIdx.x * kChunk, end = min(n, begin + kChunk);
   double s = 0;
@@ -41,11 +54,35 @@ __global__ void sum_squares_partial_kernel(double* partial, const float* x, int6
   if (threadIdx.x == 0) partial[blockIdx.x] = s;
 }
 
-__global__ void sum_partials_kernel(double* out, const double* partial, int64_t n) {
+__device__ __forceinline__ double sum_partials(const double* partial, int64_t n) {
   double s = 0;
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) s += partial[i];
-  s = detail::block_sum(s);
+  return detail::block_sum(s);
+}
+
+__global__ void sum_partials_kernel(double* out, const double* partial, int64_t n) {
+  const double s = sum_partials(partial, n);
   if (threadIdx.x == 0) *out = s;
+}
+
+// The optimizer's decision, as Optimizer::step takes it on the CPU: a non-finite norm skips the step;
+// clipping scales by float(grad_clip / norm) computed in double.
+__global__ void clip_control_kernel(StepControl* control, const double* partial, int64_t chunks, float grad_clip) {
+  const double s = sum_partials(partial, chunks);
+  if (threadIdx.x != 0) return;
+  const double norm = sqrt(s);
+  const bool finite = isfinite(norm);
+  control->sum_squares = s;
+  control->norm = norm;
+  control->apply = finite;
+  control->clip_scale = finite && grad_clip > 0 && norm > double(grad_clip) ? float(double(grad_clip) / norm) : 1.f;
+}
+
+// Launches the partial sums of x^2 over kChunk-element chunks into partial.
+void launch_sum_squares_partials(double* partial, const float* x, int64_t n) {
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+  sum_squares_partial_kernel<<<static_cast<unsigned>(chunks), 256>>>(partial, x, n);
+  NW_CUDA_LAUNCH_CHECK();
 }
 
 // dst[mat] (C, R) = src[mat] (R, C)^T for M matrices.
@@ -70,7 +107,9 @@ __global__ void axpy_kernel(float* x, const float* y, float a, int64_t n) {  // 
   NW_GRID_STRIDE(i, n) x[i] = a * x[i] + y[i];
 }
 
-__global__ void muon_momentum_kernel(float* u, float* buf, const float* g, int64_t n, float mu, bool nesterov) {
+__global__ void muon_momentum_kernel(float* u, float* buf, const float* g, int64_t n, float mu, bool nesterov,
+                                     const StepControl* control) {
+  if (!step_applies(control)) return;
   NW_GRID_STRIDE(i, n) {
     const float b = mu * buf[i] + g[i];
     buf[i] = b;
@@ -78,7 +117,9 @@ __global__ void muon_momentum_kernel(float* u, float* buf, const float* g, int64
   }
 }
 
-__global__ void muon_apply_kernel(float* w, const float* u, int64_t n, float decay, float lr, float scale) {
+__global__ void muon_apply_kernel(float* w, const float* u, int64_t n, float decay, float lr, float scale,
+                                  const StepControl* control) {
+  if (!step_applies(control)) return;
   NW_GRID_STRIDE(i, n) w[i] = w[i] * decay - lr * scale * u[i];
 }
 
@@ -127,7 +168,8 @@ void adamw_update(const Tensor& param, const Tensor& grad, const Tensor& m, cons
   const float bc1 = float(1.0 - std::pow(double(a.beta1), double(a.step)));
   const float bc2 = float(1.0 - std::pow(double(a.beta2), double(a.step)));
   adamw_kernel<<<detail::grid_for(n), 256>>>(param.ptr<float>(), grad.ptr<float>(), m.ptr<float>(), v.ptr<float>(), n,
-                                             a.beta1, a.beta2, a.eps, bc1, bc2, a.lr, 1.f - a.lr * a.weight_decay);
+                                             a.beta1, a.beta2, a.eps, bc1, bc2, a.lr, 1.f - a.lr * a.weight_decay,
+                                             a.control);
   NW_CUDA_LAUNCH_CHECK();
 }
 
@@ -149,10 +191,11 @@ void muon_update(const Tensor& param, const Tensor& grad, const Tensor& momentum
   float* ws = M > 1 ? batch_ws.as<float>() : workspace.ptr<float>();
   float* u = ws + M * ns_numel;  // (M, R, C) updates after the NS scratch
   muon_momentum_kernel<<<detail::grid_for(n), 256>>>(u, momentum.ptr<float>(), grad.ptr<float>(), n, a.momentum,
-                                                     a.nesterov);
+                                                     a.nesterov, a.control);
   NW_CUDA_LAUNCH_CHECK();
   newton_schulz_batched(u, M, R, C, a.ns_steps, ws);
-  muon_apply_kernel<<<detail::grid_for(n), 256>>>(param.ptr<float>(), u, n, 1.f - a.lr * a.weight_decay, a.lr, scale);
+  muon_apply_kernel<<<detail::grid_for(n), 256>>>(param.ptr<float>(), u, n, 1.f - a.lr * a.weight_decay, a.lr, scale,
+                                                a.control);
   NW_CUDA_LAUNCH_CHECK();
 }
 
@@ -164,8 +207,7 @@ double sum_squares(const Tensor& x) {
   detail::Scratch scratch((chunks + 1) * sizeof(double));
   double* partial = scratch.as<double>();
   double* total = partial + chunks;
-  sum_squares_partial_kernel<<<static_cast<unsigned>(chunks), 256>>>(partial, x.ptr<float>(), n);
-  NW_CUDA_LAUNCH_CHECK();
+  launch_sum_squares_partials(partial, x.ptr<float>(), n);
   sum_partials_kernel<<<1, 1024>>>(total, partial, chunks);
   NW_CUDA_LAUNCH_CHECK();
   double result = 0;
@@ -178,6 +220,24 @@ void scale_inplace(const Tensor& x, float s) {
   const int64_t n = x.numel();
   if (n == 0) return;
   scale_kernel<<<detail::grid_for(n), 256>>>(x.ptr<float>(), n, s);
+  NW_CUDA_LAUNCH_CHECK();
+}
+
+int64_t clip_partials(int64_t n) { return std::max<int64_t>(1, (n + kChunk - 1) / kChunk); }
+
+void clip_control(StepControl* control, double* partial, const Tensor& grads, float grad_clip) {
+  detail::require_f32("clip_control", {&grads});
+  const int64_t n = grads.numel();
+  if (n > 0) launch_sum_squares_partials(partial, grads.ptr<float>(), n);
+  clip_control_kernel<<<1, 1024>>>(control, partial, n > 0 ? (n + kChunk - 1) / kChunk : 0, grad_clip);
+  NW_CUDA_LAUNCH_CHECK();
+}
+
+void scale_by_control(const Tensor& x, const StepControl* control) {
+  detail::require_f32("scale_by_control", {&x});
+  const int64_t n = x.numel();
+  if (n == 0) return;
+  scale_by_control_kernel<<<detail::grid_for(n), 256>>>(x.ptr<float>(), n, control);
   NW_CUDA_LAUNCH_CHECK();
 }
 

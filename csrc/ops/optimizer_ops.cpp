@@ -21,6 +21,7 @@ void adamw_update(const Tensor& param, const Tensor& grad, const Tensor& m, cons
     NW_CHECK(t->numel() == param.numel(), "adamw_update: ", t->describe(), " does not match ", param.describe());
   }
   NW_CHECK(a.step >= 1, "adamw_update: step is 1-based, got ", a.step);
+  NW_CHECK(!a.control || param.device == Device::CUDA, "adamw_update: a device StepControl needs CUDA tensors");
   if (param.device == Device::CUDA) return cuda::adamw_update(param, grad, m, v, a);
   NW_DISPATCH_CPU(param.dtype, T, cpu::adamw_update<T>(param, grad, m, v, a));
 }
@@ -35,6 +36,7 @@ void muon_update(const Tensor& param, const Tensor& grad, const Tensor& momentum
   }
   check_same(param, workspace, "muon_update");
   NW_CHECK(workspace.numel() >= muon_workspace_numel(param.size(1), param.size(2)), "muon_update: workspace too small");
+  NW_CHECK(!a.control || param.device == Device::CUDA, "muon_update: a device StepControl needs CUDA tensors");
   if (param.device == Device::CUDA) return cuda::muon_update(param, grad, momentum, workspace, a);
   NW_DISPATCH_CPU(param.dtype, T, cpu::muon_update<T>(param, grad, momentum, workspace, a));
 }
@@ -60,6 +62,22 @@ void scale_inplace(const Tensor& x, float s) {
   const profiler::Scope scope("scale_inplace", x.device);
   if (x.device == Device::CUDA) return cuda::scale_inplace(x, s);
   NW_DISPATCH_CPU(x.dtype, T, cpu::scale_inplace<T>(x, s));
+}
+
+void clip_control(StepControl* control, double* partial, const Tensor& grads, float grad_clip) {
+  const profiler::Scope scope("clip_control", grads.device);
+  NW_CHECK(grads.device == Device::CUDA, "clip_control: the device-side clipping decision needs a CUDA tensor, got ",
+           grads.describe(), " (the CPU decides on the host: sum_squares)");
+  NW_CHECK(grad_clip >= 0, "clip_control: grad_clip must be >= 0 (0 = off), got ", grad_clip);
+  cuda::clip_control(control, partial, grads, grad_clip);
+}
+
+int64_t clip_partials(int64_t n) { return cuda::clip_partials(n); }
+
+void scale_by_control(const Tensor& x, const StepControl* control) {
+  const profiler::Scope scope("scale_by_control", x.device);
+  NW_CHECK(x.device == Device::CUDA, "scale_by_control needs a CUDA tensor, got ", x.describe());
+  cuda::scale_by_control(x, control);
 }
 
 }  // namespace nw

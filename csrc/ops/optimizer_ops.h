@@ -4,9 +4,19 @@
 #include "core/tensor.h"
 
 namespace nw {
+// The clipping decision of one optimizer step, computed and kept on the device (CUDA) so that a step
+// needs no host value between its launch and the one read of the norm at its end.
+struct StepControl {
+  double sum_squares;  // of every gradient element
+  double norm;         // sqrt(sum_squares)
+  float clip_scale;    // grad_clip / norm when 0 < grad_clip < norm, else 1
+  int32_t apply;       // 0 when the norm is not finite: every update reading it is then a no-op
+};
+
 struct AdamWArgs {
   float lr, beta1, beta2, eps, weight_decay;
-  int64_t step;  // 1-based, for bias correction
+  int64_t step;                          // 1-based, for bias correction
+  const StepControl* control = nullptr;  // CUDA: device memory; the update is skipped when apply is 0
 };
 void adamw_update(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v, const AdamWArgs& a);
 
@@ -14,6 +24,7 @@ struct MuonArgs {
   float lr, momentum, weight_decay;
   int ns_steps;
   bool nesterov;
+  const StepControl* control = nullptr;  // CUDA: device memory; the update is skipped when apply is 0
 };
 // param, grad, momentum: (M, R, C), M independent matrices (experts) each orthogonalised on its own.
 // Update: buf = mu*buf + g; u = nesterov ? g + mu*buf : buf; W = W*(1 - lr*wd) - lr*scale*NS(u),
@@ -29,6 +40,14 @@ void newton_schulz(const Tensor& x /*(R, C)*/, const Tensor& workspace, int step
 // sum(x^2) in float64, summed in fixed-size chunks in a fixed order (same bits for any thread count).
 double sum_squares(const Tensor& x);
 void scale_inplace(const Tensor& x, float s);
+
+// The device-side clipping decision (CUDA tensors only): writes control's sum_squares (the same bits as
+// sum_squares(grads)), norm, clip_scale and apply without synchronising with the host. partial is scratch
+// of clip_partials(grads.numel()) doubles on the device.
+void clip_control(StepControl* control, double* partial, const Tensor& grads, float grad_clip);
+int64_t clip_partials(int64_t n);
+// x *= control->clip_scale, a no-op on the device when the scale is 1 (CUDA tensors only).
+void scale_by_control(const Tensor& x, const StepControl* control);
 
 // Backends: cpu/ holds the oracle (T = float or double), kernels/ the CUDA version.
 namespace cpu {
@@ -51,5 +70,8 @@ void muon_update(const Tensor& param, const Tensor& grad, const Tensor& momentum
 void newton_schulz(const Tensor& x, const Tensor& workspace, int steps);
 double sum_squares(const Tensor& x);
 void scale_inplace(const Tensor& x, float s);
+void clip_control(StepControl* control, double* partial, const Tensor& grads, float grad_clip);
+int64_t clip_partials(int64_t n);
+void scale_by_control(const Tensor& x, const StepControl* control);
 }  // namespace cuda
 }  // namespace nw

@@ -39,18 +39,40 @@ Optimizer::Optimizer(Model& model, const OptimizerConfig& cfg) : model_(model), 
   // One scratch slot per CPU thread lets Muon orthogonalise several experts at once.
   const int slots = p.device() == Device::CPU ? get_num_threads() : 1;
   workspace_ = Buffer(ws * slots * dtype_size(p.dtype()), p.device());
+  // On CUDA the clipping decision stays on the device: its control block, then the norm's partial sums.
+  if (p.device() == Device::CUDA)
+    control_ = Buffer(sizeof(StepControl) + clip_partials(p.flat().numel()) * sizeof(double), Device::CUDA);
 }
 
 double Optimizer::step(const StepArgs& args) {
   NW_CHECK(args.lr_mult >= 0 && std::isfinite(args.lr_mult), "lr_mult must be finite and >= 0, got ", args.lr_mult);
   NW_CHECK(args.wd_mult >= 0 && std::isfinite(args.wd_mult), "wd_mult must be finite and >= 0, got ", args.wd_mult);
   NW_CHECK(args.muon_momentum < 1, "muon_momentum must be < 1, got ", args.muon_momentum);
+  const Arena& grads = model_.grads();
+  double norm;
+  if (control_.data()) {
+    // CUDA: decide, clip and update on the device, then read the norm once. A non-finite norm makes
+    // every update kernel return early, which leaves parameters and states as they were.
+    auto* control = static_cast<StepControl*>(control_.data());
+    clip_control(control, reinterpret_cast<double*>(control + 1), grads.flat(), cfg_.grad_clip);
+    scale_by_control(grads.flat(), control);
+    update_parameters(args, control);
+    copy_to_host(&norm, Tensor(&control->norm, DType::F64, Device::CUDA, {1}));
+    if (!std::isfinite(norm)) return norm;
+  } else {
+    norm = std::sqrt(sum_squares(grads.flat()));
+    if (!std::isfinite(norm)) return norm;
+    if (cfg_.grad_clip > 0 && norm > cfg_.grad_clip) scale_inplace(grads.flat(), float(cfg_.grad_clip / norm));
+    update_parameters(args, nullptr);
+  }
+  ++step_;
+  model_.update_balance_bias(args.balance_gamma >= 0 ? args.balance_gamma : model_.config().balance_gamma);
+  return norm;
+}
+
+void Optimizer::update_parameters(const StepArgs& args, const StepControl* control) {
   const Arena& params = model_.params();
   const Arena& grads = model_.grads();
-  const double norm = std::sqrt(sum_squares(grads.flat()));
-  if (!std::isfinite(norm)) return norm;
-  if (cfg_.grad_clip > 0 && norm > cfg_.grad_clip) scale_inplace(grads.flat(), float(cfg_.grad_clip / norm));
-  ++step_;
   const Layout& layout = params.layout();
   const Tensor ws(workspace_.data(), params.dtype(), params.device(),
                   {int64_t(workspace_.nbytes() / dtype_size(params.dtype()))});
@@ -58,7 +80,7 @@ double Optimizer::step(const StepArgs& args) {
     const ParamKind kind = model_.kind(i);
     if (kind == ParamKind::Matrix) {
       MuonArgs a{cfg_.muon_lr * args.lr_mult, args.muon_momentum >= 0 ? args.muon_momentum : cfg_.muon_momentum,
-                 cfg_.muon_weight_decay * args.wd_mult, cfg_.ns_steps, cfg_.nesterov};
+                 cfg_.muon_weight_decay * args.wd_mult, cfg_.ns_steps, cfg_.nesterov, control};
       const auto& s = layout[i].shape;
       const int64_t M = s.size() == 3 ? s[0] : 1, R = s[s.size() - 2], C = s.back();
       auto as3 = [&](const Tensor& t) { return Tensor(t.data, t.dtype, t.device, {M, R, C}); };
@@ -69,11 +91,10 @@ double Optimizer::step(const StepArgs& args) {
                          : kind == ParamKind::Head    ? cfg_.head
                          : kind == ParamKind::Router  ? cfg_.router
                                                       : cfg_.scalar;
-    AdamWArgs a{g.lr * args.lr_mult, g.beta1, g.beta2, g.eps, g.weight_decay * args.wd_mult, step_};
+    // The step this update would be: step_ counts only the steps that applied.
+    AdamWArgs a{g.lr * args.lr_mult, g.beta1, g.beta2, g.eps, g.weight_decay * args.wd_mult, step_ + 1, control};
     adamw_update(params.view(i), grads.view(i), m_.view(i), v_.view(i), a);
   }
-  model_.update_balance_bias(args.balance_gamma >= 0 ? args.balance_gamma : model_.config().balance_gamma);
-  return norm;
 }
 
 }  // namespace nw

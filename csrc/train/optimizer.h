@@ -5,6 +5,7 @@
 
 #include "core/arena.h"
 #include "model/model.h"
+#include "ops/optimizer_ops.h"
 
 namespace nw {
 
@@ -38,7 +39,8 @@ class Optimizer {
  public:
   Optimizer(Model& model, const OptimizerConfig& cfg);
   // Clips, updates every parameter, updates the balance biases; returns the pre-clip gradient norm.
-  // A non-finite norm skips the update and leaves parameters untouched.
+  // A non-finite norm skips the update and leaves parameters untouched. On CUDA the norm, the clipping
+  // and the skip are decided on the device; the returned norm is the step's one read from the device.
   double step(const StepArgs& args);
   int64_t steps() const { return step_; }
   const OptimizerConfig& config() const { return cfg_; }
@@ -47,10 +49,15 @@ class Optimizer {
   void set_steps(int64_t s) { step_ = s; }
 
  private:
+  // Launches every parameter's update for step step_ + 1; with a control block (CUDA) each update is a
+  // no-op on the device when the step does not apply.
+  void update_parameters(const StepArgs& args, const StepControl* control);
+
   Model& model_;
   OptimizerConfig cfg_;
   Arena m_, v_;
   Buffer workspace_;
+  Buffer control_;  // CUDA: StepControl, then the norm's partial sums (ops/optimizer_ops.h)
   int64_t step_ = 0;
 };
 

@@ -500,6 +500,94 @@ TEST(CudaParity, AdamWAndSumSquares) {
   EXPECT_EQ(std::memcmp(&s1, &s2, sizeof(double)), 0) << "sum_squares run-to-run";
 }
 
+namespace {
+// A StepControl in device memory followed by the norm's partial sums.
+struct DeviceControl {
+  nw::Buffer buf;
+  explicit DeviceControl(int64_t n)
+      : buf(sizeof(nw::StepControl) + nw::clip_partials(n) * sizeof(double), nw::Device::CUDA) {}
+  nw::StepControl* control() const { return static_cast<nw::StepControl*>(buf.data()); }
+  double* partial() const { return reinterpret_cast<double*>(control() + 1); }
+  nw::StepControl read() const {
+    nw::StepControl c;
+    nw::copy_to_host(&c, nw::Tensor(buf.data(), nw::DType::I32, nw::Device::CUDA, {int64_t(sizeof(c) / 4)}));
+    return c;
+  }
+};
+}  // namespace
+
+// The optimizer's clipping decision on the device against the host decision Optimizer::step takes on
+// the CPU: the same sum (the bits of the device sum_squares), norm, scale float(clip / norm) and clipped
+// gradients; off (clip 0) and unreached limits leave the gradients' bits alone.
+TEST(CudaParity, ClipControlOnDevice) {
+  NW_NEED_CUDA();
+  const int64_t n = 100003;
+  const F g = randn({n}, 50);
+  for (const float clip : {0.f, 1e9f, 3.f}) {
+    const std::string tag = " (clip " + std::to_string(clip) + ")";
+    F want = g;
+    Dev g_d = dev(g, {n});
+    const double sum = nw::sum_squares(g_d.t), norm = std::sqrt(sum);
+    if (clip > 0 && norm > clip) nw::scale_inplace(cpu(want, {n}), float(clip / norm));
+    DeviceControl c(n);
+    nw::clip_control(c.control(), c.partial(), g_d.t, clip);
+    nw::scale_by_control(g_d.t, c.control());
+    const nw::StepControl got = c.read();
+    EXPECT_EQ(std::memcmp(&got.sum_squares, &sum, sizeof(double)), 0) << "sum of squares" << tag;
+    EXPECT_EQ(got.norm, norm) << tag;
+    EXPECT_EQ(got.apply, 1) << tag;
+    EXPECT_EQ(got.clip_scale, clip > 0 && norm > clip ? float(clip / norm) : 1.f) << tag;
+    if (clip == 3.f) EXPECT_LT(got.clip_scale, 1.f) << "the test must clip";
+    expect_bits(host<float>(g_d), want, "clipped gradients" + tag);
+  }
+}
+
+// A non-finite gradient norm decided on the device makes the whole update a no-op there: parameters,
+// AdamW moments and Muon momentum keep their bits, the gradients are not scaled.
+TEST(CudaParity, NonFiniteNormSkipsTheUpdateOnDevice) {
+  NW_NEED_CUDA();
+  for (const float bad : {NAN, INFINITY}) {
+    const Shape s{2, 16, 24};
+    const int64_t n = numel(s), wn = nw::muon_workspace_numel(16, 24);
+    F g = randn(s, 51);
+    g[7] = bad;
+    const F p = randn(s, 52, 0.05), m = randn(s, 53, 0.1), ws(wn);
+    F v = randn(s, 54, 0.1);
+    for (float& x : v) x = x * x;
+    Dev g_d = dev(g, s), p_d = dev(p, s), m_d = dev(m, s), v_d = dev(v, s), ws_d = dev(ws, {wn});
+    DeviceControl c(n);
+    nw::clip_control(c.control(), c.partial(), g_d.t.view({n}), 1.f);
+    nw::scale_by_control(g_d.t.view({n}), c.control());
+    nw::AdamWArgs a{1e-2f, 0.8f, 0.95f, 1e-10f, 0.1f, 1};
+    a.control = c.control();
+    nw::adamw_update(p_d.t.view({n}), g_d.t.view({n}), m_d.t.view({n}), v_d.t.view({n}), a);
+    const nw::StepControl got = c.read();
+    EXPECT_FALSE(std::isfinite(got.norm));
+    EXPECT_EQ(got.apply, 0);
+    EXPECT_EQ(got.clip_scale, 1.f);
+    expect_bits(host<float>(g_d), g, "gradients");
+    expect_bits(host<float>(p_d), p, "adamw param");
+    expect_bits(host<float>(m_d), m, "adamw m");
+    expect_bits(host<float>(v_d), v, "adamw v");
+    nw::MuonArgs ma{0.02f, 0.95f, 0.1f, 5, true};
+    ma.control = c.control();
+    nw::muon_update(p_d.t, g_d.t, m_d.t, ws_d.t, ma);
+    expect_bits(host<float>(p_d), p, "muon param");
+    expect_bits(host<float>(m_d), m, "muon momentum");
+  }
+  // The same control with apply = 1 updates: the skip above comes from the flag, not a dead kernel.
+  const int64_t n = 1000;
+  F g = randn({n}, 55), p = randn({n}, 56), m(n, 0.f), v(n, 0.f);
+  Dev g_d = dev(g, {n}), p_d = dev(p, {n}), m_d = dev(m, {n}), v_d = dev(v, {n});
+  DeviceControl c(n);
+  nw::clip_control(c.control(), c.partial(), g_d.t, 0.f);
+  nw::AdamWArgs a{1e-2f, 0.8f, 0.95f, 1e-10f, 0.1f, 1};
+  a.control = c.control();
+  nw::adamw_update(p_d.t, g_d.t, m_d.t, v_d.t, a);
+  nw::adamw_update(cpu(p, {n}), cpu(g, {n}), cpu(m, {n}), cpu(v, {n}), nw::AdamWArgs{1e-2f, 0.8f, 0.95f, 1e-10f, 0.1f, 1});
+  expect_close(host<float>(p_d), p, kTight, kTightAbs, "adamw param with apply = 1");
+}
+
 TEST(CudaParity, NewtonSchulzAndMuon) {
   NW_NEED_CUDA();
   // The quintic iteration amplifies rounding differences in the small singular directions

@@ -116,3 +116,62 @@ def test_cuda_bf16_matches_the_cpu_emulation_and_repeats_bits(head_dim, seq):
         g_cpu, g_gpu = cpu.get_grad(name), gpu.get_grad(name)
         np.testing.assert_allclose(g_gpu, g_cpu, rtol=0, atol=2 ** -6 * (np.abs(g_cpu).max() + 1e-12), err_msg=name)
     assert cuda_losses(cfg, tokens, targets, "bf16") == cuda_losses(cfg, tokens, targets, "bf16")
+
+
+@needs_cuda
+def test_cuda_clipped_step_matches_cpu():
+    """The GPU decides clipping on the device: with a limit far below the norm every step clips, and the
+    parameters after a few steps agree with the CPU's host-side decision."""
+    cfg = micro_config()
+    cpu, gpu = pair(cfg)
+    oc = nw.OptimizerConfig()
+    oc.grad_clip = 1e-3
+    opt_cpu, opt_gpu = nw.Optimizer(cpu, oc), nw.Optimizer(gpu, oc)
+    tokens, targets = random_batch(cfg, 4, 16, seed=5)
+    for _ in range(3):
+        cpu.forward_backward(tokens, targets)
+        gpu.forward_backward(tokens, targets)
+        n_cpu, n_gpu = opt_cpu.step(), opt_gpu.step()
+        assert n_cpu > 100 * oc.grad_clip
+        assert abs(n_cpu - n_gpu) <= 1e-4 * n_cpu
+        cpu.zero_grad()
+        gpu.zero_grad()
+    assert opt_gpu.steps == opt_cpu.steps == 3
+    for name in cpu.parameter_names():
+        p_cpu = cpu.get_param(name)
+        np.testing.assert_allclose(gpu.get_param(name), p_cpu, rtol=0, atol=1e-4 * (np.abs(p_cpu).max() + 1e-12),
+                                   err_msg=name)
+
+
+@needs_cuda
+def test_cuda_non_finite_norm_skips_the_step_on_the_device():
+    """A non-finite gradient norm leaves every parameter, optimizer state and the step count as they were
+    (decided on the device; the step's one read returns the norm); the next finite step applies."""
+    cfg = micro_config()
+    model = nw.Model(cfg, seed=0, device="cuda")
+    opt = nw.Optimizer(model)
+    tokens, targets = random_batch(cfg, 2, 12, seed=6)
+    model.forward_backward(tokens, targets)
+    assert np.isfinite(opt.step())
+    model.zero_grad()
+    emb = model.parameter_names()[0]
+    poisoned = model.get_param(emb)
+    poisoned[tokens[0, 0]] = np.nan
+    model.set_param(emb, poisoned)
+    params = {n: model.get_param(n) for n in model.parameter_names()}
+    states = {(w, n): opt.get_state(w, n) for w in ("exp_avg", "exp_avg_sq") for n in model.parameter_names()}
+    model.forward_backward(tokens, targets)
+    assert not np.isfinite(opt.step())
+    assert opt.steps == 1
+    for n, p in params.items():
+        np.testing.assert_array_equal(model.get_param(n), p, err_msg=n)
+    for (w, n), s in states.items():
+        np.testing.assert_array_equal(opt.get_state(w, n), s, err_msg=f"{w} {n}")
+    model.zero_grad()
+    healed = model.get_param(emb)
+    healed[tokens[0, 0]] = 0.0
+    model.set_param(emb, healed)
+    model.forward_backward(tokens, targets)
+    assert np.isfinite(opt.step())
+    assert opt.steps == 2
+    assert not np.array_equal(model.get_param(emb), healed)

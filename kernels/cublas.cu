@@ -49,14 +49,6 @@ void sgemm(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, i
                               K, &alpha, B, ldb, A, lda, &beta, C, ldc));
 }
 
-void gemm_bf16(bool ta, bool tb, int M, int N, int K, float alpha, const __nv_bfloat16* A, int lda,
-               const __nv_bfloat16* B, int ldb, float beta, float* C, int ldc) {
-  if (M == 0 || N == 0) return;
-  NW_CUBLAS_CHECK(cublasGemmEx(cublas_handle(), tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M,
-                               K, &alpha, B, CUDA_R_16BF, ldb, A, CUDA_R_16BF, lda, &beta, C, CUDA_R_32F, ldc,
-                               CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-}
-
 void sgemm_strided_batched(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int lda,
                            long long stride_a, const float* B, int ldb, long long stride_b, float beta, float* C,
                            int ldc, long long stride_c, int batch) {

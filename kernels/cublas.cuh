@@ -3,7 +3,6 @@
 // (C (M, N) = alpha op(A) (M, K) op(B) (K, N) + beta C, leading dimensions of row-major storage).
 #pragma once
 #include <cublas_v2.h>
-#include <cuda_bf16.h>
 
 #include "core/error.h"
 
@@ -26,9 +25,6 @@ cublasHandle_t cublas_handle();
 // Row-major single-precision GEMM (float32 throughout).
 void sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda, const float* B,
            int ldb, float beta, float* C, int ldc);
-// Row-major GEMM on tensor cores: bf16 A and B, float32 accumulation and float32 C.
-void gemm_bf16(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const __nv_bfloat16* A, int lda,
-               const __nv_bfloat16* B, int ldb, float beta, float* C, int ldc);
 // The same over `batch` problems whose A, B, C start stride_a, stride_b, stride_c elements apart.
 void sgemm_strided_batched(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
                            long long stride_a, const float* B, int ldb, long long stride_b, float beta, float* C,

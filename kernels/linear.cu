@@ -1,10 +1,16 @@
-// CUDA linear layer through cuBLAS: y = x W^T, dx = dy W, dW += dy^T x, the same three row-major GEMMs
-// as csrc/cpu/linear.cpp. fp32 precision: float32 GEMMs (no TF32). bf16 precision: the operands are
-// converted to bf16 and the GEMMs run on tensor cores with float32 accumulation and float32 outputs
-// (dW accumulates into the float32 gradient).
+// CUDA linear layer: y = x W^T, dx = dy W, dW += dy^T x, the same three row-major GEMMs as
+// csrc/cpu/linear.cpp. fp32 precision (the reference mode): float32 cuBLAS GEMMs (no TF32). bf16
+// precision: the operands are converted to bf16 and the GEMMs run through cuBLASLt on tensor cores with
+// float32 accumulation and float32 outputs (dW accumulates into the float32 gradient with beta = 1).
+//
+// No cuBLASLt epilogue is fused: nanowhale's linear layers have no bias (so no BIAS or BGRAD epilogue),
+// SwiGLU multiplies the two halves of the input projection's output, while Lt's activation epilogues
+// (ReLU, GELU) map each element on its own, and the logits' softcap (tanh) is applied by the
+// cross-entropy kernel, which reads the logits anyway.
 #include "kernels/bf16.cuh"
 #include "kernels/common.cuh"
 #include "kernels/cublas.cuh"
+#include "kernels/cublaslt.cuh"
 #include "ops/linear.h"
 
 namespace nw::cuda {

@@ -643,25 +643,59 @@ double max_abs(const F& v) {
   for (float x : v) m = std::max(m, std::fabs(double(x)));
   return m;
 }
+
+// A device copy of a host vector placed `offset` floats into its allocation: a view that is only as
+// aligned as the offset makes it (a row slice of a larger tensor can be).
+Dev dev_at(const F& v, const Shape& s, int64_t offset) {
+  Dev d{nw::Buffer((v.size() + offset) * sizeof(float), nw::Device::CUDA), nw::Tensor()};
+  d.t = nw::Tensor(static_cast<float*>(d.buf.data()) + offset, nw::DType::F32, nw::Device::CUDA, s);
+  nw::copy_from_host(d.t, v.data());
+  return d;
+}
+
+// One bf16 linear case (cuBLASLt) against the CPU emulation: y, then dx and dW accumulated into a
+// non-zero gradient, then dW alone. Every GPU call runs twice on fresh outputs (the second finds its
+// cached plan) and must give the same bits.
+void check_linear_bf16(int64_t N, int64_t IN, int64_t OUT, int64_t offset) {
+  const nw::Precision bf = nw::Precision::BF16;
+  const std::string tag = " (N" + std::to_string(N) + " in" + std::to_string(IN) + " out" + std::to_string(OUT) +
+                          " offset" + std::to_string(offset) + ")";
+  const Shape xs{N, IN}, ws{OUT, IN}, ys{N, OUT};
+  F x = randn(xs, 50), w = randn(ws, 51), dy = randn(ys, 52), y(N * OUT), yf(N * OUT), dx(N * IN);
+  F dw = randn(ws, 53);
+  Dev x_d = dev(x, xs), w_d = dev(w, ws), dy_d = dev(dy, ys);
+  Dev y1 = dev_at(y, ys, offset), y2 = dev_at(y, ys, offset);
+  Dev dx1 = dev_at(dx, xs, offset), dx2 = dev_at(dx, xs, offset), dw1 = dev_at(dw, ws, offset),
+      dw2 = dev_at(dw, ws, offset);
+  nw::linear_forward(cpu(y, ys), cpu(x, xs), cpu(w, ws), bf);
+  nw::linear_forward(cpu(yf, ys), cpu(x, xs), cpu(w, ws));
+  nw::linear_forward(y1.t, x_d.t, w_d.t, bf);
+  nw::linear_forward(y2.t, x_d.t, w_d.t, bf);
+  expect_close(host<float>(y1), y, kMat, kMatAbs, "linear bf16 y" + tag);
+  expect_not_fp32(host<float>(y1), yf, "linear bf16 y" + tag);
+  expect_bits(host<float>(y1), host<float>(y2), "linear bf16 y run-to-run" + tag);
+  nw::linear_backward(cpu(dx, xs), cpu(dw, ws), cpu(dy, ys), cpu(x, xs), cpu(w, ws), bf);
+  nw::linear_backward(dx1.t, dw1.t, dy_d.t, x_d.t, w_d.t, bf);
+  nw::linear_backward(dx2.t, dw2.t, dy_d.t, x_d.t, w_d.t, bf);
+  expect_close(host<float>(dx1), dx, kMat, kMatAbs, "linear bf16 dx" + tag);
+  expect_close(host<float>(dw1), dw, kMat, kMatAbs, "linear bf16 dw (accumulated)" + tag);
+  expect_bits(host<float>(dx1), host<float>(dx2), "linear bf16 dx run-to-run" + tag);
+  expect_bits(host<float>(dw1), host<float>(dw2), "linear bf16 dw run-to-run" + tag);
+  // Without dx: only dW accumulates again.
+  nw::linear_backward(nw::Tensor(), cpu(dw, ws), cpu(dy, ys), cpu(x, xs), cpu(w, ws), bf);
+  nw::linear_backward(nw::Tensor(), dw1.t, dy_d.t, x_d.t, w_d.t, bf);
+  expect_close(host<float>(dw1), dw, kMat, kMatAbs, "linear bf16 dw without dx" + tag);
+}
 }  // namespace
 
+// The model's dense shapes: widths that are not multiples of 16 (odd leading dimensions in bf16),
+// many tokens (the dW GEMM's K, long enough for cuBLASLt to split), outputs at an unaligned offset.
 TEST(CudaParity, LinearBf16) {
   NW_NEED_CUDA();
-  const nw::Precision bf = nw::Precision::BF16;
-  const int64_t N = 37, IN = 48, OUT = 40;
-  F x = randn({N, IN}, 50), w = randn({OUT, IN}, 51), dy = randn({N, OUT}, 52), y(N * OUT), dx(N * IN);
-  F dw = randn({OUT, IN}, 53), yf(N * OUT);
-  Dev x_d = dev(x, {N, IN}), w_d = dev(w, {OUT, IN}), dy_d = dev(dy, {N, OUT}), y_d = dev(y, {N, OUT});
-  Dev dx_d = dev(dx, {N, IN}), dw_d = dev(dw, {OUT, IN});
-  nw::linear_forward(cpu(y, {N, OUT}), cpu(x, {N, IN}), cpu(w, {OUT, IN}), bf);
-  nw::linear_forward(cpu(yf, {N, OUT}), cpu(x, {N, IN}), cpu(w, {OUT, IN}));
-  nw::linear_forward(y_d.t, x_d.t, w_d.t, bf);
-  expect_close(host<float>(y_d), y, kMat, kMatAbs, "linear bf16 y");
-  expect_not_fp32(host<float>(y_d), yf, "linear bf16 y");
-  nw::linear_backward(cpu(dx, {N, IN}), cpu(dw, {OUT, IN}), cpu(dy, {N, OUT}), cpu(x, {N, IN}), cpu(w, {OUT, IN}), bf);
-  nw::linear_backward(dx_d.t, dw_d.t, dy_d.t, x_d.t, w_d.t, bf);
-  expect_close(host<float>(dx_d), dx, kMat, kMatAbs, "linear bf16 dx");
-  expect_close(host<float>(dw_d), dw, kMat, kMatAbs, "linear bf16 dw (accumulated)");
+  check_linear_bf16(37, 48, 40, 0);
+  check_linear_bf16(70, 70, 37, 0);
+  check_linear_bf16(2048, 48, 40, 0);
+  check_linear_bf16(33, 72, 70, 1);
 }
 
 TEST(CudaParity, GroupedLinearBf16) {

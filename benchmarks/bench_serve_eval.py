@@ -11,7 +11,8 @@ the time to the first content chunk (TTFT) and tokens/s per stream and in total,
 on one-row generations (Engine.stream on threads, no HTTP: concurrent streams interleave one row per forward)
 and on the server's Batcher without HTTP. --baseline-tree DIR also serves the nanowhale package of another
 source tree (DIR/nanowhale, e.g. an older commit's, with its compiled module) and measures it in the same
-rounds, so a change to the server is compared side by side under the same machine load.
+rounds, so a change to the server is compared side by side under the same machine load; --http-only measures the
+servers alone.
 One keep-alive HTTP client (httpx) is shared by the streams, so connection setup is not timed. Medians over
 --repeats; tokens per CPU second of the generating process (this one, or the server's) over all repeats.
 --items 0 skips the evaluation part.
@@ -107,7 +108,7 @@ def served(ckpt, slots: int, threads: int, tree: str | None = None):
 
 
 def bench_server(run, tokens: int, repeats: int, counts: list[int], threads: int,
-                 baseline: str | None = None) -> list[str]:
+                 baseline: str | None = None, http_only: bool = False) -> list[str]:
     engine = Engine(run)
     model = MODEL
 
@@ -149,7 +150,9 @@ def bench_server(run, tokens: int, repeats: int, counts: list[int], threads: int
             results[i].update(ttft=(first or end) - t0, seconds=end - t0, tokens=n)
         return _run_threads(one, streams, results)
 
+    local = {} if http_only else {"direct": direct, "batched": batched}  # the paths measured in this process
     paths = {"direct": "one row per forward (no HTTP)", "batched": "batched (no HTTP)", "http": "batched, HTTP + SSE"}
+    paths = {path: paths[path] for path in [*local, "http"]}
     trees = {"http": None}
     if baseline:
         paths["http baseline"] = f"batched, HTTP + SSE, baseline ({baseline})"
@@ -165,12 +168,13 @@ def bench_server(run, tokens: int, repeats: int, counts: list[int], threads: int
                                                       limits=httpx.Limits(keepalive_expiry=2)))
             stream_once(client, model, PROMPTS[0], 2, {})  # connect and warm up
             servers[path] = client, pid
-        # Repeats go round every configuration in turn, so a busy spell of the machine hits them all alike.
-        for _ in range(repeats):
+        # Repeats go round every configuration in turn, so a busy spell of the machine hits them all alike (the
+        # servers in turn first and second).
+        for repeat in range(repeats):
             for streams in counts:
-                stats[streams, "direct"].append(_with_cpu(lambda: direct(streams), os.getpid()))
-                stats[streams, "batched"].append(_with_cpu(lambda: batched(streams), os.getpid()))
-                for path, (client, pid) in servers.items():
+                for path, measure in local.items():
+                    stats[streams, path].append(_with_cpu(lambda: measure(streams), os.getpid()))
+                for path, (client, pid) in list(servers.items())[:: -1 if repeat % 2 else 1]:
                     results = [{} for _ in range(streams)]
                     stats[streams, path].append(_with_cpu(lambda: _run_threads(
                         lambda i: stream_once(client, model, PROMPTS[i % 4], tokens, results[i]), streams, results),
@@ -224,6 +228,7 @@ def main():
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: all)")
     ap.add_argument("--streams", default="1,4,16", help="concurrent stream counts, comma-separated")
     ap.add_argument("--baseline-tree", help="also serve DIR/nanowhale (another source tree) in the same rounds")
+    ap.add_argument("--http-only", action="store_true", help="measure the servers only (shorter rounds)")
     args = ap.parse_args()
     if args.threads:
         nw.set_num_threads(args.threads)
@@ -234,7 +239,7 @@ def main():
     if args.items:
         print("\n".join(bench_eval(run, args.items, args.gsm8k, args.repeats)) + "\n")
     print("\n".join(bench_server(run, args.tokens, args.repeats, [int(n) for n in args.streams.split(",")],
-                                     args.threads, args.baseline_tree)))
+                                     args.threads, args.baseline_tree, args.http_only)))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@
 #include "ops/moe_router.h"
 #include "ops/optimizer_ops.h"
 #include "ops/residual.h"
+#include "ops/residual_rmsnorm.h"
 #include "ops/rmsnorm.h"
 #include "ops/rope.h"
 
@@ -62,8 +63,11 @@ void clip_control(StepControl*, double*, const Tensor&, float) { no_cuda("clip_c
 int64_t clip_partials(int64_t) { no_cuda("clip_partials"); }
 void scale_by_control(const Tensor&, const StepControl*) { no_cuda("scale_by_control"); }
 void residual_add(const Tensor& x, const Tensor& f) { no_cuda("residual_add"); }
+void residual_rmsnorm_forward(const Tensor& y, const Tensor& rstd, const Tensor& x, const Tensor& f, const Tensor& w, float eps) { no_cuda("residual_rmsnorm_forward"); }
+void residual_rmsnorm_backward(const Tensor& dx, const Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd) { no_cuda("residual_rmsnorm_backward"); }
 void rmsnorm_forward(const Tensor& y, const Tensor& rstd, const Tensor& x, const Tensor& w, float eps) { no_cuda("rmsnorm_forward"); }
 void rmsnorm_backward(const Tensor& dx, const Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd) { no_cuda("rmsnorm_backward"); }
+void rmsnorm_gain_backward(const Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& rstd) { no_cuda("rmsnorm_gain_backward"); }
 void rope_forward(const Tensor& x, const Tensor& cos, const Tensor& sin) { no_cuda("rope_forward"); }
 void rope_backward(const Tensor& dx, const Tensor& cos, const Tensor& sin) { no_cuda("rope_backward"); }
 void rope_tables(const Tensor& cos, const Tensor& sin, double base) { no_cuda("rope_tables"); }

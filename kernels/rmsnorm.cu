@@ -84,16 +84,20 @@ void rmsnorm_backward(const Tensor& dx, const Tensor& dw, const Tensor& dy, cons
   rmsnorm_backward_dx_kernel<<<(N + rows_per_block - 1) / rows_per_block, 32 * rows_per_block>>>(
       dx.ptr<float>(), dy.ptr<float>(), x.ptr<float>(), w.defined() ? w.ptr<float>() : nullptr, rstd.ptr<float>(), N, C);
   NW_CUDA_CHECK(cudaGetLastError());
-  if (dw.defined() && N > 0 && C > 0) {
-    const int chunks = (N + kDwRows - 1) / kDwRows;
-    NW_CHECK(chunks < 65536, "rmsnorm_backward: ", N, " rows exceed the CUDA grid");
-    detail::Scratch partial(size_t(chunks) * C * sizeof(float));
-    rmsnorm_dw_partial_kernel<<<dim3((C + 31) / 32, chunks), dim3(32, kDwLanes)>>>(
-        partial.as<float>(), dy.ptr<float>(), x.ptr<float>(), rstd.ptr<float>(), N, C);
-    NW_CUDA_CHECK(cudaGetLastError());
-    rmsnorm_dw_final_kernel<<<(C + 255) / 256, 256>>>(dw.ptr<float>(), partial.as<float>(), chunks, C);
-    NW_CUDA_CHECK(cudaGetLastError());
-  }
+  if (dw.defined()) rmsnorm_gain_backward(dw, dy, x, rstd);
+}
+
+void rmsnorm_gain_backward(const Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& rstd) {
+  const int N = static_cast<int>(x.size(0)), C = static_cast<int>(x.size(1));
+  if (N == 0 || C == 0) return;
+  const int chunks = (N + kDwRows - 1) / kDwRows;
+  NW_CHECK(chunks < 65536, "rmsnorm gain gradient: ", N, " rows exceed the CUDA grid");
+  detail::Scratch partial(size_t(chunks) * C * sizeof(float));
+  rmsnorm_dw_partial_kernel<<<dim3((C + 31) / 32, chunks), dim3(32, kDwLanes)>>>(
+      partial.as<float>(), dy.ptr<float>(), x.ptr<float>(), rstd.ptr<float>(), N, C);
+  NW_CUDA_CHECK(cudaGetLastError());
+  rmsnorm_dw_final_kernel<<<(C + 255) / 256, 256>>>(dw.ptr<float>(), partial.as<float>(), chunks, C);
+  NW_CUDA_CHECK(cudaGetLastError());
 }
 
 }  // namespace nw::cuda

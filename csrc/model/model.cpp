@@ -20,6 +20,7 @@
 #include "ops/moe_dispatch.h"
 #include "ops/moe_router.h"
 #include "ops/residual.h"
+#include "ops/residual_rmsnorm.h"
 #include "ops/rmsnorm.h"
 #include "ops/rope.h"
 
@@ -325,8 +326,8 @@ double Model::run_forward(const int32_t* tokens, const int32_t* targets, int B, 
   for (int l = 0; l < cfg_.n_layer; ++l) {
     LayerActs& x = a.layers[l];
     const LayerParams& p = a.params[l];
-    // attention
-    rmsnorm_forward(x.ln1, x.ln1_rstd, x.resid_in, P(p.attn_norm), cfg_.norm_eps);
+    // attention (layers after the first get ln1 from the previous layer's residual_rmsnorm_forward)
+    if (l == 0) rmsnorm_forward(x.ln1, x.ln1_rstd, x.resid_in, P(p.attn_norm), cfg_.norm_eps);
     linear_forward(x.q_raw, x.ln1, P(p.wq), prec_);
     linear_forward(x.k_raw, x.ln1, P(p.wk), prec_);
     linear_forward(x.v.view({N, KVH * D}), x.ln1, P(p.wv), prec_);
@@ -361,10 +362,10 @@ double Model::run_forward(const int32_t* tokens, const int32_t* targets, int B, 
       attention_forward(x.att, x.lse, x.q, x.k, x.v, cfg_.window_of_layer(l), prec_);
     }
     linear_forward(x.mid, x.att.view({N, H * D}), P(p.wo), prec_);
-    residual_add(x.mid, x.resid_in);
+    residual_rmsnorm_forward(x.ln2, x.ln2_rstd, x.mid, x.resid_in, P(p.mlp_norm), cfg_.norm_eps);
     // feed-forward
-    const Tensor out = l + 1 < cfg_.n_layer ? a.layers[l + 1].resid_in : a.final_in;
-    rmsnorm_forward(x.ln2, x.ln2_rstd, x.mid, P(p.mlp_norm), cfg_.norm_eps);
+    const bool last = l + 1 == cfg_.n_layer;
+    const Tensor out = last ? a.final_in : a.layers[l + 1].resid_in;
     if (p.moe_index < 0) {
       linear_forward(x.pre, x.ln2, P(p.w_in), prec_);
       activation_forward(act_, x.h, x.pre);
@@ -391,9 +392,14 @@ double Model::run_forward(const int32_t* tokens, const int32_t* targets, int B, 
         residual_add(out, a.d_tmp);
       }
     }
-    residual_add(out, x.mid);
+    // the feed-forward residual, fused with the next layer's attention norm (or the final norm)
+    if (last) {
+      residual_rmsnorm_forward(a.lnf, a.lnf_rstd, out, x.mid, P(final_norm_index()), cfg_.norm_eps);
+    } else {
+      LayerActs& next = a.layers[l + 1];
+      residual_rmsnorm_forward(next.ln1, next.ln1_rstd, out, x.mid, P(a.params[l + 1].attn_norm), cfg_.norm_eps);
+    }
   }
-  rmsnorm_forward(a.lnf, a.lnf_rstd, a.final_in, P(final_norm_index()), cfg_.norm_eps);
   linear_forward(a.logits, a.lnf, P(head_index()), prec_);
   return balance;
 }
@@ -445,8 +451,7 @@ void Model::run_backward(int B, int T, float grad_scale) {
       linear_backward(a.d_tmp, G(p.router), a.d_router, x.ln2, P(p.router));  // fp32, as its forward
       residual_add(a.d_ln, a.d_tmp);
     }
-    rmsnorm_backward(a.d_tmp, G(p.mlp_norm), a.d_ln, x.mid, P(p.mlp_norm), x.ln2_rstd);
-    residual_add(a.d_resid, a.d_tmp);  // now d(mid)
+    residual_rmsnorm_backward(a.d_resid, G(p.mlp_norm), a.d_ln, x.mid, P(p.mlp_norm), x.ln2_rstd);  // now d(mid)
     // attention: mid = resid_in + wo(att)
     linear_backward(a.d_att.view({N, H * D}), G(p.wo), a.d_resid, x.att.view({N, H * D}), P(p.wo), prec_);
     attention_backward(a.d_q, a.d_k, a.d_v, a.d_att, x.q, x.k, x.v, x.att, x.lse, cfg_.window_of_layer(l),
@@ -462,8 +467,8 @@ void Model::run_backward(int B, int T, float grad_scale) {
     residual_add(a.d_ln, a.d_tmp);
     linear_backward(a.d_tmp, G(p.wv), a.d_v.view({N, KVH * D}), x.ln1, P(p.wv), prec_);
     residual_add(a.d_ln, a.d_tmp);
-    rmsnorm_backward(a.d_tmp, G(p.attn_norm), a.d_ln, x.resid_in, P(p.attn_norm), x.ln1_rstd);
-    residual_add(a.d_resid, a.d_tmp);  // now d(resid_in)
+    // now d(resid_in)
+    residual_rmsnorm_backward(a.d_resid, G(p.attn_norm), a.d_ln, x.resid_in, P(p.attn_norm), x.ln1_rstd);
   }
   embedding_backward(G(0), a.d_resid, a.tokens);
 }

@@ -2,8 +2,8 @@
 // Inputs are built on the host, run through the CPU op and (copied to the device) through the CUDA op,
 // and the results compared: fp32 elementwise ops tightly (rel 1e-5), reductions and matmul-heavy paths
 // at ~1e-4, routing decisions (top-k indices, dispatch permutations) bit for bit. Reductions that must
-// be deterministic (embedding backward, rmsnorm dw, attention backward, combine backward, grouped dW,
-// sum_squares) are also run twice and must give identical bits.
+// be deterministic (embedding backward, rmsnorm dw, residual_rmsnorm dx, attention backward, combine
+// backward, grouped dW, sum_squares) are also run twice and must give identical bits.
 //
 // Without a usable CUDA device every test is skipped; with NANOWHALE_REQUIRE_CUDA=1 it fails instead,
 // so a GPU CI job cannot pass by skipping.
@@ -30,6 +30,7 @@
 #include "ops/moe_router.h"
 #include "ops/optimizer_ops.h"
 #include "ops/residual.h"
+#include "ops/residual_rmsnorm.h"
 #include "ops/rmsnorm.h"
 #include "ops/rope.h"
 
@@ -261,6 +262,37 @@ TEST(CudaParity, RMSNorm) {
     nw::rmsnorm_backward(dx_d.t, dw2.t, dy_d.t, x_d.t, wg, r_d.t);
     expect_close(host<float>(dw1), dw, kMat, kMatAbs, "rmsnorm dw (accumulated)" + tag);
     expect_bits(host<float>(dw1), host<float>(dw2), "rmsnorm dw run-to-run" + tag);
+  }
+}
+
+TEST(CudaParity, ResidualRMSNorm) {
+  NW_NEED_CUDA();
+  // C of 96, 200 and 1100 use the three row-block sizes; 600 rows span three chunks of the gain gradient.
+  for (auto [N, C] : {std::pair<int64_t, int64_t>{45, 96}, {600, 200}, {7, 1100}})
+  for (bool with_w : {true, false}) {
+    F x = randn({N, C}, 51, 2.0), f = randn({N, C}, 52), w = randn({C}, 53, 0.3), dy = randn({N, C}, 54);
+    for (float& v : w) v += 1.f;
+    const std::string tag = std::string(with_w ? " (gain" : " (no gain") + ", N " + std::to_string(N) + ")";
+    F y(N * C), r(N), d = randn({N, C}, 55), dw = randn({C}, 56);
+    Dev x_d = dev(x, {N, C}), f_d = dev(f, {N, C}), w_d = dev(w, {C}), dy_d = dev(dy, {N, C}), y_d = dev(y, {N, C});
+    Dev r_d = dev(r, {N}), d1 = dev(d, {N, C}), d2 = dev(d, {N, C}), dw1 = dev(dw, {C}), dw2 = dev(dw, {C});
+    const nw::Tensor wc = with_w ? cpu(w, {C}) : nw::Tensor(), wg = with_w ? w_d.t : nw::Tensor();
+    nw::residual_rmsnorm_forward(cpu(y, {N, C}), cpu(r, {N}), cpu(x, {N, C}), cpu(f, {N, C}), wc, 1e-6f);
+    nw::residual_rmsnorm_forward(y_d.t, r_d.t, x_d.t, f_d.t, wg, 1e-6f);
+    expect_close(host<float>(x_d), x, kTight, kTightAbs, "residual_rmsnorm stream" + tag);
+    expect_close(host<float>(y_d), y, kMat, kMatAbs, "residual_rmsnorm y" + tag);
+    expect_close(host<float>(r_d), r, kMat, kMatAbs, "residual_rmsnorm rstd" + tag);
+    // Backward from the CPU's stream and statistics on both sides; d accumulates.
+    Dev xs_d = dev(x, {N, C}), rs_d = dev(r, {N});
+    nw::residual_rmsnorm_backward(cpu(d, {N, C}), with_w ? cpu(dw, {C}) : nw::Tensor(), cpu(dy, {N, C}),
+                                  cpu(x, {N, C}), wc, cpu(r, {N}));
+    nw::residual_rmsnorm_backward(d1.t, with_w ? dw1.t : nw::Tensor(), dy_d.t, xs_d.t, wg, rs_d.t);
+    nw::residual_rmsnorm_backward(d2.t, with_w ? dw2.t : nw::Tensor(), dy_d.t, xs_d.t, wg, rs_d.t);
+    expect_close(host<float>(d1), d, kMat, kMatAbs, "residual_rmsnorm dx (accumulated)" + tag);
+    expect_bits(host<float>(d1), host<float>(d2), "residual_rmsnorm dx run-to-run" + tag);
+    if (!with_w) continue;
+    expect_close(host<float>(dw1), dw, kMat, kMatAbs, "residual_rmsnorm dw (accumulated)" + tag);
+    expect_bits(host<float>(dw1), host<float>(dw2), "residual_rmsnorm dw run-to-run" + tag);
   }
 }
 

@@ -56,7 +56,7 @@ void moe_accumulate_counts(const Tensor& total, const Tensor& counts) { no_cuda(
 void moe_update_bias(const Tensor& bias, const Tensor& counts, float gamma) { no_cuda("moe_update_bias"); }
 void adamw_update(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v, const AdamWArgs& a) { no_cuda("adamw_update"); }
 void muon_update(const Tensor& param, const Tensor& grad, const Tensor& momentum, const Tensor& workspace, const MuonArgs& a) { no_cuda("muon_update"); }
-void newton_schulz(const Tensor& x, const Tensor& workspace, int steps) { no_cuda("newton_schulz"); }
+void newton_schulz(const Tensor& x, const Tensor& workspace, int steps, Precision p) { no_cuda("newton_schulz"); }
 double sum_squares(const Tensor& x) { no_cuda("sum_squares"); }
 void scale_inplace(const Tensor& x, float s) { no_cuda("scale_inplace"); }
 void clip_control(StepControl*, double*, const Tensor&, float) { no_cuda("clip_control"); }

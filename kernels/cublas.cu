@@ -58,4 +58,14 @@ void sgemm_strided_batched(bool ta, bool tb, int M, int N, int K, float alpha, c
                                             lda, stride_a, &beta, C, ldc, stride_c, batch));
 }
 
+void gemm_bf16_strided_batched(bool ta, bool tb, int M, int N, int K, float alpha, const __nv_bfloat16* A, int lda,
+                               long long stride_a, const __nv_bfloat16* B, int ldb, long long stride_b, float beta,
+                               float* C, int ldc, long long stride_c, int batch) {
+  if (M == 0 || N == 0 || batch == 0) return;
+  NW_CUBLAS_CHECK(cublasGemmStridedBatchedEx(cublas_handle(), tb ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                             ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha, B, CUDA_R_16BF, ldb,
+                                             stride_b, A, CUDA_R_16BF, lda, stride_a, &beta, C, CUDA_R_32F, ldc,
+                                             stride_c, batch, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
 }  // namespace nw::cuda

@@ -3,6 +3,7 @@
 // (C (M, N) = alpha op(A) (M, K) op(B) (K, N) + beta C, leading dimensions of row-major storage).
 #pragma once
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
 
 #include "core/error.h"
 
@@ -29,5 +30,10 @@ void sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const f
 void sgemm_strided_batched(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
                            long long stride_a, const float* B, int ldb, long long stride_b, float beta, float* C,
                            int ldc, long long stride_c, int batch);
+// The batched GEMM on tensor cores: bf16 A and B, float32 accumulation and float32 C (Muon batches a
+// parameter's matrices with it; the dense layers use cuBLASLt, kernels/cublaslt.cuh).
+void gemm_bf16_strided_batched(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const __nv_bfloat16* A,
+                               int lda, long long stride_a, const __nv_bfloat16* B, int ldb, long long stride_b,
+                               float beta, float* C, int ldc, long long stride_c, int batch);
 
 }  // namespace nw::cuda

@@ -6,11 +6,18 @@
 // - clip_control: the same sum, then the norm, the clipping scale and whether the step applies, all
 //   written to a StepControl in device memory; scale_by_control and the updates read it there (an update
 //   given a control with apply == 0 returns before touching memory), so a step never waits on the host.
-// - newton_schulz / muon_update: the M matrices of a parameter are orthogonalised together with
-//   strided-batched cuBLAS GEMMs on the wide orientation (a tall matrix is transposed first), after a
-//   Frobenius normalisation X / (||X|| + 1e-7) computed per matrix in float64 on the device.
+// - newton_schulz / muon_update: the M matrices of a parameter (a layer's experts) are orthogonalised
+//   together, one strided-batched cuBLAS GEMM per product on the wide orientation (a tall matrix is
+//   transposed first), after a Frobenius normalisation X / (||X|| + 1e-7) computed per matrix on the
+//   device (float64 partial sums over fixed chunks, summed in a fixed order: no host read, same bits
+//   every run). In bf16 precision the GEMMs run on tensor cores (bf16 operands, float32 accumulation);
+//   in fp32 they stay plain float32 (no TF32). All scratch comes from the caller's workspace.
 #include <algorithm>
 #include <cmath>
+
+#include <cuda_bf16.h>
+
+#include <cstdint>
 
 #include "kernels/common.cuh"
 #include "kernels/cublas.cuh"
@@ -85,26 +92,103 @@ void launch_sum_squares_partials(double* partial, const float* x, int64_t n) {
   NW_CUDA_LAUNCH_CHECK();
 }
 
+constexpr int64_t kNormChunk = 1 << 14;  // elements per partial sum of a matrix's Frobenius norm
+
+// Newton–Schulz scratch for M matrices on the wide orientation (m, n), carved from the caller's
+// workspace, each array 32-byte aligned: X, Y (M, m, n) and A, B (M, m, m) in float32; in bf16
+// precision the bf16 operands Xh (M, m, n), Ah, Bh (M, m, m); for muon_update the update u (M, R, C).
+struct NsScratch {
+  float *X, *Y, *A, *B, *u;
+  __nv_bfloat16 *Xh, *Ah, *Bh;
+};
+
+NsScratch carve_ns_scratch(const Tensor& workspace, int64_t M, int64_t m, int64_t n, Precision p, bool with_update) {
+  char* const begin = static_cast<char*>(workspace.data);
+  char* at = begin;
+  auto take = [&](int64_t count, size_t elem) {
+    at = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(at) + 31) & ~uintptr_t(31));
+    char* r = at;
+    at += count * elem;
+    return r;
+  };
+  const bool bf16 = p == Precision::BF16;
+  NsScratch s{};
+  s.X = reinterpret_cast<float*>(take(M * m * n, sizeof(float)));
+  // Y also holds the norm's float64 partial sums (M * P) before the first step.
+  const int64_t partials = M * ((m * n + kNormChunk - 1) / kNormChunk);
+  s.Y = reinterpret_cast<float*>(take(std::max(M * m * n, 2 * partials), sizeof(float)));
+  s.A = reinterpret_cast<float*>(take(M * m * m, sizeof(float)));
+  s.B = reinterpret_cast<float*>(take(M * m * m, sizeof(float)));
+  if (bf16) {
+    s.Xh = reinterpret_cast<__nv_bfloat16*>(take(M * m * n, sizeof(__nv_bfloat16)));
+    s.Ah = reinterpret_cast<__nv_bfloat16*>(take(M * m * m, sizeof(__nv_bfloat16)));
+    s.Bh = reinterpret_cast<__nv_bfloat16*>(take(M * m * m, sizeof(__nv_bfloat16)));
+  }
+  if (with_update) s.u = reinterpret_cast<float*>(take(M * m * n, sizeof(float)));
+  NW_CHECK(static_cast<size_t>(at - begin) <= workspace.nbytes(), "newton_schulz: workspace of ", workspace.nbytes(),
+           " bytes, needs ", at - begin);
+  return s;
+}
+
+// grid (P, M): partial[mat * P + p] = the sum of squares of chunk p of u[mat] (n elements), in float64
+// through a fixed tree: the same bits on every run.
+__global__ void frobenius_partial_kernel(double* partial, const float* u, int64_t n, int P) {
+  const float* x = u + blockIdx.y * n;
+  const int64_t begin = blockIdx.x * kNormChunk, end = min(n, begin + kNormChunk);
+  double s = 0;
+  for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) s += double(x[i]) * double(x[i]);
+  s = detail::block_sum(s);
+  if (threadIdx.x == 0) partial[int64_t(blockIdx.y) * P + blockIdx.x] = s;
+}
+
+// grid (Q, M): X[mat] = u[mat] / (||u[mat]||_F + 1e-7), transposed to (C, R) when tall, and Xh = bf16(X)
+// when given. Every block sums its matrix's P partials in the same fixed order.
+__global__ void frobenius_normalize_kernel(float* X, __nv_bfloat16* Xh, const float* u, const double* partial, int P,
+                                           int64_t R, int64_t C, bool tall) {
+  __shared__ float inv;
+  const int64_t n = R * C, mat = blockIdx.y;
+  if (threadIdx.x < 32) {
+    double s = 0;
+    for (int q = threadIdx.x; q < P; q += 32) s += partial[mat * P + q];
+    s = detail::warp_sum(s);
+    if (threadIdx.x == 0) inv = static_cast<float>(1.0 / (sqrt(s) + 1e-7));
+  }
+  __syncthreads();
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(blockDim.x) * gridDim.x) {
+    const float v = u[mat * n + i] * inv;
+    const int64_t dst = mat * n + (tall ? (i % C) * R + i / C : i);
+    X[dst] = v;
+    if (Xh) Xh[dst] = __float2bfloat16_rn(v);
+  }
+}
+
+// B = A (float32, for the b A term) and Ah = bf16(A) (the operand of A A).
+__global__ void split_gram_kernel(float* B, __nv_bfloat16* Ah, const float* A, int64_t n) {
+  NW_GRID_STRIDE(i, n) {
+    B[i] = A[i];
+    Ah[i] = __float2bfloat16_rn(A[i]);
+  }
+}
+
+__global__ void to_bf16_kernel(__nv_bfloat16* dst, const float* src, int64_t n) {
+  NW_GRID_STRIDE(i, n) dst[i] = __float2bfloat16_rn(src[i]);
+}
+
+// X = a X + Y, and Xh = bf16(X) when given (the next step's operand).
+__global__ void ns_step_kernel(float* X, __nv_bfloat16* Xh, const float* Y, float a, int64_t n) {
+  NW_GRID_STRIDE(i, n) {
+    const float x = a * X[i] + Y[i];
+    X[i] = x;
+    if (Xh) Xh[i] = __float2bfloat16_rn(x);
+  }
+}
+
 // dst[mat] (C, R) = src[mat] (R, C)^T for M matrices.
 __global__ void transpose_kernel(float* dst, const float* src, int64_t M, int64_t R, int64_t C) {
   NW_GRID_STRIDE(idx, M * R * C) {
     const int64_t mat = idx / (R * C), rc = idx % (R * C), i = rc / C, j = rc % C;
     dst[mat * R * C + j * R + i] = src[idx];
   }
-}
-
-// One block per matrix: X <- X / (||X||_F + 1e-7), the norm summed in float64.
-__global__ void frobenius_normalize_kernel(float* x, int64_t n) {
-  float* X = x + blockIdx.x * n;
-  double ss = 0;
-  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) ss += double(X[i]) * double(X[i]);
-  ss = detail::block_sum(ss);
-  const float inv = static_cast<float>(1.0 / (sqrt(ss) + 1e-7));
-  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) X[i] *= inv;
-}
-
-__global__ void axpy_kernel(float* x, const float* y, float a, int64_t n) {  // x = a x + y
-  NW_GRID_STRIDE(i, n) x[i] = a * x[i] + y[i];
 }
 
 __global__ void muon_momentum_kernel(float* u, float* buf, const float* g, int64_t n, float mu, bool nesterov,
@@ -117,46 +201,54 @@ __global__ void muon_momentum_kernel(float* u, float* buf, const float* g, int64
   }
 }
 
-__global__ void muon_apply_kernel(float* w, const float* u, int64_t n, float decay, float lr, float scale,
-                                  const StepControl* control) {
+// W = W decay - lr scale NS(u), reading NS(u) from the iterate X (stored (C, R) per matrix when tall).
+__global__ void muon_apply_kernel(float* w, const float* X, int64_t M, int64_t R, int64_t C, bool tall, float decay,
+                                  float lr, float scale, const StepControl* control) {
   if (!step_applies(control)) return;
-  NW_GRID_STRIDE(i, n) w[i] = w[i] * decay - lr * scale * u[i];
+  NW_GRID_STRIDE(idx, M * R * C) {
+    const int64_t mat = idx / (R * C), rc = idx % (R * C);
+    const float o = tall ? X[mat * R * C + (rc % C) * R + rc / C] : X[idx];
+    w[idx] = w[idx] * decay - lr * scale * o;
+  }
 }
 
-// Orthogonalises the M (R, C) matrices at u in place. ws holds M * newton_schulz_workspace_numel(R, C)
-// floats: X, Y (M, m, n) then A, B (M, m, m), with (m, n) the wide orientation.
-void newton_schulz_batched(float* u, int64_t M, int64_t R, int64_t C, int steps, float* ws) {
+// Orthogonalises the M (R, C) matrices at u into s.X (wide orientation (m, n) per matrix), all M in one
+// batched GEMM per product. In bf16 precision the GEMMs read bf16 copies of X, A and B, converted at the
+// points where the CPU emulation rounds (csrc/cpu/optimizer_ops.cpp), and accumulate in float32.
+void newton_schulz_batched(const float* u, int64_t M, int64_t R, int64_t C, int steps, Precision p,
+                           const NsScratch& s) {
   constexpr float a = 3.4445f, b = -4.7750f, c = 2.0315f;
-  const bool tall = R > C;
+  const bool tall = R > C, bf16 = p == Precision::BF16;
   const int64_t m = tall ? C : R, n = tall ? R : C, mn = m * n, mm = m * m;
-  if (M == 0 || mn == 0) return;
-  NW_CHECK(M * mn < (int64_t(1) << 31) && M < (int64_t(1) << 31), "newton_schulz: matrices too large");
-  float* X = ws;
-  float* Y = X + M * mn;
-  float* A = Y + M * mn;
-  float* B = A + M * mm;
-  if (tall) {
-    transpose_kernel<<<detail::grid_for(M * mn), 256>>>(X, u, M, R, C);
-    NW_CUDA_LAUNCH_CHECK();
-  } else {
-    NW_CUDA_CHECK(cudaMemcpyAsync(X, u, M * mn * sizeof(float), cudaMemcpyDeviceToDevice, 0));
-  }
-  frobenius_normalize_kernel<<<static_cast<unsigned>(M), 256>>>(X, mn);
+  NW_CHECK(M * mn < (int64_t(1) << 31) && M <= 65535, "newton_schulz: ", M, " matrices of ", R, "x", C,
+           " are too many or too large for one batch");
+  // The norm's partial sums use Y, free until the first step (carve_ns_scratch sized it for them).
+  const int P = static_cast<int>((mn + kNormChunk - 1) / kNormChunk);
+  double* partial = reinterpret_cast<double*>(s.Y);
+  frobenius_partial_kernel<<<dim3(P, unsigned(M)), 256>>>(partial, u, mn, P);
+  NW_CUDA_LAUNCH_CHECK();
+  const unsigned q = std::min<unsigned>(detail::grid_for(mn), 1024);
+  frobenius_normalize_kernel<<<dim3(q, unsigned(M)), 256>>>(s.X, bf16 ? s.Xh : nullptr, u, partial, P, R, C, tall);
   NW_CUDA_LAUNCH_CHECK();
   const int mi = int(m), ni = int(n), Mi = int(M);
   for (int it = 0; it < steps; ++it) {
-    sgemm_strided_batched(false, true, mi, mi, ni, 1.f, X, ni, mn, X, ni, mn, 0.f, A, mi, mm, Mi);  // A = X X^T
-    NW_CUDA_CHECK(cudaMemcpyAsync(B, A, M * mm * sizeof(float), cudaMemcpyDeviceToDevice, 0));
-    sgemm_strided_batched(false, false, mi, mi, mi, c, A, mi, mm, A, mi, mm, b, B, mi, mm, Mi);     // B = b A + c A A
-    sgemm_strided_batched(false, false, mi, ni, mi, 1.f, B, mi, mm, X, ni, mn, 0.f, Y, ni, mn, Mi); // Y = B X
-    axpy_kernel<<<detail::grid_for(M * mn), 256>>>(X, Y, a, M * mn);                                 // X = a X + Y
+    if (bf16) {
+      gemm_bf16_strided_batched(false, true, mi, mi, ni, 1.f, s.Xh, ni, mn, s.Xh, ni, mn, 0.f, s.A, mi, mm, Mi);
+      split_gram_kernel<<<detail::grid_for(M * mm), 256>>>(s.B, s.Ah, s.A, M * mm);
+      NW_CUDA_LAUNCH_CHECK();
+      gemm_bf16_strided_batched(false, false, mi, mi, mi, c, s.Ah, mi, mm, s.Ah, mi, mm, b, s.B, mi, mm, Mi);
+      to_bf16_kernel<<<detail::grid_for(M * mm), 256>>>(s.Bh, s.B, M * mm);
+      NW_CUDA_LAUNCH_CHECK();
+      gemm_bf16_strided_batched(false, false, mi, ni, mi, 1.f, s.Bh, mi, mm, s.Xh, ni, mn, 0.f, s.Y, ni, mn, Mi);
+    } else {
+      sgemm_strided_batched(false, true, mi, mi, ni, 1.f, s.X, ni, mn, s.X, ni, mn, 0.f, s.A, mi, mm, Mi);  // A = X X^T
+      NW_CUDA_CHECK(cudaMemcpyAsync(s.B, s.A, M * mm * sizeof(float), cudaMemcpyDeviceToDevice, 0));
+      sgemm_strided_batched(false, false, mi, mi, mi, c, s.A, mi, mm, s.A, mi, mm, b, s.B, mi, mm, Mi);  // bA + cAA
+      sgemm_strided_batched(false, false, mi, ni, mi, 1.f, s.B, mi, mm, s.X, ni, mn, 0.f, s.Y, ni, mn, Mi); // Y = B X
+    }
+    const bool next_operand = bf16 && it + 1 < steps;
+    ns_step_kernel<<<detail::grid_for(M * mn), 256>>>(s.X, next_operand ? s.Xh : nullptr, s.Y, a, M * mn);
     NW_CUDA_LAUNCH_CHECK();
-  }
-  if (tall) {
-    transpose_kernel<<<detail::grid_for(M * mn), 256>>>(u, X, M, C, R);
-    NW_CUDA_LAUNCH_CHECK();
-  } else {
-    NW_CUDA_CHECK(cudaMemcpyAsync(u, X, M * mn * sizeof(float), cudaMemcpyDeviceToDevice, 0));
   }
 }
 }  // namespace
@@ -173,9 +265,18 @@ void adamw_update(const Tensor& param, const Tensor& grad, const Tensor& m, cons
   NW_CUDA_LAUNCH_CHECK();
 }
 
-void newton_schulz(const Tensor& x, const Tensor& workspace, int steps) {
+void newton_schulz(const Tensor& x, const Tensor& workspace, int steps, Precision p) {
   detail::require_f32("newton_schulz", {&x, &workspace});
-  newton_schulz_batched(x.ptr<float>(), 1, x.size(0), x.size(1), steps, workspace.ptr<float>());
+  const int64_t R = x.size(0), C = x.size(1);
+  if (R * C == 0) return;
+  const NsScratch s = carve_ns_scratch(workspace, 1, std::min(R, C), std::max(R, C), p, false);
+  newton_schulz_batched(x.ptr<float>(), 1, R, C, steps, p, s);
+  if (R > C) {
+    transpose_kernel<<<detail::grid_for(R * C), 256>>>(x.ptr<float>(), s.X, 1, C, R);
+    NW_CUDA_LAUNCH_CHECK();
+  } else {
+    NW_CUDA_CHECK(cudaMemcpyAsync(x.data, s.X, R * C * sizeof(float), cudaMemcpyDeviceToDevice, 0));
+  }
 }
 
 void muon_update(const Tensor& param, const Tensor& grad, const Tensor& momentum, const Tensor& workspace,
@@ -184,18 +285,14 @@ void muon_update(const Tensor& param, const Tensor& grad, const Tensor& momentum
   const int64_t M = param.size(0), R = param.size(1), C = param.size(2), n = M * R * C;
   if (n == 0) return;
   const float scale = float(std::sqrt(std::max(1.0, double(R) / double(C))));
-  const int64_t ns_numel = newton_schulz_workspace_numel(R, C);
-  // One matrix fits the caller's workspace (NS scratch, then the update). Several matrices are
-  // orthogonalised in one batch, whose scratch comes from the stream-ordered pool.
-  detail::Scratch batch_ws(M > 1 ? M * muon_workspace_numel(R, C) * sizeof(float) : 0);
-  float* ws = M > 1 ? batch_ws.as<float>() : workspace.ptr<float>();
-  float* u = ws + M * ns_numel;  // (M, R, C) updates after the NS scratch
-  muon_momentum_kernel<<<detail::grid_for(n), 256>>>(u, momentum.ptr<float>(), grad.ptr<float>(), n, a.momentum,
+  // All M matrices in one batch, in the caller's workspace (M slots): nothing is allocated here.
+  const NsScratch s = carve_ns_scratch(workspace, M, std::min(R, C), std::max(R, C), a.precision, true);
+  muon_momentum_kernel<<<detail::grid_for(n), 256>>>(s.u, momentum.ptr<float>(), grad.ptr<float>(), n, a.momentum,
                                                      a.nesterov, a.control);
   NW_CUDA_LAUNCH_CHECK();
-  newton_schulz_batched(u, M, R, C, a.ns_steps, ws);
-  muon_apply_kernel<<<detail::grid_for(n), 256>>>(param.ptr<float>(), u, n, 1.f - a.lr * a.weight_decay, a.lr, scale,
-                                                a.control);
+  newton_schulz_batched(s.u, M, R, C, a.ns_steps, a.precision, s);
+  muon_apply_kernel<<<detail::grid_for(n), 256>>>(param.ptr<float>(), s.X, M, R, C, R > C,
+                                                  1.f - a.lr * a.weight_decay, a.lr, scale, a.control);
   NW_CUDA_LAUNCH_CHECK();
 }
 

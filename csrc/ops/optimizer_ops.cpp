@@ -7,12 +7,19 @@
 
 namespace nw {
 
-int64_t newton_schulz_workspace_numel(int64_t R, int64_t C) {
-  const int64_t m = std::min(R, C);
-  return 2 * R * C + 2 * m * m;
+int64_t newton_schulz_workspace_numel(int64_t R, int64_t C, Precision p) {
+  // The iterate X and the product Y (R*C each), A = X X^T and B (m*m each); bf16 adds the rounded
+  // operands of the three matmuls (X, A, B: float32 copies on the CPU, half that as bf16 on CUDA).
+  // The slack of 64 lets the CUDA backend align each of its arrays to 32 bytes.
+  const int64_t m = std::min(R, C), fp32 = 2 * R * C + 2 * m * m + 64;
+  return p == Precision::BF16 ? fp32 + R * C + 2 * m * m : fp32;
 }
 
-int64_t muon_workspace_numel(int64_t R, int64_t C) { return newton_schulz_workspace_numel(R, C) + R * C; }
+int64_t muon_workspace_numel(int64_t R, int64_t C, Precision p) {
+  return newton_schulz_workspace_numel(R, C, p) + R * C;
+}
+
+int64_t muon_workspace_slots(int64_t M, Device d) { return d == Device::CUDA ? M : 1; }
 
 void adamw_update(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v, const AdamWArgs& a) {
   const profiler::Scope scope("adamw_update", param.device);
@@ -35,19 +42,23 @@ void muon_update(const Tensor& param, const Tensor& grad, const Tensor& momentum
     NW_CHECK(t->numel() == param.numel(), "muon_update: ", t->describe(), " does not match ", param.describe());
   }
   check_same(param, workspace, "muon_update");
-  NW_CHECK(workspace.numel() >= muon_workspace_numel(param.size(1), param.size(2)), "muon_update: workspace too small");
+  const int64_t need = muon_workspace_slots(param.size(0), param.device) *
+                       muon_workspace_numel(param.size(1), param.size(2), a.precision);
+  NW_CHECK(workspace.numel() >= need, "muon_update: workspace of ", workspace.numel(), " elements, ",
+           precision_name(a.precision), " Muon of ", param.describe(), " needs ", need);
   NW_CHECK(!a.control || param.device == Device::CUDA, "muon_update: a device StepControl needs CUDA tensors");
   if (param.device == Device::CUDA) return cuda::muon_update(param, grad, momentum, workspace, a);
   NW_DISPATCH_CPU(param.dtype, T, cpu::muon_update<T>(param, grad, momentum, workspace, a));
 }
 
-void newton_schulz(const Tensor& x, const Tensor& workspace, int steps) {
+void newton_schulz(const Tensor& x, const Tensor& workspace, int steps, Precision p) {
   const profiler::Scope scope("newton_schulz", x.device);
   NW_CHECK(x.ndim == 2, "newton_schulz: x must be (R, C), got ", x.describe());
   check_same(x, workspace, "newton_schulz");
-  NW_CHECK(workspace.numel() >= newton_schulz_workspace_numel(x.size(0), x.size(1)), "newton_schulz: workspace too small");
-  if (x.device == Device::CUDA) return cuda::newton_schulz(x, workspace, steps);
-  NW_DISPATCH_CPU(x.dtype, T, cpu::newton_schulz<T>(x, workspace, steps));
+  NW_CHECK(workspace.numel() >= newton_schulz_workspace_numel(x.size(0), x.size(1), p),
+           "newton_schulz: workspace too small");
+  if (x.device == Device::CUDA) return cuda::newton_schulz(x, workspace, steps, p);
+  NW_DISPATCH_CPU(x.dtype, T, cpu::newton_schulz<T>(x, workspace, steps, p));
 }
 
 double sum_squares(const Tensor& x) {

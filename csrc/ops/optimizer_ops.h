@@ -1,6 +1,7 @@
 // Elementwise optimizer math over flat tensors: AdamW, the Muon update of one or more matrices,
 // and the deterministic squared norm used for clipping.
 #pragma once
+#include "core/precision.h"
 #include "core/tensor.h"
 
 namespace nw {
@@ -24,18 +25,26 @@ struct MuonArgs {
   float lr, momentum, weight_decay;
   int ns_steps;
   bool nesterov;
+  // Operands of the Newton–Schulz matmuls. bf16 rounds them (fp32 accumulation); the momentum buffer,
+  // the iterate between matmuls, the update and the weights stay float32 in both precisions.
+  Precision precision = Precision::FP32;
   const StepControl* control = nullptr;  // CUDA: device memory; the update is skipped when apply is 0
 };
 // param, grad, momentum: (M, R, C), M independent matrices (experts) each orthogonalised on its own.
 // Update: buf = mu*buf + g; u = nesterov ? g + mu*buf : buf; W = W*(1 - lr*wd) - lr*scale*NS(u),
-// scale = sqrt(max(1, R/C)).
+// scale = sqrt(max(1, R/C)). The workspace holds muon_workspace_slots(M, device) slots of
+// muon_workspace_numel(R, C, precision) elements.
 void muon_update(const Tensor& param, const Tensor& grad, const Tensor& momentum, const Tensor& workspace,
                  const MuonArgs& a);
-// Elements of scratch space newton_schulz and muon_update need for (R, C) matrices.
-int64_t newton_schulz_workspace_numel(int64_t R, int64_t C);
-int64_t muon_workspace_numel(int64_t R, int64_t C);
-// Newton–Schulz orthogonalisation of one (R, C) matrix in place (quintic, 3.4445/-4.7750/2.0315).
-void newton_schulz(const Tensor& x /*(R, C)*/, const Tensor& workspace, int steps);
+// Elements of scratch space newton_schulz needs for one (R, C) matrix, and muon_update per slot.
+int64_t newton_schulz_workspace_numel(int64_t R, int64_t C, Precision p = Precision::FP32);
+int64_t muon_workspace_numel(int64_t R, int64_t C, Precision p = Precision::FP32);
+// Slots muon_update needs at least for M matrices: CUDA orthogonalises all M in one batch (M slots);
+// the CPU works through them with one slot per thread and needs one (more slots, more threads at once).
+int64_t muon_workspace_slots(int64_t M, Device d);
+// Newton–Schulz orthogonalisation of one (R, C) matrix in place (quintic, 3.4445/-4.7750/2.0315), its
+// matmul operands in precision p.
+void newton_schulz(const Tensor& x /*(R, C)*/, const Tensor& workspace, int steps, Precision p = Precision::FP32);
 
 // sum(x^2) in float64, summed in fixed-size chunks in a fixed order (same bits for any thread count).
 double sum_squares(const Tensor& x);
@@ -57,7 +66,7 @@ template <typename T>
 void muon_update(const Tensor& param, const Tensor& grad, const Tensor& momentum, const Tensor& workspace,
                  const MuonArgs& a);
 template <typename T>
-void newton_schulz(const Tensor& x, const Tensor& workspace, int steps);
+void newton_schulz(const Tensor& x, const Tensor& workspace, int steps, Precision p);
 template <typename T>
 double sum_squares(const Tensor& x);
 template <typename T>
@@ -67,7 +76,7 @@ namespace cuda {
 void adamw_update(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v, const AdamWArgs& a);
 void muon_update(const Tensor& param, const Tensor& grad, const Tensor& momentum, const Tensor& workspace,
                  const MuonArgs& a);
-void newton_schulz(const Tensor& x, const Tensor& workspace, int steps);
+void newton_schulz(const Tensor& x, const Tensor& workspace, int steps, Precision p);
 double sum_squares(const Tensor& x);
 void scale_inplace(const Tensor& x, float s);
 void clip_control(StepControl* control, double* partial, const Tensor& grads, float grad_clip);

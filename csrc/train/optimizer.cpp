@@ -1,5 +1,6 @@
 #include "train/optimizer.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/threading.h"
@@ -30,15 +31,19 @@ Optimizer::Optimizer(Model& model, const OptimizerConfig& cfg) : model_(model), 
   const auto layout = std::make_shared<Layout>(p.layout());
   m_ = Arena(layout, p.dtype(), p.device());
   v_ = Arena(layout, p.dtype(), p.device());
+  // Muon's scratch, allocated once for the largest parameter: sized for bf16 (the larger) since the
+  // model's precision may change between steps. CUDA orthogonalises a parameter's M matrices in one
+  // batch (M slots); on the CPU one slot per thread lets Muon orthogonalise several experts at once.
   int64_t ws = 0;
   for (int i = 0; i < layout->size(); ++i) {
-    const auto& shape = (*layout)[i].shape;
-    if (model.kind(i) == ParamKind::Matrix)
-      ws = std::max(ws, muon_workspace_numel(shape[shape.size() - 2], shape.back()));
+    if (model.kind(i) != ParamKind::Matrix) continue;
+    const auto& s = (*layout)[i].shape;
+    const int64_t M = s.size() == 3 ? s[0] : 1;
+    const int64_t slots = std::max<int64_t>(muon_workspace_slots(M, p.device()),
+                                            p.device() == Device::CPU ? get_num_threads() : 1);
+    ws = std::max(ws, slots * muon_workspace_numel(s[s.size() - 2], s.back(), Precision::BF16));
   }
-  // One scratch slot per CPU thread lets Muon orthogonalise several experts at once.
-  const int slots = p.device() == Device::CPU ? get_num_threads() : 1;
-  workspace_ = Buffer(ws * slots * dtype_size(p.dtype()), p.device());
+  workspace_ = Buffer(ws * dtype_size(p.dtype()), p.device());
   // On CUDA the clipping decision stays on the device: its control block, then the norm's partial sums.
   if (p.device() == Device::CUDA)
     control_ = Buffer(sizeof(StepControl) + clip_partials(p.flat().numel()) * sizeof(double), Device::CUDA);
@@ -80,7 +85,7 @@ void Optimizer::update_parameters(const StepArgs& args, const StepControl* contr
     const ParamKind kind = model_.kind(i);
     if (kind == ParamKind::Matrix) {
       MuonArgs a{cfg_.muon_lr * args.lr_mult, args.muon_momentum >= 0 ? args.muon_momentum : cfg_.muon_momentum,
-                 cfg_.muon_weight_decay * args.wd_mult, cfg_.ns_steps, cfg_.nesterov, control};
+                 cfg_.muon_weight_decay * args.wd_mult, cfg_.ns_steps, cfg_.nesterov, model_.precision(), control};
       const auto& s = layout[i].shape;
       const int64_t M = s.size() == 3 ? s[0] : 1, R = s[s.size() - 2], C = s.back();
       auto as3 = [&](const Tensor& t) { return Tensor(t.data, t.dtype, t.device, {M, R, C}); };

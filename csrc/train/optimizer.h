@@ -1,5 +1,6 @@
 // Muon for hidden matrices (each expert's matrix on its own) and AdamW for embeddings, head, router
 // and norm gains (DESIGN.md §4). State lives in arenas with the model's parameter layout.
+// Muon's Newton–Schulz matmuls run in the model's precision (core/precision.h) at each step.
 #pragma once
 #include <cstdint>
 

@@ -580,7 +580,7 @@ TEST(CudaParity, NonFiniteNormSkipsTheUpdateOnDevice) {
   NW_NEED_CUDA();
   for (const float bad : {NAN, INFINITY}) {
     const Shape s{2, 16, 24};
-    const int64_t n = numel(s), wn = nw::muon_workspace_numel(16, 24);
+    const int64_t n = numel(s), wn = 2 * nw::muon_workspace_numel(16, 24);  // CUDA: a slot per matrix
     F g = randn(s, 51);
     g[7] = bad;
     const F p = randn(s, 52, 0.05), m = randn(s, 53, 0.1), ws(wn);
@@ -642,8 +642,8 @@ TEST(CudaParity, NewtonSchulzAndMuon) {
     const std::string tag = " (M" + std::to_string(c.M) + " " + std::to_string(c.R) + "x" + std::to_string(c.C) + ")";
     const Shape s{c.M, c.R, c.C};
     const int64_t wn = nw::muon_workspace_numel(c.R, c.C);
-    F p = randn(s, 47, 0.05), g = randn(s, 48), mom = randn(s, 49, 0.5), ws(wn);
-    Dev p_d = dev(p, s), g_d = dev(g, s), mom_d = dev(mom, s), ws_d = dev(ws, {wn});
+    F p = randn(s, 47, 0.05), g = randn(s, 48), mom = randn(s, 49, 0.5), ws(wn), ws_batch(c.M * wn);
+    Dev p_d = dev(p, s), g_d = dev(g, s), mom_d = dev(mom, s), ws_d = dev(ws_batch, {c.M * wn});  // M slots
     const nw::MuonArgs a{0.02f, 0.95f, 0.1f, 5, c.nesterov};
     nw::muon_update(cpu(p, s), cpu(g, s), cpu(mom, s), cpu(ws, {wn}), a);
     nw::muon_update(p_d.t, g_d.t, mom_d.t, ws_d.t, a);
@@ -754,6 +754,74 @@ TEST(CudaParity, GroupedLinearBf16) {
   expect_close(host<float>(dx_d), dx, kMat, kMatAbs, "grouped bf16 dx");
   expect_close(host<float>(dw1), dw, kMat, kMatAbs, "grouped bf16 dw (accumulated)");
   expect_bits(host<float>(dw1), host<float>(dw2), "grouped bf16 dw run-to-run");
+}
+
+namespace {
+// ||a - b||_F / ||b||_F.
+double relative_frobenius(const F& a, const F& b) {
+  double d = 0, n = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    d += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
+    n += double(b[i]) * b[i];
+  }
+  return std::sqrt(d / n);
+}
+
+// The CUDA bf16 result against the CPU emulation (emu) and fp32 (f32): both sides multiply the same bf16
+// operands and accumulate in float32 in different orders. Where that order moves an intermediate across
+// a bf16 rounding boundary the two operands differ by one bf16 ulp, which later steps carry along, so
+// the sides agree to a fraction of u normwise, while bf16 itself moves the result by 4u to 9u from fp32
+// (test_optimizer_math.cpp): the kernel must be within u of the emulation and twice as close to it as
+// to fp32 (rounding at other points than the CPU would fail that).
+void expect_ns_bf16(const F& gpu, const F& emu, const F& f32, const std::string& what) {
+  const double to_emu = relative_frobenius(gpu, emu), to_f32 = relative_frobenius(gpu, f32);
+  EXPECT_LE(to_emu, kBf16U) << what;
+  EXPECT_LE(to_emu, 0.5 * to_f32) << what << ": no closer to the bf16 emulation than to fp32";
+  expect_not_fp32(gpu, f32, what);
+}
+}  // namespace
+
+// Newton–Schulz and Muon in bf16: tensor-core GEMMs batched over a parameter's matrices.
+TEST(CudaParity, NewtonSchulzAndMuonBf16) {
+  NW_NEED_CUDA();
+  const nw::Precision bf = nw::Precision::BF16, fp = nw::Precision::FP32;
+  for (const Shape& s : {Shape{24, 40}, Shape{40, 24}, Shape{64, 64}}) {
+    const int64_t R = s[0], C = s[1], wn = nw::newton_schulz_workspace_numel(R, C, bf);
+    const std::string tag = " (" + std::to_string(R) + "x" + std::to_string(C) + ")";
+    F x = randn(s, 70), xf = x, ws(wn);
+    Dev x_d = dev(x, s), ws_d = dev(ws, {wn});
+    nw::newton_schulz(cpu(x, s), cpu(ws, {wn}), 5, bf);
+    nw::newton_schulz(cpu(xf, s), cpu(ws, {wn}), 5, fp);
+    nw::newton_schulz(x_d.t, ws_d.t, 5, bf);
+    expect_ns_bf16(host<float>(x_d), x, xf, "newton_schulz bf16" + tag);
+  }
+  struct Case {
+    int64_t M, R, C;
+    bool nesterov;
+  };
+  // One matrix, a layer's experts (tall: transposed on the device), wide plain momentum, square.
+  for (const Case& c : {Case{1, 48, 32, true}, Case{8, 48, 32, true}, Case{4, 16, 40, false}, Case{6, 64, 64, true}}) {
+    const std::string tag = " (M" + std::to_string(c.M) + " " + std::to_string(c.R) + "x" + std::to_string(c.C) + ")";
+    const Shape s{c.M, c.R, c.C};
+    const int64_t n = numel(s), wn = nw::muon_workspace_numel(c.R, c.C, bf);
+    const F p0 = randn(s, 71, 0.05), g = randn(s, 72), mom0 = randn(s, 73, 0.5);
+    F p = p0, mom = mom0, pf = p0, momf = mom0, gc = g, ws(wn), ws_batch(c.M * wn);
+    Dev p_d = dev(p0, s), g_d = dev(g, s), mom_d = dev(mom0, s), ws_d = dev(ws_batch, {c.M * wn});  // M slots
+    Dev p2_d = dev(p0, s), mom2_d = dev(mom0, s);
+    nw::MuonArgs a{0.02f, 0.95f, 0.1f, 5, c.nesterov, bf};
+    nw::muon_update(cpu(p, s), cpu(gc, s), cpu(mom, s), cpu(ws, {wn}), a);
+    nw::muon_update(p_d.t, g_d.t, mom_d.t, ws_d.t, a);
+    nw::muon_update(p2_d.t, g_d.t, mom2_d.t, ws_d.t, a);
+    a.precision = fp;
+    nw::muon_update(cpu(pf, s), cpu(gc, s), cpu(momf, s), cpu(ws, {wn}), a);
+    expect_close(host<float>(mom_d), mom, kTight, kTightAbs, "muon bf16 momentum (float32)" + tag);
+    const F got = host<float>(p_d);
+    F upd_gpu(n), upd_emu(n), upd_f32(n);  // the updates W' - W, where bf16 acts
+    for (int64_t i = 0; i < n; ++i)
+      upd_gpu[i] = got[i] - p0[i], upd_emu[i] = p[i] - p0[i], upd_f32[i] = pf[i] - p0[i];
+    expect_ns_bf16(upd_gpu, upd_emu, upd_f32, "muon bf16 update" + tag);
+    expect_bits(got, host<float>(p2_d), "muon bf16 run-to-run" + tag);
+  }
 }
 
 namespace {

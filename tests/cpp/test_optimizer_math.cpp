@@ -1,12 +1,16 @@
 // Optimizer math (ops/optimizer_ops.h): AdamW against hand-computed steps (bias correction, decoupled
 // weight decay), the Muon momentum / Nesterov buffer and sqrt(max(1, R/C)) scale, Newton–Schulz
 // orthogonalisation (singular values pulled toward 1, tall = transposed wide, one hand-checked
-// iteration), and sum_squares (exact, and bit-identical for 1 and 2 threads).
+// iteration), Muon and Newton–Schulz in bf16 precision (near fp32, still orthogonalising, float32 state,
+// same bits run to run and for 1 and 2 threads), and sum_squares (exact, and bit-identical for 1 and 2
+// threads).
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "core/rng.h"
@@ -189,16 +193,9 @@ TEST(Muon, UpdateIsNewtonSchulzOfNesterovMomentum) {
 
 // ---------------------------------------------------------------------------------------------
 namespace {
-void check_orthogonalises(int64_t R, int64_t C, uint64_t seed) {
-  const int64_t m = std::min(R, C);
-  HostTensor x = randn({R, C}, seed, 1);
-  // Make the input badly conditioned so the test cannot pass by accident: scale row 0 by 5.
-  for (int64_t j = 0; j < C; ++j) x[j] *= 5.0;
-  const HostTensor x0 = x;
-  const auto ev_in = sym_eigenvalues(gram(x0), int(m));
-  ASSERT_GT(ev_in.back() / ev_in.front(), 20.0) << "input should be far from orthogonal";
-  HostTensor ws({nw::newton_schulz_workspace_numel(R, C)});
-  nw::newton_schulz(x.t(), ws.t(), 5);
+// The checks on Newton–Schulz's output x of the input x0 (5 steps).
+void expect_orthogonalised(const HostTensor& x0, const HostTensor& x) {
+  const int64_t R = x.shape[0], C = x.shape[1], m = std::min(R, C);
   const auto G = gram(x);
   const auto ev = sym_eigenvalues(G, int(m));
   // Singular values sigma = sqrt(eigenvalues) in roughly [0.6, 1.3].
@@ -219,6 +216,19 @@ void check_orthogonalises(int64_t R, int64_t C, uint64_t seed) {
     n_in += x0[i] * x0[i];
   }
   EXPECT_GT(dot / std::sqrt(n_in), 0.5);
+}
+
+void check_orthogonalises(int64_t R, int64_t C, uint64_t seed) {
+  const int64_t m = std::min(R, C);
+  HostTensor x = randn({R, C}, seed, 1);
+  // Make the input badly conditioned so the test cannot pass by accident: scale row 0 by 5.
+  for (int64_t j = 0; j < C; ++j) x[j] *= 5.0;
+  const HostTensor x0 = x;
+  const auto ev_in = sym_eigenvalues(gram(x0), int(m));
+  ASSERT_GT(ev_in.back() / ev_in.front(), 20.0) << "input should be far from orthogonal";
+  HostTensor ws({nw::newton_schulz_workspace_numel(R, C)});
+  nw::newton_schulz(x.t(), ws.t(), 5);
+  expect_orthogonalised(x0, x);
 }
 }  // namespace
 
@@ -264,6 +274,120 @@ TEST(NewtonSchulz, ZeroMatrixStaysZeroAndFinite) {
   HostTensor ws({nw::newton_schulz_workspace_numel(4, 6)});
   nw::newton_schulz(x.t(), ws.t(), 5);
   for (double v : x.data) EXPECT_EQ(v, 0.0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// bf16 precision (core/precision.h): the Newton–Schulz matmuls read operands rounded to bf16 and
+// accumulate in float32; everything between the matmuls, the momentum and the weights stay float32.
+namespace {
+using Floats = std::vector<float>;
+
+Floats floats(const HostTensor& h) { return Floats(h.data.begin(), h.data.end()); }
+nw::Tensor view(Floats& v, std::vector<int64_t> shape) {
+  return nw::Tensor(v.data(), nw::DType::F32, nw::Device::CPU, std::move(shape));
+}
+HostTensor widened(const Floats& v, std::vector<int64_t> shape) {
+  HostTensor h(std::move(shape));
+  std::copy(v.begin(), v.end(), h.data.begin());
+  return h;
+}
+
+// ||a - b||_F / ||b||_F.
+double relative_frobenius(const Floats& a, const Floats& b) {
+  double d = 0, n = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    d += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
+    n += double(b[i]) * b[i];
+  }
+  return std::sqrt(d / n);
+}
+
+// Newton–Schulz (5 steps) of the (R, C) matrix x in precision p.
+Floats newton_schulz_f32(Floats x, int64_t R, int64_t C, nw::Precision p) {
+  Floats ws(nw::newton_schulz_workspace_numel(R, C, p));
+  nw::newton_schulz(view(x, {R, C}), view(ws, {int64_t(ws.size())}), 5, p);
+  return x;
+}
+
+// bf16 unit roundoff (8 significant bits). A step computes X' = a X + B X where B X nearly cancels a X
+// (a = 3.4445, singular values of X' about 0.7 to 1.1): B X is ~4x the size of X', so the bf16 rounding of
+// its operands (B, and X; A inside B), u of each, reaches X' as up to ~4u. Five steps adding up with no
+// damping bound the relative Frobenius change of the output by 20u = 0.078; the measured change is
+// 4u to 9u (0.015 to 0.034 on 32x64 to 1024x256 Gaussian matrices: later steps damp earlier errors).
+constexpr double kBf16U = 1.0 / 256;
+constexpr double kNsBf16Rel = 20 * kBf16U;
+}  // namespace
+
+TEST(NewtonSchulzBf16, OrthogonalisesCloseToFp32AndRepeatsBits) {
+  for (const auto& [R, C] : {std::pair<int64_t, int64_t>{32, 64}, {64, 32}, {48, 96}}) {
+    HostTensor h = randn({R, C}, 47, 1);
+    for (int64_t j = 0; j < C; ++j) h[j] *= 5.0;  // badly conditioned, as in check_orthogonalises
+    const Floats x = floats(h);
+    const Floats f = newton_schulz_f32(x, R, C, nw::Precision::FP32);
+    const Floats b = newton_schulz_f32(x, R, C, nw::Precision::BF16);
+    expect_orthogonalised(widened(x, {R, C}), widened(b, {R, C}));
+    const double rel = relative_frobenius(b, f);
+    EXPECT_LE(rel, kNsBf16Rel) << R << "x" << C;
+    EXPECT_GT(rel, 1e-4) << R << "x" << C << ": bf16 equals fp32, the operands were not rounded";
+    EXPECT_EQ(newton_schulz_f32(x, R, C, nw::Precision::BF16), b) << R << "x" << C << " run-to-run";
+    std::printf("newton_schulz %lldx%lld: ||bf16 - fp32||_F / ||fp32||_F = %.5f\n", (long long)R, (long long)C, rel);
+  }
+}
+
+TEST(MuonBf16, UpdateIsBf16NewtonSchulzOfFp32Momentum) {
+  // Tall matrices (scale sqrt(R/C)) through the transposed path.
+  const int64_t M = 3, R = 24, C = 16, n = R * C;
+  const std::vector<int64_t> shape{M, R, C};
+  const float lr = 0.02f, mu = 0.95f, wd = 0.1f;
+  const Floats p0 = floats(randn(shape, 48, 1, 0.1)), g = floats(randn(shape, 48, 2));
+  const Floats buf0 = floats(randn(shape, 48, 3));
+  auto run = [&](nw::Precision prec, Floats& p, Floats& buf) {
+    Floats gc = g, ws(nw::muon_workspace_numel(R, C, prec));
+    nw::muon_update(view(p, shape), view(gc, shape), view(buf, shape), view(ws, {int64_t(ws.size())}),
+                    nw::MuonArgs{lr, mu, wd, 5, false, prec});
+  };
+  Floats pf = p0, bf = buf0, pb = p0, bb = buf0;
+  run(nw::Precision::FP32, pf, bf);
+  run(nw::Precision::BF16, pb, bb);
+  EXPECT_EQ(bb, bf) << "the momentum buffer is float32 in both precisions";
+  const double decay = 1 - w(lr) * w(wd), step = w(lr) * std::sqrt(1.5);
+  for (int64_t mat = 0; mat < M; ++mat) {
+    const Floats u(bb.begin() + mat * n, bb.begin() + (mat + 1) * n);  // without Nesterov: the new buffer
+    const Floats ub = newton_schulz_f32(u, R, C, nw::Precision::BF16);
+    for (int64_t i = 0; i < n; ++i)
+      EXPECT_NEAR(pb[mat * n + i], p0[mat * n + i] * decay - step * ub[i], 1e-6) << "matrix " << mat << ", " << i;
+  }
+  Floats upd_f(M * n), upd_b(M * n);
+  for (int64_t i = 0; i < M * n; ++i) upd_f[i] = pf[i] - p0[i], upd_b[i] = pb[i] - p0[i];
+  EXPECT_LE(relative_frobenius(upd_b, upd_f), kNsBf16Rel);
+  EXPECT_GT(relative_frobenius(upd_b, upd_f), 1e-4) << "bf16 Muon equals fp32 Muon";
+  // bf16 scratch is larger than fp32's: an fp32-sized workspace is refused, not overrun.
+  EXPECT_LT(nw::muon_workspace_numel(R, C, nw::Precision::FP32), nw::muon_workspace_numel(R, C, nw::Precision::BF16));
+  Floats gc = g, ws(nw::muon_workspace_numel(R, C, nw::Precision::FP32));
+  EXPECT_THROW(nw::muon_update(view(pb, shape), view(gc, shape), view(bb, shape), view(ws, {int64_t(ws.size())}),
+                               nw::MuonArgs{lr, mu, wd, 5, true, nw::Precision::BF16}),
+               nw::ValueError);
+}
+
+TEST(MuonBf16, SameBitsForOneAndTwoThreads) {
+  // Two scratch slots: with two threads two experts are orthogonalised at once, with one in turn.
+  const int64_t M = 4, R = 16, C = 32;
+  const std::vector<int64_t> shape{M, R, C};
+  const Floats p0 = floats(randn(shape, 49, 1, 0.1)), g = floats(randn(shape, 49, 2));
+  const Floats buf0 = floats(randn(shape, 49, 3));
+  auto run = [&](int threads) {
+    Floats p = p0, gc = g, buf = buf0, ws(2 * nw::muon_workspace_numel(R, C, nw::Precision::BF16));
+    nw::set_num_threads(threads);
+    nw::muon_update(view(p, shape), view(gc, shape), view(buf, shape), view(ws, {int64_t(ws.size())}),
+                    nw::MuonArgs{0.02f, 0.95f, 0.0f, 5, true, nw::Precision::BF16});
+    return p;
+  };
+  const int saved = nw::get_num_threads();
+  const Floats one = run(1), two = run(2), again = run(2);
+  nw::set_num_threads(saved);
+  EXPECT_EQ(one, two);
+  EXPECT_EQ(two, again);
+  EXPECT_NE(one, p0);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -63,6 +63,37 @@ def test_bf16_precision_is_deterministic_rounded_and_close_to_fp32():
     np.testing.assert_allclose(a, ref, rtol=1e-2)
 
 
+def test_muon_orthogonalises_in_the_models_precision_at_each_step():
+    """Same gradients (computed in fp32), then one step with the model switched to bf16 in between: only
+    the Muon matrices move differently, by bf16's error in Newton-Schulz (within 20u of the update, as
+    in test_optimizer_math.cpp); AdamW's parameters and Muon's float32 momentum are unchanged."""
+    cfg = small_config()
+    tokens, targets = random_batch(cfg, batch=2, seq=64, seed=1)
+    models = [nw.Model(cfg, seed=0) for _ in range(2)]
+    opts = [nw.Optimizer(m) for m in models]
+    # A first fp32 step moves the zero-initialised output projections: at the second every matrix has a gradient.
+    for model, opt in zip(models, opts):
+        model.forward_backward(tokens, targets)
+        opt.step()
+        model.zero_grad()
+        model.forward_backward(tokens, targets)
+    start = {n: models[0].get_param(n) for n in models[0].parameter_names()}
+    models[1].precision = "bf16"
+    for opt in opts:
+        opt.step()
+    matrices = [n for n in start if models[0].parameter_kind(n) == "matrix"]
+    assert len(matrices) > 10
+    for name in start:
+        assert np.array_equal(opts[0].get_state("exp_avg", name), opts[1].get_state("exp_avg", name)), name
+        fp32, bf16 = models[0].get_param(name), models[1].get_param(name)
+        if name not in matrices:
+            assert np.array_equal(fp32, bf16), name
+            continue
+        upd_fp32, upd_bf16 = fp32 - start[name], bf16 - start[name]
+        rel = np.linalg.norm(upd_bf16 - upd_fp32) / np.linalg.norm(upd_fp32)
+        assert 1e-4 < rel <= 20 / 256, (name, rel)
+
+
 def test_bf16_precision_rejects_bad_names_and_float64():
     model = nw.Model(small_config())
     with pytest.raises(ValueError, match="precision must be 'fp32' or 'bf16'"):

@@ -1,6 +1,9 @@
-// CUDA soft-capped cross-entropy (fp32): one block per row. The capped logit c = cap*tanh(z/cap) is
-// recomputed in each pass instead of stored, every thread reads an element before writing the same
-// element, and the target logit is read before the first write, so dlogits may alias logits.
+// CUDA soft-capped cross-entropy (fp32): one block per row, two passes over it. The first keeps each
+// thread's running max and sum of exp (online logsumexp), merged across the block at the end; the second
+// writes the gradient. The capped logit c = cap*tanh(z/cap) is recomputed in each pass instead of stored,
+// every thread reads an element before writing the same element, and the target logit is read before
+// the first write, so dlogits may alias logits (the head loss computes a chunk's dlogits in place).
+// Each thread's order and the block reductions are fixed: the same bits run to run.
 // Row n's gradient is scaled by g * weights[n] (weights may be null: 1).
 // Targets of -1 give loss 0 and a zero gradient row; a target >= V (which the CPU path rejects with an
 // error) gives NaN, since a kernel cannot throw.
@@ -27,12 +30,18 @@ __global__ void softcap_ce_kernel(float* losses, float* dlogits, const float* lo
       for (int64_t v = threadIdx.x; v < V; v += blockDim.x) d[v] = fill;
     return;
   }
-  float mx = -INFINITY;
-  for (int64_t v = threadIdx.x; v < V; v += blockDim.x) mx = fmaxf(mx, capped(z[v], c));
-  mx = detail::block_max(mx);
-  float sum = 0.f;
-  for (int64_t v = threadIdx.x; v < V; v += blockDim.x) sum += expf(capped(z[v], c) - mx);
-  sum = detail::block_sum(sum);
+  float m = -INFINITY, s = 0.f;  // this thread's max and sum of exp(c - m)
+  for (int64_t v = threadIdx.x; v < V; v += blockDim.x) {
+    const float r = capped(z[v], c);
+    if (r > m) {
+      s = s * expf(m - r) + 1.f;  // exp(-inf) = 0 for the first element
+      m = r;
+    } else {
+      s += expf(r - m);
+    }
+  }
+  const float mx = detail::block_max(m);
+  const float sum = detail::block_sum(m == -INFINITY ? 0.f : s * expf(m - mx));  // threads without elements add 0
   const float lse = mx + logf(sum);
   const float rt = capped(z[tgt], c);  // read before any thread writes the row
   if (threadIdx.x == 0) losses[n] = lse - rt;

@@ -16,6 +16,7 @@
 #include "ops/cross_entropy.h"
 #include "ops/embedding.h"
 #include "ops/grouped_linear.h"
+#include "ops/head_loss.h"
 #include "ops/linear.h"
 #include "ops/moe_dispatch.h"
 #include "ops/moe_router.h"
@@ -74,7 +75,11 @@ struct Model::Acts {
   std::vector<LayerParams> params;
   Tensor tokens, targets;            // (N) i32 on the device
   Tensor final_in, lnf, lnf_rstd;    // (N, C), (N, C), (N)
-  Tensor logits, losses, weights;    // (N, V) (reused for dlogits), (N), (N) per-token loss weights
+  // logits: (N, V) where the caller gets the logits back, else (R, V), one chunk of rows of the fused head
+  // loss (ops/head_loss.h; the chunk's dlogits in place); losses (N); weights (N) per-token loss weights.
+  Tensor logits, losses, weights;
+  int64_t logit_rows = 0;            // logits.size(0) of the planned shape
+  size_t bytes = 0;                  // planned size of the block for this shape
   // backward scratch
   Tensor d_resid, d_tmp, d_ln, d_tmp2;  // (N, C)
   Tensor d_att, d_q, d_k, d_v, d_q_raw, d_k_raw;
@@ -204,11 +209,15 @@ void Model::check_batch(const int32_t* tokens, const int32_t* targets, int B, in
                " is outside [-1, vocab_size=", cfg_.vocab_size, ") (-1 marks an ignored position)");
 }
 
-void Model::prepare(int B, int T) {
+void Model::prepare(int B, int T, bool full_logits) {
   Acts& a = *acts_;
-  if (a.B == B && a.T == T) return;
-  const int64_t N = int64_t(B) * T, C = cfg_.d_model, D = cfg_.head_dim, H = cfg_.n_head, KVH = cfg_.n_kv_head;
-  const int64_t V = cfg_.vocab_size, E = cfg_.n_experts, K = cfg_.top_k, S = cfg_.n_shared;
+  const int64_t N = int64_t(B) * T, V = cfg_.vocab_size;
+  const int64_t logit_rows = full_logits ? N
+                             : head_chunk_rows_ > 0 ? std::min(N, head_chunk_rows_)
+                                                    : head_loss_chunk_rows(N, V, dtype_);
+  if (a.B == B && a.T == T && a.logit_rows == logit_rows) return;
+  const int64_t C = cfg_.d_model, D = cfg_.head_dim, H = cfg_.n_head, KVH = cfg_.n_kv_head;
+  const int64_t E = cfg_.n_experts, K = cfg_.top_k, S = cfg_.n_shared;
   const int64_t He = cfg_.expert_hidden, Hs = cfg_.shared_hidden, Hd = cfg_.dense_hidden;
   const DType F = dtype_, I = DType::I32;
   auto plan = [&](BumpAllocator& m) {
@@ -262,7 +271,7 @@ void Model::prepare(int B, int T) {
     a.final_in = m.make(F, {N, C});
     a.lnf = m.make(F, {N, C});
     a.lnf_rstd = m.make(F, {N});
-    a.logits = m.make(F, {N, V});
+    a.logits = m.make(F, {logit_rows, V});
     a.losses = m.make(F, {N});
     a.weights = m.make(F, {N});
     a.d_resid = m.make(F, {N, C});
@@ -298,10 +307,18 @@ void Model::prepare(int B, int T) {
   plan(real);
   a.B = B;
   a.T = T;
+  a.logit_rows = logit_rows;
+  a.bytes = sizing.used;
 }
 
-// Runs the forward pass; returns the summed cross-entropy over valid targets (losses in a.losses).
-// With train = true the logits buffer is turned into dlogits later by run_backward.
+size_t Model::activation_bytes() const { return acts_->bytes; }
+
+void Model::set_head_chunk_rows(int64_t rows) {
+  NW_CHECK(rows >= 0, "head chunk rows must be >= 0 (0: from the memory budget), got ", rows);
+  head_chunk_rows_ = rows;
+}
+
+// Runs the forward pass up to the final norm (a.lnf); returns the balance loss.
 double Model::run_forward(const int32_t* tokens, const int32_t* targets, int B, int T, bool train, KVCache* cache,
                           const int* rows, const int64_t* at) {
   Acts& a = *acts_;
@@ -400,7 +417,6 @@ double Model::run_forward(const int32_t* tokens, const int32_t* targets, int B, 
       residual_rmsnorm_forward(next.ln1, next.ln1_rstd, out, x.mid, P(a.params[l + 1].attn_norm), cfg_.norm_eps);
     }
   }
-  linear_forward(a.logits, a.lnf, P(head_index()), prec_);
   return balance;
 }
 
@@ -410,8 +426,7 @@ void Model::run_backward(int B, int T, float grad_scale) {
   const int64_t K = cfg_.top_k;
   auto P = [&](int i) { return params_.view(i); };
   auto G = [&](int i) { return grads_.view(i); };
-  // The logits buffer holds dlogits (written by the fused cross-entropy).
-  linear_backward(a.d_ln, G(head_index()), a.logits, a.lnf, P(head_index()), prec_);
+  // d_ln holds d(lnf) and the head's gradient is accumulated (head_loss).
   rmsnorm_backward(a.d_resid, G(final_norm_index()), a.d_ln, a.final_in, P(final_norm_index()), a.lnf_rstd);
   for (int l = cfg_.n_layer - 1; l >= 0; --l) {
     const LayerActs& x = a.layers[l];
@@ -515,7 +530,7 @@ LossInfo Model::forward_backward(const int32_t* tokens, const int32_t* targets, 
   if (weights)
     for (int64_t i = 0; i < N; ++i)
       NW_CHECK(std::isfinite(weights[i]), "loss weight ", weights[i], " at position ", i, " is not finite");
-  prepare(B, T);
+  prepare(B, T, /*full_logits=*/false);
   LossInfo info;
   info.n_targets = count_targets(targets, N);
   info.balance_loss = run_forward(tokens, targets, B, T, /*train=*/true);
@@ -531,7 +546,7 @@ LossInfo Model::forward_backward(const int32_t* tokens, const int32_t* targets, 
     }
     grad_per_token = grad_scale;
   }
-  softcap_cross_entropy(acts_->losses, acts_->logits, acts_->logits, acts_->targets, w, cfg_.softcap, grad_per_token);
+  head_loss(/*train=*/true, w, grad_per_token);
   if (weights)
     info.loss = sum_losses(N, nullptr, weights);
   else
@@ -543,12 +558,12 @@ LossInfo Model::forward_backward(const int32_t* tokens, const int32_t* targets, 
 LossInfo Model::forward(const int32_t* tokens, const int32_t* targets, int B, int T, float* token_losses) {
   NW_CHECK(targets, "forward needs targets (use logits() for none)");
   check_batch(tokens, targets, B, T);
-  prepare(B, T);
+  prepare(B, T, /*full_logits=*/false);
   const int64_t N = int64_t(B) * T;
   LossInfo info;
   info.n_targets = count_targets(targets, N);
   info.balance_loss = run_forward(tokens, targets, B, T, /*train=*/false);
-  softcap_cross_entropy(acts_->losses, Tensor(), acts_->logits, acts_->targets, Tensor(), cfg_.softcap, 0.0f);
+  head_loss(/*train=*/false, Tensor(), 0.0f);
   const double total = sum_losses(N, token_losses);
   info.loss = info.n_targets ? total / double(info.n_targets) : 0.0;
   return last_ = info;
@@ -556,14 +571,14 @@ LossInfo Model::forward(const int32_t* tokens, const int32_t* targets, int B, in
 
 void Model::logits(const int32_t* tokens, int B, int T, float* out) {
   check_batch(tokens, nullptr, B, T);
-  prepare(B, T);
+  prepare(B, T, /*full_logits=*/true);
   run_forward(tokens, nullptr, B, T, /*train=*/false);
   copy_logits(out);
 }
 
 void Model::route(const int32_t* tokens, int B, int T, int32_t* experts, float* scores) {
   check_batch(tokens, nullptr, B, T);
-  prepare(B, T);
+  prepare(B, T, /*full_logits=*/false);  // no head: the chunk scratch is the smaller plan
   run_forward(tokens, nullptr, B, T, /*train=*/false);
   const int64_t N = int64_t(B) * T, K = cfg_.top_k, E = cfg_.n_experts;
   for (int l = 0; l < cfg_.n_layer; ++l) {
@@ -582,7 +597,15 @@ void Model::route(const int32_t* tokens, int B, int T, int32_t* experts, float* 
   }
 }
 
+void Model::head_loss(bool train, const Tensor& weights, float grad_per_token) {
+  Acts& a = *acts_;
+  const int h = head_index();
+  head_cross_entropy(a.losses, train ? a.d_ln : Tensor(), train ? grads_.view(h) : Tensor(), a.logits, a.lnf,
+                     params_.view(h), a.targets, weights, cfg_.softcap, grad_per_token, prec_);
+}
+
 void Model::copy_logits(float* out) {
+  linear_forward(acts_->logits, acts_->lnf, params_.view(head_index()), prec_);
   softcap(acts_->logits, cfg_.softcap);
   if (dtype_ == DType::F64) {
     std::vector<double> d(acts_->logits.numel());
@@ -599,7 +622,7 @@ void Model::decode(const int32_t* tokens, int B, int T, KVCache& cache, float* o
   NW_CHECK(cache.length() + T <= cache.capacity(), "decode: ", cache.length(), " cached + ", T,
            " new positions exceed seq_len ", cache.capacity());
   check_batch(tokens, nullptr, B, T);
-  prepare(B, T);
+  prepare(B, T, /*full_logits=*/true);
   run_forward(tokens, nullptr, B, T, /*train=*/false, &cache);
   cache.advance(T);
   copy_logits(out);
@@ -615,7 +638,7 @@ void Model::decode_rows(const int32_t* tokens, int B, int T, KVCache& cache, con
              " new positions exceed seq_len ", cache.capacity());
   }
   check_batch(tokens, nullptr, B, T);
-  prepare(B, T);
+  prepare(B, T, /*full_logits=*/true);
   run_forward(tokens, nullptr, B, T, /*train=*/false, &cache, rows, at);
   copy_logits(out);
 }

@@ -88,6 +88,12 @@ class Model {
   const Arena& buffers() const { return buffers_; }  // non-trained state: the balance biases
   ParamKind kind(int i) const { return kinds_[i]; }
   const LossInfo& last_loss() const { return last_; }  // of the latest forward or forward_backward
+  // Bytes of the activations planned for the latest batch shape (the block itself is kept at its largest).
+  // Losses and training hold one chunk of logits rows (ops/head_loss.h), not (B*T, V).
+  size_t activation_bytes() const;
+  // Rows per chunk of the fused head loss; 0 (the default) picks them from kHeadLossChunkBytes. Tests force
+  // small chunks to compare the chunked path with a single chunk.
+  void set_head_chunk_rows(int64_t rows);
   // Activations are shared by every call: callers that may run on several threads (the bindings) hold
   // this around each compute call, so concurrent generations interleave step by step instead of racing.
   std::mutex& compute_mutex() const { return compute_mutex_; }
@@ -95,13 +101,18 @@ class Model {
  private:
   struct Acts;
   void check_batch(const int32_t* tokens, const int32_t* targets, int B, int T) const;
-  void prepare(int B, int T);                                 // (re)allocates activations for a batch shape
-  // Forward up to the logits; returns the balance loss. train: accumulate routing counts.
+  // (Re)allocates activations for a batch shape; full_logits: room for all (B*T, V) logits (the paths that
+  // return them), else for one chunk of the fused head loss.
+  void prepare(int B, int T, bool full_logits);
+  // Forward up to the final norm (the head runs in head_loss or copy_logits); returns the balance loss.
+  // train: accumulate routing counts.
   // With a cache, tokens are the next T positions of the cached sequences; with rows and at too, batch row b
   // is cache row rows[b] starting at position at[b] (decode_rows).
   double run_forward(const int32_t* tokens, const int32_t* targets, int B, int T, bool train,
                      KVCache* cache = nullptr, const int* rows = nullptr, const int64_t* at = nullptr);
-  void copy_logits(float* out);  // soft-capped logits (B*T, V) to host
+  void copy_logits(float* out);  // the head's soft-capped logits (B*T, V) to host
+  // The fused head loss into acts' losses; with train, d(lnf) into d_ln and dW into the head's gradient.
+  void head_loss(bool train, const Tensor& weights, float grad_per_token);
   void run_backward(int B, int T, float grad_scale);
   // Copies per-token losses out (when token_losses is given); returns their sum, weighted when weights is given.
   double sum_losses(int64_t N, float* token_losses, const float* weights = nullptr);
@@ -113,6 +124,7 @@ class Model {
   Device device_;
   DType dtype_;
   Precision prec_ = Precision::FP32;
+  int64_t head_chunk_rows_ = 0;  // 0: from kHeadLossChunkBytes
   std::shared_ptr<Layout> layout_, buffer_layout_;
   std::vector<ParamKind> kinds_;
   Arena params_, grads_, buffers_;

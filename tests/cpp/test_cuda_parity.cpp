@@ -20,11 +20,13 @@
 #include "core/buffer.h"
 #include "core/cuda_device.h"
 #include "core/rng.h"
+#include "model/model.h"
 #include "ops/activation.h"
 #include "ops/attention.h"
 #include "ops/cross_entropy.h"
 #include "ops/embedding.h"
 #include "ops/grouped_linear.h"
+#include "ops/head_loss.h"
 #include "ops/linear.h"
 #include "ops/moe_dispatch.h"
 #include "ops/moe_router.h"
@@ -875,4 +877,104 @@ TEST(CudaParity, AttentionBf16TensorCores) {
                             AttnCase{2, 131, 4, 2, 128, 33}, AttnCase{1, 97, 3, 3, 128, 0},
                             AttnCase{1, 256, 2, 1, 128, 100}})
     check_attention_bf16(c);
+}
+
+// The fused head loss (ops/head_loss.h) in chunks of 8 rows over 37 (the last chunk 5 rows) on the GPU
+// against the CPU in the same chunks: losses, dx and the accumulated dW, with per-token weights and ignored
+// targets, then the forward-only losses, then a second run for bit-identical dW. fp32 agrees at matmul
+// accuracy; bf16 rounds dlogits to bf16 for the backward GEMMs, and the two sides' float32 logits differ in
+// their last bits, so a dlogit can round to the neighbouring bf16 value: dx and dW agree to 2u of their
+// largest element, the losses (from float32 logits of the same bf16 operands) at matmul accuracy.
+TEST(CudaParity, HeadCrossEntropyChunked) {
+  NW_NEED_CUDA();
+  const int64_t N = 37, C = 48, V = 300, R = 8;
+  F x = randn({N, C}, 90), w = randn({V, C}, 91, 0.3), wt = randn({N}, 92), dw0 = randn({V, C}, 93);
+  I tgt = randint(N, 0, int32_t(V), 94);
+  tgt[4] = -1;
+  tgt[33] = -1;
+  Dev x_d = dev(x, {N, C}), w_d = dev(w, {V, C}), wt_d = dev(wt, {N}), t_d = dev(tgt, {N});
+  for (nw::Precision p : {nw::Precision::FP32, nw::Precision::BF16}) {
+    const bool bf = p == nw::Precision::BF16;
+    const std::string tag = bf ? " (bf16)" : " (fp32)";
+    const double gtol = bf ? 2 * kBf16U : kMatAbs;
+    F loss(N), dx(N * C), dw = dw0, scratch(R * V);
+    nw::head_cross_entropy(cpu(loss, {N}), cpu(dx, {N, C}), cpu(dw, {V, C}), cpu(scratch, {R, V}), cpu(x, {N, C}),
+                           cpu(w, {V, C}), cpu(tgt, {N}), cpu(wt, {N}), 15.f, 0.1f, p);
+    Dev loss_d = dev(F(N, -1.f), {N}), dx_d = dev(F(N * C, NAN), {N, C}), dw1 = dev(dw0, {V, C}),
+        dw2 = dev(dw0, {V, C}), s_d = dev(F(R * V, NAN), {R, V});
+    nw::head_cross_entropy(loss_d.t, dx_d.t, dw1.t, s_d.t, x_d.t, w_d.t, t_d.t, wt_d.t, 15.f, 0.1f, p);
+    expect_close(host<float>(loss_d), loss, kMat, kMatAbs, "head loss losses" + tag);
+    expect_close(host<float>(dx_d), dx, kMat, gtol, "head loss dx" + tag);
+    expect_close(host<float>(dw1), dw, kMat, gtol, "head loss dw (accumulated)" + tag);
+    Dev dx2 = dev(F(N * C, NAN), {N, C});
+    nw::head_cross_entropy(loss_d.t, dx2.t, dw2.t, s_d.t, x_d.t, w_d.t, t_d.t, wt_d.t, 15.f, 0.1f, p);
+    expect_bits(host<float>(dw1), host<float>(dw2), "head loss dw run-to-run" + tag);
+    expect_bits(host<float>(dx_d), host<float>(dx2), "head loss dx run-to-run" + tag);
+    Dev eval_d = dev(F(N, -1.f), {N});
+    nw::head_cross_entropy(eval_d.t, nw::Tensor(), nw::Tensor(), s_d.t, x_d.t, w_d.t, t_d.t, nw::Tensor(), 15.f,
+                           0.f, p);
+    expect_close(host<float>(eval_d), loss, kMat, kMatAbs, "head loss forward-only losses" + tag);
+  }
+}
+
+// The model's training path with the head loss in chunks of 5 rows (2 x 12 tokens: chunks 5, 5, 5, 5, 4)
+// on the GPU against the CPU model in one chunk, weighted and ignored targets, every gradient; tolerances
+// as tests/python/test_cuda.py's model-level checks (fp32 1e-4, bf16 2^-6 of each tensor's largest
+// gradient). Then the forward-only loss, and a second GPU step for the same bits.
+TEST(CudaParity, ModelChunkedHeadLoss) {
+  NW_NEED_CUDA();
+  nw::ModelConfig cfg;
+  cfg.vocab_size = 37;
+  cfg.d_model = 16;
+  cfg.n_layer = 2;
+  cfg.n_head = 2;
+  cfg.n_kv_head = 1;
+  cfg.head_dim = 8;
+  cfg.n_dense_layers = 1;
+  cfg.dense_hidden = 24;
+  cfg.n_experts = 4;
+  cfg.top_k = 2;
+  cfg.expert_hidden = 8;
+  cfg.n_shared = 1;
+  cfg.shared_hidden = 8;
+  cfg.seq_len = 12;
+  const int B = 2, T = 12;
+  const int64_t N = B * T;
+  I tokens = randint(N, 0, cfg.vocab_size, 95), targets = randint(N, 0, cfg.vocab_size, 96);
+  targets[3] = -1;
+  targets[17] = -1;
+  F weights = randn({N}, 97, 0.1);
+  for (nw::Precision p : {nw::Precision::FP32, nw::Precision::BF16}) {
+    const bool bf = p == nw::Precision::BF16;
+    const std::string tag = bf ? " (bf16)" : " (fp32)";
+    nw::Model cm(cfg, 4, nw::Device::CPU), gm(cfg, 4, nw::Device::CUDA);
+    cm.set_precision(p);
+    gm.set_precision(p);
+    gm.set_head_chunk_rows(5);
+    F theta = randn({cm.params().flat().numel()}, 98, 0.3);  // zero-initialised projections would hide terms
+    nw::copy_from_host(cm.params().flat(), theta.data());
+    nw::copy_from_host(gm.params().flat(), theta.data());
+    const double lc = cm.forward_backward(tokens.data(), targets.data(), B, T, 1.0f, weights.data()).loss;
+    const double lg = gm.forward_backward(tokens.data(), targets.data(), B, T, 1.0f, weights.data()).loss;
+    EXPECT_NEAR(lg, lc, (bf ? kBf16U : 1e-5) * std::fabs(lc)) << "weighted loss" << tag;
+    const nw::Layout& layout = cm.params().layout();
+    std::vector<F> g_first;
+    for (int i = 0; i < layout.size(); ++i) {
+      F gc(cm.grads().view(i).numel()), gg(gc.size());
+      nw::copy_to_host(gc.data(), cm.grads().view(i));
+      nw::copy_to_host(gg.data(), gm.grads().view(i));
+      expect_close(gg, gc, 0, bf ? 1.0 / 64 : 1e-4, layout[i].name + " gradient" + tag);
+      g_first.push_back(gg);
+    }
+    const double ec = cm.forward(tokens.data(), targets.data(), B, T).loss;
+    const double eg = gm.forward(tokens.data(), targets.data(), B, T).loss;
+    EXPECT_NEAR(eg, ec, (bf ? kBf16U : 1e-5) * ec) << "evaluation loss" << tag;
+    gm.zero_grad();
+    gm.forward_backward(tokens.data(), targets.data(), B, T, 1.0f, weights.data());
+    for (int i = 0; i < layout.size(); ++i) {
+      F gg(g_first[i].size());
+      nw::copy_to_host(gg.data(), gm.grads().view(i));
+      expect_bits(gg, g_first[i], layout[i].name + " gradient run-to-run" + tag);
+    }
+  }
 }

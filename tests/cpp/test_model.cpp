@@ -1,6 +1,7 @@
 // The Model on tiny configurations: bit-identical losses for equal seeds, the loss at initialisation
 // (~ln vocab), config validation (ValueError), float64 whole-model gradients against finite
-// differences of loss + balance loss, gradient accumulation, and the routing-count bookkeeping.
+// differences of loss + balance loss, the head loss in chunks against one chunk and its activation
+// memory, gradient accumulation, and the routing-count bookkeeping.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -167,8 +168,9 @@ namespace {
 // Every parameter is moved off its init (zero output projections would hide most gradients), then
 // d(loss + balance_loss)/d(theta) from forward_backward is compared with central differences of
 // forward() on a spread of elements of every tensor.
-void check_model_gradients(const nw::ModelConfig& cfg, uint64_t seed) {
+void check_model_gradients(const nw::ModelConfig& cfg, uint64_t seed, int64_t head_chunk_rows = 0) {
   nw::Model m(cfg, seed, nw::Device::CPU, nw::DType::F64);
+  m.set_head_chunk_rows(head_chunk_rows);
   const nw::Arena& P = m.params();
   for (int i = 0; i < P.layout().size(); ++i) {
     const nw::Tensor v = P.view(i);
@@ -225,6 +227,108 @@ TEST(ModelGradients, Float64VariantSwiGLUTiedSlidingWindowTwoShared) {
   cfg.balance_alpha = 0.1f;
   cfg.softcap = 0.0f;
   check_model_gradients(cfg, 6);
+}
+
+// The head loss in chunks of 5 rows over the 16 tokens (5, 5, 5, 1), the head tied to the embedding (its
+// chunks accumulate onto the embedding's gradient): the same gradients.
+TEST(ModelGradients, Float64ChunkedHeadLossMatchesFiniteDifferences) {
+  nw::ModelConfig cfg = tiny_config();
+  cfg.balance_alpha = 0.1f;
+  cfg.tie_embeddings = true;
+  check_model_gradients(cfg, 7, 5);
+}
+
+namespace {
+struct ChunkedRun {
+  double weighted_loss, eval_loss;
+  std::vector<double> grads;
+};
+template <typename T>
+std::vector<double> flat_values(const nw::Arena& a) {
+  const nw::Tensor f = a.flat();
+  return std::vector<double>(f.ptr<T>(), f.ptr<T>() + f.numel());
+}
+// forward_backward twice (gradient accumulation over two micro-batches, the second weighted per token),
+// then forward, with the head loss in chunks of `rows` (0: one chunk at these sizes).
+ChunkedRun chunked_run(const nw::ModelConfig& cfg, nw::DType dt, nw::Precision p, int64_t rows) {
+  nw::Model m(cfg, 21, nw::Device::CPU, dt);
+  m.set_precision(p);
+  m.set_head_chunk_rows(rows);
+  const Batch a(2, 8, cfg.vocab_size, 21, 3), b(2, 8, cfg.vocab_size, 22, 1);
+  std::vector<float> w(16);
+  for (int i = 0; i < 16; ++i) w[i] = float(nw::rng_normal(23, 0, i)) / 16;
+  m.forward_backward(a.tokens.data(), a.targets.data(), 2, 8, 0.5f);
+  ChunkedRun r;
+  r.weighted_loss = m.forward_backward(b.tokens.data(), b.targets.data(), 2, 8, 0.5f, w.data()).loss;
+  r.eval_loss = m.forward(a.tokens.data(), a.targets.data(), 2, 8).loss;
+  r.grads = dt == nw::DType::F64 ? flat_values<double>(m.grads()) : flat_values<float>(m.grads());
+  return r;
+}
+}  // namespace
+
+// Forced small chunks against one chunk, untied and tied head, fp32 and bf16 operands. Per token the chunked
+// path computes what one chunk does (its GEMMs only see fewer rows), and the head's gradient sums the chunks
+// one after the other instead of in one GEMM, so results agree to the dtype's rounding: a few units in the
+// last place of the largest gradient (float32: measured up to 8e-8 of it). Tolerances: 1e-12 of the largest
+// gradient in float64, 1e-6 in float32; a lost, doubled or misplaced chunk is off by O(1) of it.
+TEST(Model, ChunkedHeadLossMatchesOneChunk) {
+  struct Case {
+    nw::DType dtype;
+    nw::Precision precision;
+    double tol;
+  };
+  for (bool tied : {false, true}) {
+    nw::ModelConfig cfg = tiny_config();
+    cfg.tie_embeddings = tied;
+    for (const Case& k : {Case{nw::DType::F64, nw::Precision::FP32, 1e-12},
+                          Case{nw::DType::F32, nw::Precision::FP32, 1e-6},
+                          Case{nw::DType::F32, nw::Precision::BF16, 1e-6}}) {
+      const ChunkedRun one = chunked_run(cfg, k.dtype, k.precision, 0);
+      double mx = 0;
+      for (double g : one.grads) mx = std::max(mx, std::fabs(g));
+      ASSERT_GT(mx, 1e-3);
+      for (int64_t rows : {1, 3, 7}) {
+        const std::string what = std::string(tied ? "tied " : "untied ") + nw::dtype_name(k.dtype) + " " +
+                                 nw::precision_name(k.precision) + ", chunks of " + std::to_string(rows);
+        const ChunkedRun c = chunked_run(cfg, k.dtype, k.precision, rows);
+        EXPECT_NEAR(c.eval_loss, one.eval_loss, k.tol * one.eval_loss) << what;
+        EXPECT_NEAR(c.weighted_loss, one.weighted_loss, k.tol * std::fabs(one.weighted_loss)) << what;
+        for (size_t i = 0; i < one.grads.size(); ++i)
+          ASSERT_NEAR(c.grads[i], one.grads[i], k.tol * mx) << what << ", gradient element " << i;
+      }
+    }
+  }
+}
+
+// Training and loss evaluation hold one chunk of logits rows, the paths that return logits all of them: with
+// chunks of 4 rows, doubling the tokens adds less than V floats per added token to the activations.
+TEST(Model, ActivationsOfTheLossDoNotScaleWithTokensTimesVocab) {
+  nw::ModelConfig cfg = tiny_config();
+  cfg.vocab_size = 4096;  // the logits dominate every other activation per token (16-wide model)
+  nw::Model m(cfg, 3);
+  m.set_head_chunk_rows(4);
+  const Batch small(1, 8, cfg.vocab_size, 3), large(2, 8, cfg.vocab_size, 4);
+  const size_t per_token_logits = size_t(cfg.vocab_size) * sizeof(float);
+  m.forward_backward(small.tokens.data(), small.targets.data(), 1, 8);
+  const size_t train_small = m.activation_bytes();
+  m.forward_backward(large.tokens.data(), large.targets.data(), 2, 8);
+  const size_t train_large = m.activation_bytes();
+  m.forward(large.tokens.data(), large.targets.data(), 2, 8);
+  EXPECT_EQ(m.activation_bytes(), train_large) << "evaluation plans the same chunk as training";
+  std::vector<float> out(size_t(16) * cfg.vocab_size);
+  m.logits(small.tokens.data(), 1, 8, out.data());
+  const size_t logits_small = m.activation_bytes();
+  m.logits(large.tokens.data(), 2, 8, out.data());
+  const size_t logits_large = m.activation_bytes();
+  EXPECT_GT(train_large, train_small);
+  EXPECT_LT(train_large - train_small, 8 * per_token_logits) << "the loss's activations grow with N * V";
+  EXPECT_GE(logits_large - logits_small, 8 * per_token_logits) << "logits() must hold all (N, V) logits";
+  EXPECT_GE(logits_small, train_small + 4 * per_token_logits);
+  // The chunk is the budget's share: at these sizes one chunk of all 16 rows.
+  m.set_head_chunk_rows(0);
+  m.forward_backward(large.tokens.data(), large.targets.data(), 2, 8);
+  EXPECT_EQ(m.activation_bytes(), logits_large);
+  EXPECT_THROW(m.set_head_chunk_rows(-1), nw::ValueError);
 }
 
 TEST(Model, GradientsAccumulateAndScale) {

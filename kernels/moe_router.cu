@@ -3,10 +3,18 @@
 //   index winning ties (a strict '>' scan, as on the CPU), then the renormalised gates;
 // - one block per sequence for the balance loss: thread e sums P_e over the sequence's tokens in
 //   token order and counts the tokens choosing e; thread 0 sums the per-expert terms in expert order
-//   (float64). The per-sequence losses are copied to the host and summed there in sequence order,
-//   so the returned loss has the CPU's summation order (one small device-to-host copy per call).
+//   (float64). moe_router_forward copies the per-sequence losses to the host and sums them there in
+//   sequence order (one small device-to-host copy per call); moe_route sums them on the device.
 // - the backward recomputes the per-sequence fractions f (one block per sequence), then one thread
 //   per token writes its row of dlogits.
+// moe_route fuses the dispatch into the same chain, nothing read by the host and no atomics:
+// - the selection's blocks are tiles of kTile tokens; each block also counts its tile's slots per
+//   expert (thread e walks the tile's slots in order);
+// - one block scans the tile counts: thread e gives each tile, in tile order, its first row among the
+//   rows of expert e, and the expert's count; thread 0 then scans the counts in expert order (offsets);
+// - one block per tile places the slots: thread e walks the tile's slots in order and hands those
+//   choosing e consecutive rows from offsets[e] + the tile's first row. Rows inside an expert follow
+//   the flat slot index p = n*K + k, exactly the CPU's counting sort (csrc/cpu/moe_dispatch.cpp).
 #include <vector>
 
 #include "kernels/common.cuh"
@@ -15,10 +23,11 @@
 namespace nw::cuda {
 
 namespace {
-__global__ void router_select_kernel(float* scores, int32_t* topk, float* gates, float* totals, const float* logits,
-                                     const float* bias, int64_t N, int64_t E, int64_t K, float route_scale) {
-  const int64_t n = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (n >= N) return;
+constexpr int kTile = 128;  // tokens per block of the selection kernel, one thread each
+
+// Selects one token's experts (see the file comment).
+__device__ void select_experts(float* scores, int32_t* topk, float* gates, float* totals, const float* logits,
+                               const float* bias, int64_t n, int64_t E, int64_t K, float route_scale) {
   float* s = scores + n * E;
   const float* z = logits + n * E;
   float total = 0.f;
@@ -50,6 +59,23 @@ __global__ void router_select_kernel(float* scores, int32_t* topk, float* gates,
     prev_v = best_v;
   }
   for (int64_t j = 0; j < K; ++j) gates[n * K + j] = s[idx[j]] / chosen_sum * route_scale;
+}
+
+// One thread per token, blocks of kTile tokens. With tile_counts (tiles, E), block t also writes how many of
+// its tile's slots chose each expert.
+__global__ void router_select_kernel(float* scores, int32_t* topk, float* gates, float* totals, int32_t* tile_counts,
+                                     const float* logits, const float* bias, int64_t N, int64_t E, int64_t K,
+                                     float route_scale) {
+  const int64_t n = blockIdx.x * int64_t(kTile) + threadIdx.x;
+  if (n < N) select_experts(scores, topk, gates, totals, logits, bias, n, E, K, route_scale);
+  if (!tile_counts) return;
+  __syncthreads();  // the tile's top-k rows are written
+  const int64_t p0 = blockIdx.x * int64_t(kTile) * K, p1 = min(N, (blockIdx.x + 1) * int64_t(kTile)) * K;
+  for (int64_t e = threadIdx.x; e < E; e += blockDim.x) {
+    int32_t count = 0;
+    for (int64_t p = p0; p < p1; ++p) count += topk[p] == e;
+    tile_counts[blockIdx.x * E + e] = count;
+  }
 }
 
 // f_e = E/(K T) * (the sequence's slots choosing e), as a float like the CPU's sequence_fractions.
@@ -108,6 +134,47 @@ __global__ void router_backward_kernel(float* dlogits, const float* dgates, cons
   for (int64_t e = 0; e < E; ++e) d[e] *= s[e] * (1.f - s[e]);  // through the sigmoid
 }
 
+// balance[0] += alpha * (the sequences' losses summed in sequence order) / batch: moe_router_forward's host sum.
+__global__ void balance_accumulate_kernel(double* balance, const double* seq_loss, int batch, float balance_alpha) {
+  double loss = 0;
+  for (int b = 0; b < batch; ++b) loss += seq_loss[b];
+  balance[0] += balance_alpha * loss / batch;
+}
+
+// One block. tile_first[t, e] = rows of expert e in tiles before t; counts[e] = all of them; offsets = the
+// exclusive scan of counts in expert order.
+__global__ void dispatch_scan_kernel(int32_t* counts, int32_t* offsets, int32_t* tile_first, const int32_t* tile_counts,
+                                     int64_t tiles, int64_t E) {
+  for (int64_t e = threadIdx.x; e < E; e += blockDim.x) {
+    int32_t total = 0;
+    for (int64_t t = 0; t < tiles; ++t) {
+      tile_first[t * E + e] = total;
+      total += tile_counts[t * E + e];
+    }
+    counts[e] = total;
+  }
+  __syncthreads();
+  if (threadIdx.x != 0) return;
+  offsets[0] = 0;
+  for (int64_t e = 0; e < E; ++e) offsets[e + 1] = offsets[e] + counts[e];
+}
+
+// One block per tile: the tile's slots choosing e get consecutive rows of expert e, in slot order.
+__global__ void dispatch_place_kernel(int32_t* row_of_slot, int32_t* token_of_row, const int32_t* topk,
+                                      const int32_t* offsets, const int32_t* tile_first, int64_t N, int64_t E,
+                                      int64_t K) {
+  const int64_t p0 = blockIdx.x * int64_t(kTile) * K, p1 = min(N, (blockIdx.x + 1) * int64_t(kTile)) * K;
+  for (int64_t e = threadIdx.x; e < E; e += blockDim.x) {
+    int32_t row = offsets[e] + tile_first[blockIdx.x * E + e];
+    for (int64_t p = p0; p < p1; ++p)
+      if (topk[p] == e) {
+        row_of_slot[p] = row;
+        token_of_row[row] = static_cast<int32_t>(p / K);
+        ++row;
+      }
+  }
+}
+
 // One block: mean of the counts in float64 (expert order), then bias_e += gamma * sign(mean - count_e).
 __global__ void update_bias_kernel(float* bias, const int64_t* counts, int64_t E, float gamma) {
   __shared__ double mean;
@@ -125,30 +192,66 @@ __global__ void update_bias_kernel(float* bias, const int64_t* counts, int64_t E
 __global__ void accumulate_counts_kernel(int64_t* total, const int32_t* counts, int64_t E) {
   for (int64_t e = threadIdx.x; e < E; e += blockDim.x) total[e] += counts[e];
 }
+
+// The selection (scores, topk, gates, per-token totals; tile_counts when not null) and the per-sequence losses.
+void select_and_balance(double* seq_loss, float* totals, int32_t* tile_counts, const Tensor& scores, const Tensor& topk,
+                        const Tensor& gates, const Tensor& logits, const Tensor& bias, int batch, float route_scale) {
+  const int64_t N = logits.size(0), E = logits.size(1), K = topk.size(1), Tn = N / batch;
+  NW_CHECK(E <= 4096, "the CUDA MoE router takes at most 4096 experts, got ", E);
+  router_select_kernel<<<static_cast<unsigned>((N + kTile - 1) / kTile), kTile>>>(
+      scores.ptr<float>(), topk.ptr<int32_t>(), gates.ptr<float>(), totals, tile_counts, logits.ptr<float>(),
+      bias.ptr<float>(), N, E, K, route_scale);
+  NW_CUDA_LAUNCH_CHECK();
+  router_balance_kernel<<<static_cast<unsigned>(batch), 128, E * sizeof(double)>>>(seq_loss, scores.ptr<float>(), totals,
+                                                                                   topk.ptr<int32_t>(), Tn, E, K);
+  NW_CUDA_LAUNCH_CHECK();
+}
 }  // namespace
 
 double moe_router_forward(const Tensor& scores, const Tensor& topk, const Tensor& gates, const Tensor& logits,
                           const Tensor& bias, int batch, float route_scale, float balance_alpha) {
   detail::require_f32("moe_router_forward", {&scores, &gates, &logits, &bias});
-  const int64_t N = logits.size(0), E = logits.size(1), K = topk.size(1), Tn = N / batch;
+  const int64_t N = logits.size(0);
   if (N == 0) return 0.0;
-  NW_CHECK(E <= 4096, "moe_router_forward: at most 4096 experts on CUDA, got ", E);
   detail::Scratch scratch(N * sizeof(float) + batch * sizeof(double) + 16);
   double* seq_loss = scratch.as<double>();
   float* totals = reinterpret_cast<float*>(seq_loss + batch);
-  const int threads = 128;
-  router_select_kernel<<<static_cast<unsigned>((N + threads - 1) / threads), threads>>>(
-      scores.ptr<float>(), topk.ptr<int32_t>(), gates.ptr<float>(), totals, logits.ptr<float>(), bias.ptr<float>(), N,
-      E, K, route_scale);
-  NW_CUDA_LAUNCH_CHECK();
-  router_balance_kernel<<<static_cast<unsigned>(batch), 128, E * sizeof(double)>>>(seq_loss, scores.ptr<float>(), totals,
-                                                                                   topk.ptr<int32_t>(), Tn, E, K);
-  NW_CUDA_LAUNCH_CHECK();
+  select_and_balance(seq_loss, totals, nullptr, scores, topk, gates, logits, bias, batch, route_scale);
   std::vector<double> host(batch);
   NW_CUDA_CHECK(cudaMemcpy(host.data(), seq_loss, batch * sizeof(double), cudaMemcpyDeviceToHost));
   double loss = 0;
   for (double l : host) loss += l;
   return balance_alpha * loss / batch;
+}
+
+void moe_route(const Tensor& scores, const Tensor& topk, const Tensor& gates, const Tensor& counts,
+               const Tensor& offsets, const Tensor& row_of_slot, const Tensor& token_of_row, const Tensor& balance,
+               const Tensor& logits, const Tensor& bias, int batch, float route_scale, float balance_alpha) {
+  detail::require_f32("moe_route", {&scores, &gates, &logits, &bias});
+  const int64_t N = logits.size(0), E = logits.size(1), K = topk.size(1), tiles = (N + kTile - 1) / kTile;
+  if (N == 0) {
+    NW_CUDA_CHECK(cudaMemsetAsync(counts.data, 0, counts.nbytes(), 0));
+    NW_CUDA_CHECK(cudaMemsetAsync(offsets.data, 0, offsets.nbytes(), 0));
+    return;
+  }
+  NW_CHECK(N * K < (int64_t(1) << 31), "moe_route: ", N * K, " slots exceed the int32 rows");
+  // Scratch: per-sequence losses (batch doubles), per-token score totals (N floats), the tiles' per-expert
+  // counts and first rows ((tiles, E) int32 each).
+  const size_t loss_bytes = size_t(batch) * sizeof(double), total_bytes = (size_t(N) * sizeof(float) + 7) / 8 * 8;
+  detail::Scratch scratch(loss_bytes + total_bytes + 2 * size_t(tiles * E) * sizeof(int32_t));
+  double* seq_loss = scratch.as<double>();
+  float* totals = reinterpret_cast<float*>(scratch.as<char>() + loss_bytes);
+  int32_t* tile_counts = reinterpret_cast<int32_t*>(scratch.as<char>() + loss_bytes + total_bytes);
+  int32_t* tile_first = tile_counts + tiles * E;
+  select_and_balance(seq_loss, totals, tile_counts, scores, topk, gates, logits, bias, batch, route_scale);
+  balance_accumulate_kernel<<<1, 1>>>(balance.ptr<double>(), seq_loss, batch, balance_alpha);
+  NW_CUDA_LAUNCH_CHECK();
+  dispatch_scan_kernel<<<1, 256>>>(counts.ptr<int32_t>(), offsets.ptr<int32_t>(), tile_first, tile_counts, tiles, E);
+  NW_CUDA_LAUNCH_CHECK();
+  dispatch_place_kernel<<<static_cast<unsigned>(tiles), kTile>>>(
+      row_of_slot.ptr<int32_t>(), token_of_row.ptr<int32_t>(), topk.ptr<int32_t>(), offsets.ptr<int32_t>(),
+      tile_first, N, E, K);
+  NW_CUDA_LAUNCH_CHECK();
 }
 
 void moe_router_backward(const Tensor& dlogits, const Tensor& dgates, const Tensor& scores, const Tensor& topk,

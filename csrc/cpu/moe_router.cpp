@@ -1,8 +1,10 @@
 // CPU MoE router: sigmoid scores, biased top-k selection with lowest-index ties, renormalised gates,
-// and the sequence-wise balance loss. Work is split by sequence; every sum has a fixed order.
+// and the sequence-wise balance loss. Work is split by sequence; every sum has a fixed order. moe_route is
+// the router then the counting-sort dispatch (cpu/moe_dispatch.cpp): the oracle of the fused CUDA chain.
 #include <cmath>
 #include <vector>
 
+#include "ops/moe_dispatch.h"
 #include "ops/moe_router.h"
 
 namespace nw::cpu {
@@ -61,6 +63,15 @@ double moe_router_forward(const Tensor& scores, const Tensor& topk, const Tensor
   double loss = 0;
   for (double l : seq_loss) loss += l;
   return balance_alpha * loss / batch;
+}
+
+template <typename T>
+void moe_route(const Tensor& scores, const Tensor& topk, const Tensor& gates, const Tensor& counts,
+               const Tensor& offsets, const Tensor& row_of_slot, const Tensor& token_of_row, const Tensor& balance,
+               const Tensor& logits, const Tensor& bias, int batch, float route_scale, float balance_alpha) {
+  balance.ptr<double>()[0] +=
+      moe_router_forward<T>(scores, topk, gates, logits, bias, batch, route_scale, balance_alpha);
+  cpu::moe_dispatch(counts, offsets, row_of_slot, token_of_row, topk);
 }
 
 template <typename T>
@@ -125,6 +136,9 @@ void moe_accumulate_counts(const Tensor& total, const Tensor& counts) {
 #define INSTANTIATE(T)                                                                                          \
   template double moe_router_forward<T>(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, \
                                         int, float, float);                                                     \
+  template void moe_route<T>(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,         \
+                             const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, int,    \
+                             float, float);                                                                     \
   template void moe_router_backward<T>(const Tensor&, const Tensor&, const Tensor&, const Tensor&, int, float,  \
                                        float, float);                                                           \
   template void moe_update_bias<T>(const Tensor&, const Tensor&, float);

@@ -80,6 +80,7 @@ struct Model::Acts {
   Tensor logits, losses, weights;
   int64_t logit_rows = 0;            // logits.size(0) of the planned shape
   size_t bytes = 0;                  // planned size of the block for this shape
+  Tensor balance;                    // (1) f64: the MoE layers' balance losses, summed on the device
   // backward scratch
   Tensor d_resid, d_tmp, d_ln, d_tmp2;  // (N, C)
   Tensor d_att, d_q, d_k, d_v, d_q_raw, d_k_raw;
@@ -274,6 +275,7 @@ void Model::prepare(int B, int T, bool full_logits) {
     a.logits = m.make(F, {logit_rows, V});
     a.losses = m.make(F, {N});
     a.weights = m.make(F, {N});
+    a.balance = m.make(DType::F64, {1});
     a.d_resid = m.make(F, {N, C});
     a.d_tmp = m.make(F, {N, C});
     a.d_tmp2 = m.make(F, {N, C});
@@ -339,7 +341,8 @@ double Model::run_forward(const int32_t* tokens, const int32_t* targets, int B, 
   copy_from_host(a.tokens, tokens);
   if (targets) copy_from_host(a.targets, targets);
   embedding_forward(a.layers[0].resid_in, P(0), a.tokens);
-  double balance = 0;
+  const bool has_moe = cfg_.n_dense_layers < cfg_.n_layer;
+  if (has_moe) zero_tensor(a.balance);
   for (int l = 0; l < cfg_.n_layer; ++l) {
     LayerActs& x = a.layers[l];
     const LayerParams& p = a.params[l];
@@ -389,9 +392,8 @@ double Model::run_forward(const int32_t* tokens, const int32_t* targets, int B, 
       linear_forward(out, x.h, P(p.w_out), prec_);
     } else {
       linear_forward(x.router_logits, x.ln2, P(p.router));  // the router stays fp32 in every precision
-      balance += moe_router_forward(x.scores, x.topk, x.gates, x.router_logits, buffers_.view(p.bias), B,
-                                    cfg_.route_scale, cfg_.balance_alpha);
-      moe_dispatch(x.counts, x.offsets, x.row_of_slot, x.token_of_row, x.topk);
+      moe_route(x.scores, x.topk, x.gates, x.counts, x.offsets, x.row_of_slot, x.token_of_row, a.balance,
+                x.router_logits, buffers_.view(p.bias), B, cfg_.route_scale, cfg_.balance_alpha);
       if (train)
         moe_accumulate_counts(pending_counts_.slice_rows(p.moe_index, p.moe_index + 1).view({cfg_.n_experts}), x.counts);
       moe_gather(x.xe, x.ln2, x.token_of_row);
@@ -417,6 +419,8 @@ double Model::run_forward(const int32_t* tokens, const int32_t* targets, int B, 
       residual_rmsnorm_forward(next.ln1, next.ln1_rstd, out, x.mid, P(a.params[l + 1].attn_norm), cfg_.norm_eps);
     }
   }
+  double balance = 0;
+  if (has_moe) copy_to_host(&balance, a.balance);  // the forward's one read of the balance losses
   return balance;
 }
 

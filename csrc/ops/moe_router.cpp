@@ -30,6 +30,29 @@ double moe_router_forward(const Tensor& scores, const Tensor& topk, const Tensor
   return loss;
 }
 
+void moe_route(const Tensor& scores, const Tensor& topk, const Tensor& gates, const Tensor& counts,
+               const Tensor& offsets, const Tensor& row_of_slot, const Tensor& token_of_row, const Tensor& balance,
+               const Tensor& logits, const Tensor& bias, int batch, float route_scale, float balance_alpha) {
+  const profiler::Scope scope("moe_route", scores.device);
+  const char* op = "moe_route";
+  check_router(scores, topk, gates, batch, op);
+  const Device dev = scores.device;
+  const int64_t N = scores.size(0), E = scores.size(1), K = topk.size(1);
+  check_tensor(logits, op, "logits", scores.dtype, dev, {N, E});
+  check_tensor(bias, op, "bias", scores.dtype, dev, {E});
+  check_tensor(counts, op, "counts", DType::I32, dev, {E});
+  check_tensor(offsets, op, "offsets", DType::I32, dev, {E + 1});
+  check_tensor(row_of_slot, op, "row_of_slot", DType::I32, dev, {N * K});
+  check_tensor(token_of_row, op, "token_of_row", DType::I32, dev, {N * K});
+  check_tensor(balance, op, "balance", DType::F64, dev, {1});
+  if (dev == Device::CUDA)
+    return cuda::moe_route(scores, topk, gates, counts, offsets, row_of_slot, token_of_row, balance, logits, bias,
+                           batch, route_scale, balance_alpha);
+  NW_DISPATCH_CPU(scores.dtype, T,
+                  cpu::moe_route<T>(scores, topk, gates, counts, offsets, row_of_slot, token_of_row, balance, logits,
+                                    bias, batch, route_scale, balance_alpha));
+}
+
 void moe_router_backward(const Tensor& dlogits, const Tensor& dgates, const Tensor& scores, const Tensor& topk,
                          int batch, float route_scale, float balance_alpha, float grad_scale) {
   const profiler::Scope scope("moe_router_backward", dlogits.device);

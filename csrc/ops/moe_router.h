@@ -1,6 +1,7 @@
 // The MoE router (DESIGN.md §3), fp32: s = sigmoid(logits); experts are selected by top-k of s + bias
 // (ties to the lowest index); gates are the selected s renormalised to sum 1, times route_scale.
 // The sequence-wise balance loss alpha * sum_i f_i P_i (averaged over sequences) is fused in.
+// moe_route fuses the dispatch (ops/moe_dispatch.h) in as well, for the model's forward.
 #pragma once
 #include "core/tensor.h"
 
@@ -8,6 +9,13 @@ namespace nw {
 // Returns the balance loss. logits, scores: (B*T, E); topk: (B*T, K) i32; gates: (B*T, K).
 double moe_router_forward(const Tensor& scores, const Tensor& topk, const Tensor& gates, const Tensor& logits,
                           const Tensor& bias /*(E)*/, int batch, float route_scale, float balance_alpha);
+// moe_router_forward followed by moe_dispatch on its topk, the loss added to balance instead of returned:
+// on CUDA one chain of kernels whose results (the per-expert counts and offsets the grouped expert matmuls
+// read, the loss) stay on the device. counts (E), offsets (E+1), row_of_slot and token_of_row (N*K) i32;
+// balance (1) float64, accumulated.
+void moe_route(const Tensor& scores, const Tensor& topk, const Tensor& gates, const Tensor& counts,
+               const Tensor& offsets, const Tensor& row_of_slot, const Tensor& token_of_row, const Tensor& balance,
+               const Tensor& logits, const Tensor& bias, int batch, float route_scale, float balance_alpha);
 // dlogits (overwritten) = d(gates)/d(logits)^T dgates + grad_scale * d(balance loss)/d(logits).
 void moe_router_backward(const Tensor& dlogits, const Tensor& dgates, const Tensor& scores, const Tensor& topk,
                          int batch, float route_scale, float balance_alpha, float grad_scale);
@@ -22,6 +30,10 @@ template <typename T>
 double moe_router_forward(const Tensor& scores, const Tensor& topk, const Tensor& gates, const Tensor& logits,
     const Tensor& bias, int batch, float route_scale, float balance_alpha);
 template <typename T>
+void moe_route(const Tensor& scores, const Tensor& topk, const Tensor& gates, const Tensor& counts,
+    const Tensor& offsets, const Tensor& row_of_slot, const Tensor& token_of_row, const Tensor& balance,
+    const Tensor& logits, const Tensor& bias, int batch, float route_scale, float balance_alpha);
+template <typename T>
 void moe_router_backward(const Tensor& dlogits, const Tensor& dgates, const Tensor& scores, const Tensor& topk,
     int batch, float route_scale, float balance_alpha, float grad_scale);
 template <typename T>
@@ -31,6 +43,9 @@ void moe_accumulate_counts(const Tensor& total, const Tensor& counts);
 namespace cuda {
 double moe_router_forward(const Tensor& scores, const Tensor& topk, const Tensor& gates, const Tensor& logits,
     const Tensor& bias, int batch, float route_scale, float balance_alpha);
+void moe_route(const Tensor& scores, const Tensor& topk, const Tensor& gates, const Tensor& counts,
+    const Tensor& offsets, const Tensor& row_of_slot, const Tensor& token_of_row, const Tensor& balance,
+    const Tensor& logits, const Tensor& bias, int batch, float route_scale, float balance_alpha);
 void moe_router_backward(const Tensor& dlogits, const Tensor& dgates, const Tensor& scores, const Tensor& topk,
     int batch, float route_scale, float balance_alpha, float grad_scale);
 void moe_update_bias(const Tensor& bias, const Tensor& counts, float gamma);

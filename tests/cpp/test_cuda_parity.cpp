@@ -435,6 +435,44 @@ TEST(CudaParity, MoeRouter) {
   expect_bits(host<float>(bias_d), bias_c, "moe_update_bias");
 }
 
+TEST(CudaParity, MoeRoute) {
+  NW_NEED_CUDA();
+  // (batch, T, E, K): 300 tokens in three tiles of the selection kernel, the last one partial; 130 experts,
+  // more than a block's threads; one sequence of a single partial tile.
+  struct Case { int batch; int64_t T, E, K; };
+  for (const Case c : {Case{3, 100, 8, 2}, Case{2, 70, 130, 6}, Case{1, 5, 4, 4}}) {
+    const int64_t N = c.batch * c.T, E = c.E, K = c.K;
+    const std::string tag = " (E " + std::to_string(E) + ", K " + std::to_string(K) + ")";
+    F logits = randn({N, E}, 61, 1.5), bias = randn({E}, 62, 0.1);
+    for (int64_t e = 0; e < E; ++e) logits[2 * E + e] = 0.25f;  // a token whose scores all tie
+    F scores(N * E), gates(N * K);
+    I topk(N * K), counts(E), offsets(E + 1), row(N * K), tok(N * K);
+    std::vector<double> balance{0.125};
+    nw::moe_route(cpu(scores, {N, E}), cpu(topk, {N, K}), cpu(gates, {N, K}), cpu(counts, {E}), cpu(offsets, {E + 1}),
+                  cpu(row, {N * K}), cpu(tok, {N * K}), cpu(balance, {1}), cpu(logits, {N, E}), cpu(bias, {E}), c.batch,
+                  2.5f, 1e-2f);
+    Dev z_d = dev(logits, {N, E}), b_d = dev(bias, {E});
+    std::vector<double> balance_of_run;
+    for (int run = 0; run < 2; ++run) {
+      Dev s_d = dev(F(N * E), {N, E}), g_d = dev(F(N * K), {N, K}), i_d = dev(I(N * K, -1), {N, K});
+      Dev c_d = dev(I(E, -1), {E}), o_d = dev(I(E + 1, -1), {E + 1}), r_d = dev(I(N * K, -1), {N * K});
+      Dev t_d = dev(I(N * K, -1), {N * K}), l_d = dev(std::vector<double>{0.125}, {1});
+      nw::moe_route(s_d.t, i_d.t, g_d.t, c_d.t, o_d.t, r_d.t, t_d.t, l_d.t, z_d.t, b_d.t, c.batch, 2.5f, 1e-2f);
+      expect_bits(host<int32_t>(i_d), topk, "route top-k" + tag);
+      expect_bits(host<int32_t>(c_d), counts, "route counts" + tag);
+      expect_bits(host<int32_t>(o_d), offsets, "route offsets" + tag);
+      expect_bits(host<int32_t>(r_d), row, "route row_of_slot" + tag);
+      expect_bits(host<int32_t>(t_d), tok, "route token_of_row" + tag);
+      expect_close(host<float>(s_d), scores, kTight, kTightAbs, "route scores" + tag);
+      expect_close(host<float>(g_d), gates, kTight, kTightAbs, "route gates" + tag);
+      balance_of_run.push_back(host<double>(l_d)[0]);  // 0.125 + this call's loss
+      EXPECT_NEAR(balance_of_run.back(), balance[0], 1e-5 * (balance[0] - 0.125) + 1e-12) << "route balance" + tag;
+    }
+    expect_bits(std::vector<double>{balance_of_run[0]}, std::vector<double>{balance_of_run[1]},
+                "route balance run-to-run" + tag);
+  }
+}
+
 TEST(CudaParity, MoeDispatchGatherCombine) {
   NW_NEED_CUDA();
   const int64_t N = 50, K = 3, E = 7, C = 40, NK = N * K;

@@ -1,7 +1,7 @@
 // MoE routing semantics (DESIGN.md §3): the counting-sort dispatch (counts, exclusive-scan offsets,
 // stable rows, inverse maps, empty experts, invalid ids), the router's selection and gates (ties to
 // the lowest index, biased selection with unbiased renormalised gates, route_scale), the value of the
-// sequence-wise balance loss, and the aux-loss-free bias update.
+// sequence-wise balance loss, the fused router + dispatch (moe_route), and the aux-loss-free bias update.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -231,6 +231,56 @@ TEST(MoERouter, BadArgumentsThrowValueError) {
   EXPECT_THROW(too_many.run(), nw::ValueError);
   Router uneven(3, 3, 1, std::vector<double>(9, 0.0), {0, 0, 0});  // 3 tokens do not split into 2 sequences
   EXPECT_THROW(uneven.run(2), nw::ValueError);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fused router + dispatch is the two ops in sequence, with the loss accumulated into a tensor.
+TEST(MoERoute, Float32EqualsRouterThenDispatchBitForBit) {
+  const int batch = 2;
+  const int64_t T = 37, N = batch * T, E = 9, K = 3;
+  std::vector<float> logits(N * E), bias(E);
+  for (int64_t i = 0; i < N * E; ++i) logits[i] = static_cast<float>(1.5 * nw::rng_normal(51, 1, i));
+  for (int64_t e = 0; e < E; ++e) bias[e] = static_cast<float>(0.1 * nw::rng_normal(51, 2, e));
+  for (int64_t e = 0; e < E; ++e) logits[4 * E + e] = 0.5f;  // a token whose scores all tie
+  auto f32 = [](std::vector<float>& v, std::vector<int64_t> s) {
+    return nw::Tensor(v.data(), nw::DType::F32, nw::Device::CPU, s);
+  };
+  std::vector<float> s1(N * E), g1(N * K), s2(N * E), g2(N * K);
+  HostI32 k1({N, K}), c1({E}), o1({E + 1}), r1({N * K}), t1({N * K});
+  HostI32 k2({N, K}), c2({E}), o2({E + 1}), r2({N * K}), t2({N * K});
+  const double loss = nw::moe_router_forward(f32(s1, {N, E}), k1.t(), f32(g1, {N, K}), f32(logits, {N, E}),
+                                             f32(bias, {E}), batch, 2.5f, 0.01f);
+  nw::moe_dispatch(c1.t(), o1.t(), r1.t(), t1.t(), k1.t());
+  HostTensor balance({1}, 0.25);
+  nw::moe_route(f32(s2, {N, E}), k2.t(), f32(g2, {N, K}), c2.t(), o2.t(), r2.t(), t2.t(), balance.t(),
+                f32(logits, {N, E}), f32(bias, {E}), batch, 2.5f, 0.01f);
+  EXPECT_EQ(s2, s1);
+  EXPECT_EQ(g2, g1);
+  EXPECT_EQ(k2.data, k1.data);
+  EXPECT_EQ(c2.data, c1.data);
+  EXPECT_EQ(o2.data, o1.data);
+  EXPECT_EQ(r2.data, r1.data);
+  EXPECT_EQ(t2.data, t1.data);
+  EXPECT_GT(loss, 0.0);
+  EXPECT_EQ(balance[0], 0.25 + loss) << "the loss is added to what balance held";
+}
+
+TEST(MoERoute, BadArgumentsThrowValueError) {
+  const int64_t N = 4, E = 3, K = 2;
+  HostTensor logits({N, E}), bias({E}), scores({N, E}), gates({N, K}), balance({1}), balance2({2});
+  HostI32 topk({N, K}), counts({E}), offsets({E + 1}), rows({N * K}), tokens({N * K}), short_offsets({E});
+  auto route = [&](HostTensor& bal, HostI32& offs) {
+    nw::moe_route(scores.t(), topk.t(), gates.t(), counts.t(), offs.t(), rows.t(), tokens.t(), bal.t(), logits.t(),
+                  bias.t(), 2, 1.0f, 0.01f);
+  };
+  EXPECT_NO_THROW(route(balance, offsets));
+  EXPECT_THROW(route(balance2, offsets), nw::ValueError);
+  EXPECT_THROW(route(balance, short_offsets), nw::ValueError);
+  std::vector<float> bal32(1);
+  EXPECT_THROW(nw::moe_route(scores.t(), topk.t(), gates.t(), counts.t(), offsets.t(), rows.t(), tokens.t(),
+                             nw::Tensor(bal32.data(), nw::DType::F32, nw::Device::CPU, {1}), logits.t(), bias.t(), 2,
+                             1.0f, 0.01f),
+               nw::ValueError);
 }
 
 // ---------------------------------------------------------------------------------------------

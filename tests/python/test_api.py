@@ -115,7 +115,7 @@ def test_op_profiler():
         nw.profile_ops(False)
     times = nw.op_times()
     assert times["attention_forward"][1] == cfg.n_layer
-    assert times["moe_router_forward"][1] == cfg.n_layer - cfg.n_dense_layers
+    assert times["moe_route"][1] == cfg.n_layer - cfg.n_dense_layers
     assert times["softcap_cross_entropy"][1] == 1
     assert all(seconds >= 0 for seconds, _ in times.values())
     nw.reset_op_times()

@@ -1,6 +1,6 @@
 // Helpers shared by the CUDA kernels: argument checks, launch sizes, deterministic warp/block
-// reductions and stream-ordered scratch memory. Everything runs on the legacy default stream, so
-// kernels, cuBLAS calls and copies are ordered without explicit synchronisation.
+// reductions and scratch memory (the step workspace's, else stream-ordered). Everything runs on the
+// legacy default stream, so kernels, cuBLAS calls and copies are ordered without explicit synchronisation.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -84,18 +84,38 @@ inline void keep_pool_memory() {
   done[dev] = true;
 }
 
-// Scratch device memory for one op call, allocated and freed in stream order on the default stream
-// (cudaMallocAsync: no device synchronisation, served from the pool after warm-up). Ops whose
-// interface has no workspace argument use it (sorting, per-block partial sums).
+// The step workspace's side of Scratch (kernels/step_workspace.cu): a buffer from the open workspace's
+// block, or nullptr (none open, or the block too small) with *counted saying whether the request counted
+// toward the workspace's peak; the give-back of a counted buffer (p nullptr when the pool served it).
+void* take_step_scratch(size_t nbytes, bool* counted);
+void give_back_step_scratch(void* p, size_t nbytes);
+void count_pool_allocation();
+
+// Scratch device memory for one op call (ops whose interface has no workspace argument: sorting,
+// per-block partial sums, bf16 operand copies): from the step workspace while a training step has it
+// open (core/step_workspace.h), else allocated and freed in stream order on the default stream
+// (cudaMallocAsync: no device synchronisation, served from the pool after warm-up).
 class Scratch {
  public:
-  explicit Scratch(size_t nbytes) {
+  explicit Scratch(size_t nbytes) : nbytes_(nbytes) {
     if (nbytes == 0) return;
+    p_ = take_step_scratch(nbytes, &counted_);
+    if (p_) {
+      from_workspace_ = true;
+      return;
+    }
     keep_pool_memory();
-    NW_CUDA_CHECK(cudaMallocAsync(&p_, nbytes, 0));
+    try {
+      NW_CUDA_CHECK(cudaMallocAsync(&p_, nbytes, 0));
+    } catch (...) {  // no destructor runs: undo the count here
+      if (counted_) give_back_step_scratch(nullptr, nbytes);
+      throw;
+    }
+    count_pool_allocation();
   }
-  ~Scratch() {
-    if (p_) cudaFreeAsync(p_, 0);  // never throws: destructors
+  ~Scratch() {  // never throws: destructors
+    if (counted_) give_back_step_scratch(from_workspace_ ? p_ : nullptr, nbytes_);
+    if (p_ && !from_workspace_) cudaFreeAsync(p_, 0);
   }
   Scratch(const Scratch&) = delete;
   Scratch& operator=(const Scratch&) = delete;
@@ -104,6 +124,8 @@ class Scratch {
 
  private:
   void* p_ = nullptr;
+  size_t nbytes_;
+  bool counted_ = false, from_workspace_ = false;
 };
 
 }  // namespace nw::cuda::detail

@@ -2,6 +2,7 @@
 // request for the GPU fails with a clear message instead of crashing.
 #include "core/cuda_device.h"
 #include "core/error.h"
+#include "core/step_workspace.h"
 #include "ops/activation.h"
 #include "ops/attention.h"
 #include "ops/cross_entropy.h"
@@ -25,6 +26,9 @@ namespace nw::cuda {
 
 bool available() { return false; }
 void synchronize() { no_cuda("synchronize"); }
+bool open_step_workspace() { no_cuda("open_step_workspace"); }
+void close_step_workspace() {}
+int64_t scratch_pool_allocations() { return 0; }
 void* device_alloc(size_t) { no_cuda("device_alloc"); }
 void device_free(void*) {}
 void device_memset_zero(void*, size_t) { no_cuda("device_memset_zero"); }

@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "core/rng.h"
+#include "core/step_workspace.h"
 #include "model/generation.h"
 #include "ops/attention.h"
 #include "ops/cross_entropy.h"
@@ -535,6 +536,7 @@ LossInfo Model::forward_backward(const int32_t* tokens, const int32_t* targets, 
     for (int64_t i = 0; i < N; ++i)
       NW_CHECK(std::isfinite(weights[i]), "loss weight ", weights[i], " at position ", i, " is not finite");
   prepare(B, T, /*full_logits=*/false);
+  const StepWorkspace workspace(device_);  // the ops' scratch: no allocation after the first step
   LossInfo info;
   info.n_targets = count_targets(targets, N);
   info.balance_loss = run_forward(tokens, targets, B, T, /*train=*/true);

@@ -55,7 +55,7 @@ double Optimizer::step(const StepArgs& args) {
   NW_CHECK(args.wd_mult >= 0 && std::isfinite(args.wd_mult), "wd_mult must be finite and >= 0, got ", args.wd_mult);
   NW_CHECK(args.muon_momentum < 1, "muon_momentum must be < 1, got ", args.muon_momentum);
   const Arena& grads = model_.grads();
-  const StepWorkspace workspace(grads.device());  // Muon's batch scratch: no allocation after the first step
+  const StepWorkspace workspace(grads.device());  // any update op's scratch: no allocation after the first step
   double norm;
   if (control_.data()) {
     // CUDA: decide, clip and update on the device, then read the norm once. A non-finite norm makes

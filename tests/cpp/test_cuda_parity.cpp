@@ -694,29 +694,37 @@ TEST(CudaParity, NewtonSchulzAndMuon) {
   }
 }
 
+namespace {
+// Two layers (one dense, one with 4 experts, top-2, one shared expert) of width 16, 12 positions.
+nw::ModelConfig small_moe_config() {
+  nw::ModelConfig cfg;
+  cfg.vocab_size = 37;
+  cfg.d_model = 16;
+  cfg.n_layer = 2;
+  cfg.n_head = 2;
+  cfg.n_kv_head = 1;
+  cfg.head_dim = 8;
+  cfg.n_dense_layers = 1;
+  cfg.dense_hidden = 24;
+  cfg.n_experts = 4;
+  cfg.top_k = 2;
+  cfg.expert_hidden = 8;
+  cfg.n_shared = 1;
+  cfg.shared_hidden = 8;
+  cfg.seq_len = 12;
+  return cfg;
+}
+}  // namespace
+
 // The training step takes its ops' scratch from the step workspace (core/step_workspace.h): after the
 // first step at a shape sizes it, forward_backward and the optimizer step allocate nothing, in fp32 and in
 // bf16 (whose operand copies are the largest scratch), with experts (sort space, router partials) and Muon
 // over stacked expert matrices. The same op outside a step does allocate, so the count is live.
 TEST(CudaParity, TrainingStepAllocatesNothingAfterTheFirst) {
   NW_NEED_CUDA();
-  nw::ModelConfig cfg;
-  cfg.vocab_size = 64;
-  cfg.d_model = 32;
-  cfg.n_layer = 2;
-  cfg.n_head = 2;
-  cfg.n_kv_head = 1;
-  cfg.head_dim = 16;
-  cfg.n_dense_layers = 1;
-  cfg.dense_hidden = 32;
-  cfg.n_experts = 4;
-  cfg.top_k = 2;
-  cfg.expert_hidden = 16;
-  cfg.n_shared = 1;
-  cfg.shared_hidden = 16;
-  cfg.seq_len = 16;
-  const int B = 2, T = 16;
-  const I tokens = randint(B * T, 0, 64, 60), targets = randint(B * T, 0, 64, 61);
+  const nw::ModelConfig cfg = small_moe_config();
+  const int B = 2, T = 12;
+  const I tokens = randint(B * T, 0, cfg.vocab_size, 60), targets = randint(B * T, 0, cfg.vocab_size, 61);
   for (const nw::Precision p : {nw::Precision::FP32, nw::Precision::BF16}) {
     nw::Model model(cfg, 0, nw::Device::CUDA);
     model.set_precision(p);
@@ -1005,21 +1013,7 @@ TEST(CudaParity, HeadCrossEntropyChunked) {
 // gradient). Then the forward-only loss, and a second GPU step for the same bits.
 TEST(CudaParity, ModelChunkedHeadLoss) {
   NW_NEED_CUDA();
-  nw::ModelConfig cfg;
-  cfg.vocab_size = 37;
-  cfg.d_model = 16;
-  cfg.n_layer = 2;
-  cfg.n_head = 2;
-  cfg.n_kv_head = 1;
-  cfg.head_dim = 8;
-  cfg.n_dense_layers = 1;
-  cfg.dense_hidden = 24;
-  cfg.n_experts = 4;
-  cfg.top_k = 2;
-  cfg.expert_hidden = 8;
-  cfg.n_shared = 1;
-  cfg.shared_hidden = 8;
-  cfg.seq_len = 12;
+  const nw::ModelConfig cfg = small_moe_config();
   const int B = 2, T = 12;
   const int64_t N = B * T;
   I tokens = randint(N, 0, cfg.vocab_size, 95), targets = randint(N, 0, cfg.vocab_size, 96);

@@ -41,9 +41,9 @@ void activation_forward(Activation a, const Tensor& h, const Tensor& pre) {
   const int64_t N = h.size(0), H = h.size(1);
   if (N * H == 0) return;
   if (a == Activation::ReLU2)
-    relu2_forward_kernel<<<detail::grid_for(N * H), 256>>>(h.ptr<float>(), pre.ptr<float>(), N * H);
+    relu2_forward_kernel<<<detail::grid_for(N * H), 256, 0, detail::stream()>>>(h.ptr<float>(), pre.ptr<float>(), N * H);
   else
-    swiglu_forward_kernel<<<detail::grid_for(N * H), 256>>>(h.ptr<float>(), pre.ptr<float>(), N, H);
+    swiglu_forward_kernel<<<detail::grid_for(N * H), 256, 0, detail::stream()>>>(h.ptr<float>(), pre.ptr<float>(), N, H);
   NW_CUDA_LAUNCH_CHECK();
 }
 
@@ -52,9 +52,9 @@ void activation_backward(Activation a, const Tensor& dpre, const Tensor& dh, con
   const int64_t N = dh.size(0), H = dh.size(1);
   if (N * H == 0) return;
   if (a == Activation::ReLU2)
-    relu2_backward_kernel<<<detail::grid_for(N * H), 256>>>(dpre.ptr<float>(), dh.ptr<float>(), pre.ptr<float>(), N * H);
+    relu2_backward_kernel<<<detail::grid_for(N * H), 256, 0, detail::stream()>>>(dpre.ptr<float>(), dh.ptr<float>(), pre.ptr<float>(), N * H);
   else
-    swiglu_backward_kernel<<<detail::grid_for(N * H), 256>>>(dpre.ptr<float>(), dh.ptr<float>(), pre.ptr<float>(), N, H);
+    swiglu_backward_kernel<<<detail::grid_for(N * H), 256, 0, detail::stream()>>>(dpre.ptr<float>(), dh.ptr<float>(), pre.ptr<float>(), N, H);
   NW_CUDA_LAUNCH_CHECK();
 }
 

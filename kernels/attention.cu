@@ -303,7 +303,7 @@ void launch_forward(const Tensor& y, float* lse, const Tensor& q_in, const Tenso
   const dim3 grid(static_cast<unsigned>((d.Tq + kQB - 1) / kQB), static_cast<unsigned>(d.H),
                   static_cast<unsigned>(d.B));
   with_head_dim(d.D, op, [&](auto maxd) {
-    attention_forward_kernel<decltype(maxd)::value><<<grid, kQB>>>(y.ptr<float>(), lse, q.ptr<float>(), k.ptr<float>(),
+    attention_forward_kernel<decltype(maxd)::value><<<grid, kQB, 0, detail::stream()>>>(y.ptr<float>(), lse, q.ptr<float>(), k.ptr<float>(),
                                                                    v.ptr<float>(), d, window);
     NW_CUDA_LAUNCH_CHECK();
   });
@@ -336,7 +336,7 @@ void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
   detail::Scratch delta(rows * sizeof(float));
   const unsigned delta_blocks = static_cast<unsigned>((rows * 32 + 255) / 256);
   if (p == Precision::BF16 && flash_attention_supports(d.D)) {  // tensor cores, bf16 operands converted inside
-    attention_delta_kernel<<<delta_blocks, 256>>>(delta.as<float>(), dy_in.ptr<float>(), y.ptr<float>(), d.B, d.Tq,
+    attention_delta_kernel<<<delta_blocks, 256, 0, detail::stream()>>>(delta.as<float>(), dy_in.ptr<float>(), y.ptr<float>(), d.B, d.Tq,
                                                   d.H, d.D, true);
     NW_CUDA_LAUNCH_CHECK();
     return flash_attention_backward(dq.ptr<float>(), dk.ptr<float>(), dv.ptr<float>(), dy_in.ptr<float>(),
@@ -346,14 +346,14 @@ void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
   const Bf16RoundedOperand qr(q_in, p), kr(k_in, p), vr(v_in, p), dyr(dy_in, p);
   const Tensor &q = qr.t(), &k = kr.t(), &v = vr.t(), &dy = dyr.t();
   NW_CHECK(d.H < 65536 && d.B < 65536, op, ": too many heads or sequences for the CUDA grid");
-  attention_delta_kernel<<<delta_blocks, 256>>>(delta.as<float>(), dy.ptr<float>(), y.ptr<float>(), d.B, d.Tq, d.H,
+  attention_delta_kernel<<<delta_blocks, 256, 0, detail::stream()>>>(delta.as<float>(), dy.ptr<float>(), y.ptr<float>(), d.B, d.Tq, d.H,
                                                 d.D, false);
   NW_CUDA_LAUNCH_CHECK();
   with_head_dim(d.D, op, [&](auto maxd) {
     constexpr int MAXD = decltype(maxd)::value;
     const dim3 qgrid(static_cast<unsigned>((d.Tq + kQB - 1) / kQB), static_cast<unsigned>(d.H),
                      static_cast<unsigned>(d.B));
-    attention_dq_kernel<MAXD><<<qgrid, kQB>>>(dq.ptr<float>(), dy.ptr<float>(), q.ptr<float>(), k.ptr<float>(),
+    attention_dq_kernel<MAXD><<<qgrid, kQB, 0, detail::stream()>>>(dq.ptr<float>(), dy.ptr<float>(), q.ptr<float>(), k.ptr<float>(),
                                               v.ptr<float>(), lse.ptr<float>(), delta.as<float>(), d, window);
     NW_CUDA_LAUNCH_CHECK();
     constexpr size_t smem = dkv_smem_bytes<MAXD>();
@@ -361,7 +361,7 @@ void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
                                        static_cast<int>(smem)));
     const dim3 kgrid(static_cast<unsigned>((d.Tq + kKB - 1) / kKB), static_cast<unsigned>(d.KVH),
                      static_cast<unsigned>(d.B));
-    attention_dkv_kernel<MAXD><<<kgrid, kKB, smem>>>(dk.ptr<float>(), dv.ptr<float>(), dy.ptr<float>(), q.ptr<float>(),
+    attention_dkv_kernel<MAXD><<<kgrid, kKB, smem, detail::stream()>>>(dk.ptr<float>(), dv.ptr<float>(), dy.ptr<float>(), q.ptr<float>(),
                                                      k.ptr<float>(), v.ptr<float>(), lse.ptr<float>(), delta.as<float>(),
                                                      d, window);
     NW_CUDA_LAUNCH_CHECK();

@@ -392,7 +392,7 @@ void flash_attention_forward(float* y, float* lse, const float* q, const float* 
     constexpr int HD = decltype(hd)::value;
     constexpr size_t smem = forward_smem_bytes<HD>();
     allow_smem(flash_forward_kernel<HD>, smem);
-    flash_forward_kernel<HD><<<grid_of(s, s.H), kThreads, smem>>>(y, lse, q, k, v, s, window, scale);
+    flash_forward_kernel<HD><<<grid_of(s, s.H), kThreads, smem, detail::stream()>>>(y, lse, q, k, v, s, window, scale);
     NW_CUDA_LAUNCH_CHECK();
   });
 }
@@ -406,10 +406,10 @@ void flash_attention_backward(float* dq, float* dk, float* dv, const float* dy, 
     constexpr int HD = decltype(hd)::value;
     constexpr size_t kv_smem = dkv_smem_bytes<HD>(), q_smem = dq_smem_bytes<HD>();
     allow_smem(flash_dkv_kernel<HD>, kv_smem);
-    flash_dkv_kernel<HD><<<grid_of(s, s.KVH), kThreads, kv_smem>>>(dk, dv, dy, q, k, v, lse, delta, s, window, scale);
+    flash_dkv_kernel<HD><<<grid_of(s, s.KVH), kThreads, kv_smem, detail::stream()>>>(dk, dv, dy, q, k, v, lse, delta, s, window, scale);
     NW_CUDA_LAUNCH_CHECK();
     allow_smem(flash_dq_kernel<HD>, q_smem);
-    flash_dq_kernel<HD><<<grid_of(s, s.H), kThreads, q_smem>>>(dq, dy, q, k, v, lse, delta, s, window, scale);
+    flash_dq_kernel<HD><<<grid_of(s, s.H), kThreads, q_smem, detail::stream()>>>(dq, dy, q, k, v, lse, delta, s, window, scale);
     NW_CUDA_LAUNCH_CHECK();
   });
 }

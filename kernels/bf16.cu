@@ -14,13 +14,13 @@ __global__ void round_to_bf16_kernel(float* dst, const float* src, int64_t n) {
 
 void to_bf16(__nv_bfloat16* dst, const float* src, int64_t n) {
   if (n == 0) return;
-  to_bf16_kernel<<<detail::grid_for(n), 256>>>(dst, src, n);
+  to_bf16_kernel<<<detail::grid_for(n), 256, 0, detail::stream()>>>(dst, src, n);
   NW_CUDA_LAUNCH_CHECK();
 }
 
 void round_to_bf16(float* dst, const float* src, int64_t n) {
   if (n == 0) return;
-  round_to_bf16_kernel<<<detail::grid_for(n), 256>>>(dst, src, n);
+  round_to_bf16_kernel<<<detail::grid_for(n), 256, 0, detail::stream()>>>(dst, src, n);
   NW_CUDA_LAUNCH_CHECK();
 }
 

@@ -11,7 +11,7 @@ namespace nw::cuda {
 
 __device__ __forceinline__ float round_bf16(float x) { return __bfloat162float(__float2bfloat16_rn(x)); }
 
-// dst[i] = bf16(src[i]) for i < n, on the default stream.
+// dst[i] = bf16(src[i]) for i < n, on the compute stream.
 void to_bf16(__nv_bfloat16* dst, const float* src, int64_t n);
 // dst[i] = round_bf16(src[i]): bf16 values kept in float32, for the kernels that compute in float32.
 void round_to_bf16(float* dst, const float* src, int64_t n);

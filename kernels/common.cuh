@@ -1,6 +1,7 @@
 // Helpers shared by the CUDA kernels: argument checks, launch sizes, deterministic warp/block
 // reductions and scratch memory (the step workspace's, else stream-ordered). Everything runs on the
-// legacy default stream, so kernels, cuBLAS calls and copies are ordered without explicit synchronisation.
+// device's compute stream (kernels/stream.cuh), so kernels, cuBLAS calls and copies are ordered without
+// explicit synchronisation.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -10,6 +11,7 @@
 
 #include "core/tensor.h"
 #include "kernels/cuda_check.cuh"
+#include "kernels/stream.cuh"
 
 // Checks the most recent kernel launch (bad configuration, missing kernel image for this GPU).
 #define NW_CUDA_LAUNCH_CHECK() NW_CUDA_CHECK(cudaGetLastError())
@@ -93,7 +95,7 @@ void count_pool_allocation();
 
 // Scratch device memory for one op call (ops whose interface has no workspace argument: sorting,
 // per-block partial sums, bf16 operand copies): from the step workspace while a training step has it
-// open (core/step_workspace.h), else allocated and freed in stream order on the default stream
+// open (core/step_workspace.h), else allocated and freed in stream order on the compute stream
 // (cudaMallocAsync: no device synchronisation, served from the pool after warm-up).
 class Scratch {
  public:
@@ -106,7 +108,7 @@ class Scratch {
     }
     keep_pool_memory();
     try {
-      NW_CUDA_CHECK(cudaMallocAsync(&p_, nbytes, 0));
+      NW_CUDA_CHECK(cudaMallocAsync(&p_, nbytes, stream()));
     } catch (...) {  // no destructor runs: undo the count here
       if (counted_) give_back_step_scratch(nullptr, nbytes);
       throw;
@@ -115,7 +117,7 @@ class Scratch {
   }
   ~Scratch() {  // never throws: destructors
     if (counted_) give_back_step_scratch(from_workspace_ ? p_ : nullptr, nbytes_);
-    if (p_ && !from_workspace_) cudaFreeAsync(p_, 0);
+    if (p_ && !from_workspace_) cudaFreeAsync(p_, stream());
   }
   Scratch(const Scratch&) = delete;
   Scratch& operator=(const Scratch&) = delete;

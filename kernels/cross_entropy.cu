@@ -68,7 +68,7 @@ void softcap_cross_entropy(const Tensor& losses, const Tensor& dlogits, const Te
   const int64_t N = logits.size(0), V = logits.size(1);
   if (N == 0) return;
   NW_CHECK(V > 0, "softcap_cross_entropy: the vocabulary is empty");
-  softcap_ce_kernel<<<static_cast<unsigned>(N), kThreads>>>(losses.ptr<float>(),
+  softcap_ce_kernel<<<static_cast<unsigned>(N), kThreads, 0, detail::stream()>>>(losses.ptr<float>(),
                                                             dlogits.defined() ? dlogits.ptr<float>() : nullptr,
                                                             logits.ptr<float>(), targets.ptr<int32_t>(),
                                                             weights.defined() ? weights.ptr<float>() : nullptr, V,
@@ -80,7 +80,7 @@ void softcap(const Tensor& logits, float cap) {
   detail::require_f32("softcap", {&logits});
   const int64_t n = logits.numel();
   if (cap <= 0 || n == 0) return;
-  softcap_kernel<<<detail::grid_for(n), 256>>>(logits.ptr<float>(), n, cap);
+  softcap_kernel<<<detail::grid_for(n), 256, 0, detail::stream()>>>(logits.ptr<float>(), n, cap);
   NW_CUDA_LAUNCH_CHECK();
 }
 

@@ -5,6 +5,7 @@
 
 #include "kernels/cublas.cuh"
 #include "kernels/cuda_check.cuh"
+#include "kernels/stream.cuh"
 
 namespace nw::cuda {
 
@@ -23,6 +24,10 @@ const char* cublas_status_name(cublasStatus_t s) {
   }
 }
 
+namespace {
+constexpr size_t kCublasWorkspaceBytes = size_t(32) << 20;  // what cuBLAS recommends on Hopper
+}  // namespace
+
 cublasHandle_t cublas_handle() {
   // Handles live until the process ends: destroying them from a static destructor can run after
   // the CUDA runtime has shut down.
@@ -36,7 +41,12 @@ cublasHandle_t cublas_handle() {
     cublasHandle_t h = nullptr;
     NW_CUBLAS_CHECK(cublasCreate(&h));
     NW_CUBLAS_CHECK(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH));  // fp32 FMA, no TF32 down-conversion
-    NW_CUBLAS_CHECK(cublasSetStream(h, 0));
+    NW_CUBLAS_CHECK(cublasSetStream(h, detail::stream()));
+    // A workspace of its own (set after the stream, which resets it): cuBLAS then allocates nothing
+    // while a CUDA graph captures its calls.
+    void* ws = nullptr;
+    NW_CUDA_CHECK(cudaMalloc(&ws, kCublasWorkspaceBytes));
+    NW_CUBLAS_CHECK(cublasSetWorkspace(h, ws, kCublasWorkspaceBytes));
     handles[dev] = h;
   }
   return handles[dev];

@@ -19,7 +19,7 @@ const char* cublas_status_name(cublasStatus_t s);
                                              " in ", #call, " [", __FILE__, ":", __LINE__, "]"));    \
   } while (0)
 
-// The handle for the current device (created on first use, on the default stream, plain fp32 math:
+// The handle for the current device (created on first use, on the compute stream, plain fp32 math:
 // no TF32, so results match the CPU oracle to float32 accuracy).
 cublasHandle_t cublas_handle();
 

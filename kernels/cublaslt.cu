@@ -19,6 +19,7 @@
 #include "kernels/cublas.cuh"
 #include "kernels/cublaslt.cuh"
 #include "kernels/cuda_check.cuh"
+#include "kernels/stream.cuh"
 
 namespace nw::cuda {
 namespace {
@@ -156,7 +157,7 @@ void gemm_bf16(bool ta, bool tb, int M, int N, int K, float alpha, const __nv_bf
   if (M == 0 || N == 0) return;
   if (K == 0) {  // an empty sum: C = beta C (cuBLASLt has no layout with zero columns)
     if (beta == 0.f)
-      NW_CUDA_CHECK(cudaMemset2DAsync(C, size_t(ldc) * sizeof(float), 0, size_t(N) * sizeof(float), M, 0));
+      NW_CUDA_CHECK(cudaMemset2DAsync(C, size_t(ldc) * sizeof(float), 0, size_t(N) * sizeof(float), M, detail::stream()));
     return;
   }
   const PlanKey key{ta, tb, M, N, K, lda, ldb, ldc, alignment_of(A), alignment_of(B), alignment_of(C)};
@@ -169,9 +170,9 @@ void gemm_bf16(bool ta, bool tb, int M, int N, int K, float alpha, const __nv_bf
     if (it == d->plans.end()) it = d->plans.emplace(key, make_plan(*d, key)).first;
     plan = &it->second;
   }
-  // The workspace is shared by every GEMM on the device: they all run on the default stream, in order.
+  // The workspace is shared by every GEMM on the device: they all run on the compute stream, in order.
   NW_CUBLAS_CHECK(cublasLtMatmul(d->handle, plan->op, &alpha, B, plan->lt_a, A, plan->lt_b, &beta, C, plan->c, C,
-                                 plan->c, &plan->algo, d->workspace, kWorkspaceBytes, 0));
+                                 plan->c, &plan->algo, d->workspace, kWorkspaceBytes, detail::stream()));
 }
 
 }  // namespace nw::cuda

@@ -1,8 +1,43 @@
-// The GPU device interface (csrc/core/cuda_device.h) on the CUDA runtime.
+// The GPU device interface (csrc/core/cuda_device.h) on the CUDA runtime, and the compute stream
+// (kernels/stream.cuh) that every call below runs on.
+#include <atomic>
+#include <mutex>
+
 #include "core/cuda_device.h"
 #include "kernels/cuda_check.cuh"
+#include "kernels/stream.cuh"
 
 namespace nw::cuda {
+
+namespace detail {
+
+cudaStream_t stream() {
+  // Streams live until the process ends, as the cuBLAS handles do: destroying them from a static
+  // destructor can run after the CUDA runtime has shut down.
+  constexpr int kMaxDevices = 64;
+  static std::atomic<cudaStream_t> streams[kMaxDevices] = {};
+  static std::mutex mu;
+  int dev = 0;
+  NW_CUDA_CHECK(cudaGetDevice(&dev));
+  NW_CHECK(dev >= 0 && dev < kMaxDevices, "compute stream: device index ", dev, " is out of range");
+  cudaStream_t s = streams[dev].load(std::memory_order_acquire);
+  if (s) return s;
+  std::lock_guard<std::mutex> lock(mu);
+  s = streams[dev].load(std::memory_order_relaxed);
+  if (!s) {
+    NW_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamDefault));
+    streams[dev].store(s, std::memory_order_release);
+  }
+  return s;
+}
+
+void copy_to_host(void* dst, const void* src, size_t n) {
+  if (!n) return;
+  NW_CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, stream()));
+  NW_CUDA_CHECK(cudaStreamSynchronize(stream()));
+}
+
+}  // namespace detail
 
 bool available() {
   int n = 0;
@@ -18,11 +53,20 @@ void* device_alloc(size_t nbytes) {
 }
 
 void device_free(void* p) { cudaFree(p); }  // never throws: called from destructors
-void device_memset_zero(void* p, size_t nbytes) { NW_CUDA_CHECK(cudaMemset(p, 0, nbytes)); }
-void copy_host_to_device(void* dst, const void* src, size_t n) { NW_CUDA_CHECK(cudaMemcpy(dst, src, n, cudaMemcpyHostToDevice)); }
-void copy_device_to_host(void* dst, const void* src, size_t n) { NW_CUDA_CHECK(cudaMemcpy(dst, src, n, cudaMemcpyDeviceToHost)); }
+
+void device_memset_zero(void* p, size_t nbytes) {
+  if (nbytes) NW_CUDA_CHECK(cudaMemsetAsync(p, 0, nbytes, detail::stream()));
+}
+
+// Pageable host memory: cudaMemcpyAsync stages the source before it returns, so the caller may reuse it.
+void copy_host_to_device(void* dst, const void* src, size_t n) {
+  if (n) NW_CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, detail::stream()));
+}
+
+void copy_device_to_host(void* dst, const void* src, size_t n) { detail::copy_to_host(dst, src, n); }
+
 void copy_device_to_device(void* dst, const void* src, size_t n) {
-  if (n) NW_CUDA_CHECK(cudaMemcpy(dst, src, n, cudaMemcpyDeviceToDevice));
+  if (n) NW_CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, detail::stream()));
 }
 
 }  // namespace nw::cuda

@@ -39,7 +39,7 @@ void embedding_forward(const Tensor& out, const Tensor& table, const Tensor& tok
   detail::require_f32("embedding_forward", {&out, &table});
   const int64_t N = out.size(0), C = out.size(1);
   if (N * C == 0) return;
-  embedding_forward_kernel<<<detail::grid_for(N * C), 256>>>(out.ptr<float>(), table.ptr<float>(),
+  embedding_forward_kernel<<<detail::grid_for(N * C), 256, 0, detail::stream()>>>(out.ptr<float>(), table.ptr<float>(),
                                                              tokens.ptr<int32_t>(), N, C);
   NW_CUDA_LAUNCH_CHECK();
 }
@@ -55,18 +55,19 @@ void embedding_backward(const Tensor& dtable, const Tensor& dout, const Tensor& 
   size_t temp_bytes = 0;
   NW_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, temp_bytes, static_cast<const int32_t*>(nullptr),
                                                 static_cast<int32_t*>(nullptr), static_cast<const int32_t*>(nullptr),
-                                                static_cast<int32_t*>(nullptr), static_cast<int>(N), 0, end_bit));
+                                                static_cast<int32_t*>(nullptr), static_cast<int>(N), 0, end_bit,
+                                                detail::stream()));
   const size_t ints = 3 * static_cast<size_t>(N);
   detail::Scratch scratch(ints * sizeof(int32_t) + temp_bytes + 256);
   int32_t* pos = scratch.as<int32_t>();
   int32_t* sorted_tok = pos + N;
   int32_t* sorted_pos = sorted_tok + N;
   void* temp = reinterpret_cast<char*>(scratch.as<char>()) + (ints * sizeof(int32_t) + 255) / 256 * 256;
-  iota_kernel<<<detail::grid_for(N), 256>>>(pos, N);
+  iota_kernel<<<detail::grid_for(N), 256, 0, detail::stream()>>>(pos, N);
   NW_CUDA_LAUNCH_CHECK();
   NW_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(temp, temp_bytes, tokens.ptr<int32_t>(), sorted_tok, pos, sorted_pos,
-                                                static_cast<int>(N), 0, end_bit));
-  embedding_backward_kernel<<<static_cast<unsigned>(N), 128>>>(dtable.ptr<float>(), dout.ptr<float>(), sorted_tok,
+                                                static_cast<int>(N), 0, end_bit, detail::stream()));
+  embedding_backward_kernel<<<static_cast<unsigned>(N), 128, 0, detail::stream()>>>(dtable.ptr<float>(), dout.ptr<float>(), sorted_tok,
                                                                sorted_pos, N, C);
   NW_CUDA_LAUNCH_CHECK();
 }

@@ -190,7 +190,7 @@ void grouped_linear_forward(const Tensor& y, const Tensor& x, const Tensor& w, c
   NW_CHECK(R < (int64_t(1) << 31) && out * in < (int64_t(1) << 31), "grouped_linear_forward: sizes exceed int32");
   const dim3 grid(row_tile_pairs(R, E), static_cast<unsigned>((out + TN - 1) / TN));
   auto kernel = p == Precision::BF16 ? grouped_forward_kernel<true> : grouped_forward_kernel<false>;
-  kernel<<<grid, kThreads>>>(y.ptr<float>(), x.ptr<float>(), w.ptr<float>(), offsets.ptr<int32_t>(), int(E), int(out),
+  kernel<<<grid, kThreads, 0, detail::stream()>>>(y.ptr<float>(), x.ptr<float>(), w.ptr<float>(), offsets.ptr<int32_t>(), int(E), int(out),
                              int(in));
   NW_CUDA_LAUNCH_CHECK();
 }
@@ -205,7 +205,7 @@ void grouped_linear_backward(const Tensor& dx, const Tensor& dw, const Tensor& d
   if (dx.defined()) {
     const dim3 grid(row_tile_pairs(R, E), static_cast<unsigned>((in + TN - 1) / TN));
     auto kernel = bf16 ? grouped_dx_kernel<true> : grouped_dx_kernel<false>;
-    kernel<<<grid, kThreads>>>(dx.ptr<float>(), dy.ptr<float>(), w.ptr<float>(), offsets.ptr<int32_t>(), int(E),
+    kernel<<<grid, kThreads, 0, detail::stream()>>>(dx.ptr<float>(), dy.ptr<float>(), w.ptr<float>(), offsets.ptr<int32_t>(), int(E),
                                int(out), int(in));
     NW_CUDA_LAUNCH_CHECK();
   }
@@ -213,7 +213,7 @@ void grouped_linear_backward(const Tensor& dx, const Tensor& dw, const Tensor& d
   const dim3 grid(static_cast<unsigned>((in + TN - 1) / TN), static_cast<unsigned>((out + TM - 1) / TM),
                   static_cast<unsigned>(E));
   auto kernel = bf16 ? grouped_dw_kernel<true> : grouped_dw_kernel<false>;
-  kernel<<<grid, kThreads>>>(dw.ptr<float>(), dy.ptr<float>(), x.ptr<float>(), offsets.ptr<int32_t>(), int(out),
+  kernel<<<grid, kThreads, 0, detail::stream()>>>(dw.ptr<float>(), dy.ptr<float>(), x.ptr<float>(), offsets.ptr<int32_t>(), int(out),
                              int(in));
   NW_CUDA_LAUNCH_CHECK();
 }

@@ -98,8 +98,8 @@ void moe_dispatch(const Tensor& counts, const Tensor& offsets, const Tensor& row
   NW_CHECK(NK64 < (int64_t(1) << 31) && E64 < (int64_t(1) << 30), "moe_dispatch: too many slots or experts");
   const int32_t NK = static_cast<int32_t>(NK64), E = static_cast<int32_t>(E64);
   if (NK == 0) {
-    NW_CUDA_CHECK(cudaMemsetAsync(counts.data, 0, counts.nbytes(), 0));
-    NW_CUDA_CHECK(cudaMemsetAsync(offsets.data, 0, offsets.nbytes(), 0));
+    NW_CUDA_CHECK(cudaMemsetAsync(counts.data, 0, counts.nbytes(), detail::stream()));
+    NW_CUDA_CHECK(cudaMemsetAsync(offsets.data, 0, offsets.nbytes(), detail::stream()));
     return;
   }
   int end_bit = 1;
@@ -107,20 +107,20 @@ void moe_dispatch(const Tensor& counts, const Tensor& offsets, const Tensor& row
   size_t temp_bytes = 0;
   NW_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, temp_bytes, static_cast<const int32_t*>(nullptr),
                                                 static_cast<int32_t*>(nullptr), static_cast<const int32_t*>(nullptr),
-                                                static_cast<int32_t*>(nullptr), NK, 0, end_bit));
+                                                static_cast<int32_t*>(nullptr), NK, 0, end_bit, detail::stream()));
   const size_t head = (3 * static_cast<size_t>(NK) * sizeof(int32_t) + 255) / 256 * 256;
   detail::Scratch scratch(head + temp_bytes);
   int32_t* slots = scratch.as<int32_t>();
   int32_t* sorted_ids = slots + NK;
   int32_t* sorted_slots = sorted_ids + NK;
   void* temp = scratch.as<char>() + head;
-  iota_kernel<<<detail::grid_for(NK), 256>>>(slots, NK);
+  iota_kernel<<<detail::grid_for(NK), 256, 0, detail::stream()>>>(slots, NK);
   NW_CUDA_LAUNCH_CHECK();
   NW_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(temp, temp_bytes, topk.ptr<int32_t>(), sorted_ids, slots, sorted_slots,
-                                                NK, 0, end_bit));
-  offsets_kernel<<<detail::grid_for(E + 1), 256>>>(counts.ptr<int32_t>(), offsets.ptr<int32_t>(), sorted_ids, NK, E);
+                                                NK, 0, end_bit, detail::stream()));
+  offsets_kernel<<<detail::grid_for(E + 1), 256, 0, detail::stream()>>>(counts.ptr<int32_t>(), offsets.ptr<int32_t>(), sorted_ids, NK, E);
   NW_CUDA_LAUNCH_CHECK();
-  invert_kernel<<<detail::grid_for(NK), 256>>>(row_of_slot.ptr<int32_t>(), token_of_row.ptr<int32_t>(), sorted_slots,
+  invert_kernel<<<detail::grid_for(NK), 256, 0, detail::stream()>>>(row_of_slot.ptr<int32_t>(), token_of_row.ptr<int32_t>(), sorted_slots,
                                                NK, static_cast<int32_t>(K));
   NW_CUDA_LAUNCH_CHECK();
 }
@@ -129,7 +129,7 @@ void moe_gather(const Tensor& xe, const Tensor& x, const Tensor& token_of_row) {
   detail::require_f32("moe_gather", {&xe, &x});
   const int64_t R = xe.size(0), C = xe.size(1);
   if (R * C == 0) return;
-  gather_kernel<<<detail::grid_for(R * C), 256>>>(xe.ptr<float>(), x.ptr<float>(), token_of_row.ptr<int32_t>(), R, C);
+  gather_kernel<<<detail::grid_for(R * C), 256, 0, detail::stream()>>>(xe.ptr<float>(), x.ptr<float>(), token_of_row.ptr<int32_t>(), R, C);
   NW_CUDA_LAUNCH_CHECK();
 }
 
@@ -137,7 +137,7 @@ void moe_gather_backward(const Tensor& dx, const Tensor& dxe, const Tensor& row_
   detail::require_f32("moe_gather_backward", {&dx, &dxe});
   const int64_t N = dx.size(0), C = dx.size(1), K = row_of_slot.size(0) / N;
   if (N * C == 0) return;
-  gather_backward_kernel<<<detail::grid_for(N * C), 256>>>(dx.ptr<float>(), dxe.ptr<float>(),
+  gather_backward_kernel<<<detail::grid_for(N * C), 256, 0, detail::stream()>>>(dx.ptr<float>(), dxe.ptr<float>(),
                                                            row_of_slot.ptr<int32_t>(), N, K, C);
   NW_CUDA_LAUNCH_CHECK();
 }
@@ -146,7 +146,7 @@ void moe_combine(const Tensor& y, const Tensor& ye, const Tensor& gates, const T
   detail::require_f32("moe_combine", {&y, &ye, &gates});
   const int64_t N = y.size(0), C = y.size(1), K = gates.size(1);
   if (N * C == 0) return;
-  combine_kernel<<<detail::grid_for(N * C), 256>>>(y.ptr<float>(), ye.ptr<float>(), gates.ptr<float>(),
+  combine_kernel<<<detail::grid_for(N * C), 256, 0, detail::stream()>>>(y.ptr<float>(), ye.ptr<float>(), gates.ptr<float>(),
                                                    row_of_slot.ptr<int32_t>(), N, K, C);
   NW_CUDA_LAUNCH_CHECK();
 }
@@ -157,7 +157,7 @@ void moe_combine_backward(const Tensor& dye, const Tensor& dgates, const Tensor&
   const int64_t N = dy.size(0), C = dy.size(1), K = gates.size(1), NK = N * K;
   if (NK == 0) return;
   const int threads = 256, warps_per_block = threads / 32;
-  combine_backward_kernel<<<static_cast<unsigned>((NK + warps_per_block - 1) / warps_per_block), threads>>>(
+  combine_backward_kernel<<<static_cast<unsigned>((NK + warps_per_block - 1) / warps_per_block), threads, 0, detail::stream()>>>(
       dye.ptr<float>(), dgates.ptr<float>(), dy.ptr<float>(), ye.ptr<float>(), gates.ptr<float>(),
       row_of_slot.ptr<int32_t>(), NK, K, C);
   NW_CUDA_LAUNCH_CHECK();

@@ -198,11 +198,11 @@ void select_and_balance(double* seq_loss, float* totals, int32_t* tile_counts, c
                         const Tensor& gates, const Tensor& logits, const Tensor& bias, int batch, float route_scale) {
   const int64_t N = logits.size(0), E = logits.size(1), K = topk.size(1), Tn = N / batch;
   NW_CHECK(E <= 4096, "the CUDA MoE router takes at most 4096 experts, got ", E);
-  router_select_kernel<<<static_cast<unsigned>((N + kTile - 1) / kTile), kTile>>>(
+  router_select_kernel<<<static_cast<unsigned>((N + kTile - 1) / kTile), kTile, 0, detail::stream()>>>(
       scores.ptr<float>(), topk.ptr<int32_t>(), gates.ptr<float>(), totals, tile_counts, logits.ptr<float>(),
       bias.ptr<float>(), N, E, K, route_scale);
   NW_CUDA_LAUNCH_CHECK();
-  router_balance_kernel<<<static_cast<unsigned>(batch), 128, E * sizeof(double)>>>(seq_loss, scores.ptr<float>(), totals,
+  router_balance_kernel<<<static_cast<unsigned>(batch), 128, E * sizeof(double), detail::stream()>>>(seq_loss, scores.ptr<float>(), totals,
                                                                                    topk.ptr<int32_t>(), Tn, E, K);
   NW_CUDA_LAUNCH_CHECK();
 }
@@ -218,7 +218,7 @@ double moe_router_forward(const Tensor& scores, const Tensor& topk, const Tensor
   float* totals = reinterpret_cast<float*>(seq_loss + batch);
   select_and_balance(seq_loss, totals, nullptr, scores, topk, gates, logits, bias, batch, route_scale);
   std::vector<double> host(batch);
-  NW_CUDA_CHECK(cudaMemcpy(host.data(), seq_loss, batch * sizeof(double), cudaMemcpyDeviceToHost));
+  detail::copy_to_host(host.data(), seq_loss, batch * sizeof(double));
   double loss = 0;
   for (double l : host) loss += l;
   return balance_alpha * loss / batch;
@@ -230,8 +230,8 @@ void moe_route(const Tensor& scores, const Tensor& topk, const Tensor& gates, co
   detail::require_f32("moe_route", {&scores, &gates, &logits, &bias});
   const int64_t N = logits.size(0), E = logits.size(1), K = topk.size(1), tiles = (N + kTile - 1) / kTile;
   if (N == 0) {
-    NW_CUDA_CHECK(cudaMemsetAsync(counts.data, 0, counts.nbytes(), 0));
-    NW_CUDA_CHECK(cudaMemsetAsync(offsets.data, 0, offsets.nbytes(), 0));
+    NW_CUDA_CHECK(cudaMemsetAsync(counts.data, 0, counts.nbytes(), detail::stream()));
+    NW_CUDA_CHECK(cudaMemsetAsync(offsets.data, 0, offsets.nbytes(), detail::stream()));
     return;
   }
   NW_CHECK(N * K < (int64_t(1) << 31), "moe_route: ", N * K, " slots exceed the int32 rows");
@@ -244,11 +244,11 @@ void moe_route(const Tensor& scores, const Tensor& topk, const Tensor& gates, co
   int32_t* tile_counts = reinterpret_cast<int32_t*>(scratch.as<char>() + loss_bytes + total_bytes);
   int32_t* tile_first = tile_counts + tiles * E;
   select_and_balance(seq_loss, totals, tile_counts, scores, topk, gates, logits, bias, batch, route_scale);
-  balance_accumulate_kernel<<<1, 1>>>(balance.ptr<double>(), seq_loss, batch, balance_alpha);
+  balance_accumulate_kernel<<<1, 1, 0, detail::stream()>>>(balance.ptr<double>(), seq_loss, batch, balance_alpha);
   NW_CUDA_LAUNCH_CHECK();
-  dispatch_scan_kernel<<<1, 256>>>(counts.ptr<int32_t>(), offsets.ptr<int32_t>(), tile_first, tile_counts, tiles, E);
+  dispatch_scan_kernel<<<1, 256, 0, detail::stream()>>>(counts.ptr<int32_t>(), offsets.ptr<int32_t>(), tile_first, tile_counts, tiles, E);
   NW_CUDA_LAUNCH_CHECK();
-  dispatch_place_kernel<<<static_cast<unsigned>(tiles), kTile>>>(
+  dispatch_place_kernel<<<static_cast<unsigned>(tiles), kTile, 0, detail::stream()>>>(
       row_of_slot.ptr<int32_t>(), token_of_row.ptr<int32_t>(), topk.ptr<int32_t>(), offsets.ptr<int32_t>(),
       tile_first, N, E, K);
   NW_CUDA_LAUNCH_CHECK();
@@ -262,10 +262,10 @@ void moe_router_backward(const Tensor& dlogits, const Tensor& dgates, const Tens
   // d(balance)/d s_{t,i} = c * (f_i / S_t - sum_j f_j s_{t,j} / S_t^2), c = alpha / (B T) * grad_scale
   const float c = balance_alpha * grad_scale / float(batch * Tn);
   detail::Scratch fractions(batch * E * sizeof(float));
-  router_fractions_kernel<<<static_cast<unsigned>(batch), 128>>>(fractions.as<float>(), topk.ptr<int32_t>(), Tn, E, K);
+  router_fractions_kernel<<<static_cast<unsigned>(batch), 128, 0, detail::stream()>>>(fractions.as<float>(), topk.ptr<int32_t>(), Tn, E, K);
   NW_CUDA_LAUNCH_CHECK();
   const int threads = 128;
-  router_backward_kernel<<<static_cast<unsigned>((N + threads - 1) / threads), threads>>>(
+  router_backward_kernel<<<static_cast<unsigned>((N + threads - 1) / threads), threads, 0, detail::stream()>>>(
       dlogits.ptr<float>(), dgates.ptr<float>(), scores.ptr<float>(), topk.ptr<int32_t>(), fractions.as<float>(), N,
       Tn, E, K, route_scale, c);
   NW_CUDA_LAUNCH_CHECK();
@@ -280,19 +280,20 @@ void moe_update_bias(const Tensor& bias, const Tensor& counts, float gamma) {
   const int64_t* dev_counts = nullptr;
   detail::Scratch copy(counts.device == Device::CPU ? E * sizeof(int64_t) : 0);
   if (counts.device == Device::CPU) {
-    NW_CUDA_CHECK(cudaMemcpy(copy.as<int64_t>(), counts.ptr<int64_t>(), E * sizeof(int64_t), cudaMemcpyHostToDevice));
+    NW_CUDA_CHECK(cudaMemcpyAsync(copy.as<int64_t>(), counts.ptr<int64_t>(), E * sizeof(int64_t), cudaMemcpyHostToDevice,
+                                  detail::stream()));
     dev_counts = copy.as<int64_t>();
   } else {
     dev_counts = counts.ptr<int64_t>();
   }
-  update_bias_kernel<<<1, 256>>>(bias.ptr<float>(), dev_counts, E, gamma);
+  update_bias_kernel<<<1, 256, 0, detail::stream()>>>(bias.ptr<float>(), dev_counts, E, gamma);
   NW_CUDA_LAUNCH_CHECK();
 }
 
 void moe_accumulate_counts(const Tensor& total, const Tensor& counts) {
   const int64_t E = total.size(0);
   if (E == 0) return;
-  accumulate_counts_kernel<<<1, 256>>>(total.ptr<int64_t>(), counts.ptr<int32_t>(), E);
+  accumulate_counts_kernel<<<1, 256, 0, detail::stream()>>>(total.ptr<int64_t>(), counts.ptr<int32_t>(), E);
   NW_CUDA_LAUNCH_CHECK();
 }
 

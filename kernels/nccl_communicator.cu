@@ -1,8 +1,8 @@
 // The NCCL backend: all-reduce and broadcast of GPU buffers, bootstrapped over MPI (rank 0's unique id
 // is broadcast to the others); host buffers and barriers go over MPI. Built only when CMake finds NCCL.
 //
-// Collectives run on the legacy default stream, where the model's kernels run, so they follow the
-// backward pass without extra synchronisation. Each wait polls the stream until done or the timeout,
+// Collectives run on the compute stream (kernels/stream.cuh), where the model's kernels run, so they
+// follow the backward pass without extra synchronisation. Each wait polls the stream until done or the timeout,
 // answering MPI liveness pings meanwhile; on a timeout the NCCL communicator is aborted and the error
 // names the ranks that did not answer.
 #include <nccl.h>
@@ -14,6 +14,7 @@
 
 #include "dist/mpi_communicator.h"
 #include "kernels/cuda_check.cuh"
+#include "kernels/stream.cuh"
 
 namespace nw::dist {
 
@@ -64,7 +65,7 @@ class NcclCommunicator : public Communicator {
     if (t.device == Device::CPU) return host_->all_reduce(t, op, what);
     NW_CHECK(t.contiguous(), what, ": all-reduce needs a contiguous buffer, got ", t.describe());
     NW_NCCL_CHECK(ncclAllReduce(t.data, t.data, size_t(t.numel()), nccl_type(t.dtype, what),
-                                op == ReduceOp::Max ? ncclMax : ncclSum, comm_, cudaStreamLegacy));
+                                op == ReduceOp::Max ? ncclMax : ncclSum, comm_, cuda::detail::stream()));
     wait(what);
   }
 
@@ -72,7 +73,7 @@ class NcclCommunicator : public Communicator {
     if (t.device == Device::CPU) return host_->broadcast(t, root, what);
     NW_CHECK(t.contiguous(), what, ": broadcast needs a contiguous buffer, got ", t.describe());
     NW_CHECK(root >= 0 && root < world_, what, ": root ", root, " is not a rank of a world of ", world_);
-    NW_NCCL_CHECK(ncclBroadcast(t.data, t.data, t.nbytes(), ncclUint8, root, comm_, cudaStreamLegacy));
+    NW_NCCL_CHECK(ncclBroadcast(t.data, t.data, t.nbytes(), ncclUint8, root, comm_, cuda::detail::stream()));
     wait(what);
   }
 
@@ -96,7 +97,7 @@ class NcclCommunicator : public Communicator {
     const nw_mpi_plugin& mpi = mpi_plugin();
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s_);
     for (int spins = 0;; ++spins) {
-      const cudaError_t q = cudaStreamQuery(cudaStreamLegacy);
+      const cudaError_t q = cudaStreamQuery(cuda::detail::stream());
       if (q == cudaSuccess) return;
       if (q != cudaErrorNotReady) NW_CUDA_CHECK(q);
       ncclResult_t async = ncclSuccess;

@@ -88,7 +88,7 @@ __global__ void clip_control_kernel(StepControl* control, const double* partial,
 // Launches the partial sums of x^2 over kChunk-element chunks into partial.
 void launch_sum_squares_partials(double* partial, const float* x, int64_t n) {
   const int64_t chunks = (n + kChunk - 1) / kChunk;
-  sum_squares_partial_kernel<<<static_cast<unsigned>(chunks), 256>>>(partial, x, n);
+  sum_squares_partial_kernel<<<static_cast<unsigned>(chunks), 256, 0, detail::stream()>>>(partial, x, n);
   NW_CUDA_LAUNCH_CHECK();
 }
 
@@ -225,29 +225,29 @@ void newton_schulz_batched(const float* u, int64_t M, int64_t R, int64_t C, int 
   // The norm's partial sums use Y, free until the first step (carve_ns_scratch sized it for them).
   const int P = static_cast<int>((mn + kNormChunk - 1) / kNormChunk);
   double* partial = reinterpret_cast<double*>(s.Y);
-  frobenius_partial_kernel<<<dim3(P, unsigned(M)), 256>>>(partial, u, mn, P);
+  frobenius_partial_kernel<<<dim3(P, unsigned(M)), 256, 0, detail::stream()>>>(partial, u, mn, P);
   NW_CUDA_LAUNCH_CHECK();
   const unsigned q = std::min<unsigned>(detail::grid_for(mn), 1024);
-  frobenius_normalize_kernel<<<dim3(q, unsigned(M)), 256>>>(s.X, bf16 ? s.Xh : nullptr, u, partial, P, R, C, tall);
+  frobenius_normalize_kernel<<<dim3(q, unsigned(M)), 256, 0, detail::stream()>>>(s.X, bf16 ? s.Xh : nullptr, u, partial, P, R, C, tall);
   NW_CUDA_LAUNCH_CHECK();
   const int mi = int(m), ni = int(n), Mi = int(M);
   for (int it = 0; it < steps; ++it) {
     if (bf16) {
       gemm_bf16_strided_batched(false, true, mi, mi, ni, 1.f, s.Xh, ni, mn, s.Xh, ni, mn, 0.f, s.A, mi, mm, Mi);
-      split_gram_kernel<<<detail::grid_for(M * mm), 256>>>(s.B, s.Ah, s.A, M * mm);
+      split_gram_kernel<<<detail::grid_for(M * mm), 256, 0, detail::stream()>>>(s.B, s.Ah, s.A, M * mm);
       NW_CUDA_LAUNCH_CHECK();
       gemm_bf16_strided_batched(false, false, mi, mi, mi, c, s.Ah, mi, mm, s.Ah, mi, mm, b, s.B, mi, mm, Mi);
-      to_bf16_kernel<<<detail::grid_for(M * mm), 256>>>(s.Bh, s.B, M * mm);
+      to_bf16_kernel<<<detail::grid_for(M * mm), 256, 0, detail::stream()>>>(s.Bh, s.B, M * mm);
       NW_CUDA_LAUNCH_CHECK();
       gemm_bf16_strided_batched(false, false, mi, ni, mi, 1.f, s.Bh, mi, mm, s.Xh, ni, mn, 0.f, s.Y, ni, mn, Mi);
     } else {
       sgemm_strided_batched(false, true, mi, mi, ni, 1.f, s.X, ni, mn, s.X, ni, mn, 0.f, s.A, mi, mm, Mi);  // A = X X^T
-      NW_CUDA_CHECK(cudaMemcpyAsync(s.B, s.A, M * mm * sizeof(float), cudaMemcpyDeviceToDevice, 0));
+      NW_CUDA_CHECK(cudaMemcpyAsync(s.B, s.A, M * mm * sizeof(float), cudaMemcpyDeviceToDevice, detail::stream()));
       sgemm_strided_batched(false, false, mi, mi, mi, c, s.A, mi, mm, s.A, mi, mm, b, s.B, mi, mm, Mi);  // bA + cAA
       sgemm_strided_batched(false, false, mi, ni, mi, 1.f, s.B, mi, mm, s.X, ni, mn, 0.f, s.Y, ni, mn, Mi); // Y = B X
     }
     const bool next_operand = bf16 && it + 1 < steps;
-    ns_step_kernel<<<detail::grid_for(M * mn), 256>>>(s.X, next_operand ? s.Xh : nullptr, s.Y, a, M * mn);
+    ns_step_kernel<<<detail::grid_for(M * mn), 256, 0, detail::stream()>>>(s.X, next_operand ? s.Xh : nullptr, s.Y, a, M * mn);
     NW_CUDA_LAUNCH_CHECK();
   }
 }
@@ -259,7 +259,7 @@ void adamw_update(const Tensor& param, const Tensor& grad, const Tensor& m, cons
   if (n == 0) return;
   const float bc1 = float(1.0 - std::pow(double(a.beta1), double(a.step)));
   const float bc2 = float(1.0 - std::pow(double(a.beta2), double(a.step)));
-  adamw_kernel<<<detail::grid_for(n), 256>>>(param.ptr<float>(), grad.ptr<float>(), m.ptr<float>(), v.ptr<float>(), n,
+  adamw_kernel<<<detail::grid_for(n), 256, 0, detail::stream()>>>(param.ptr<float>(), grad.ptr<float>(), m.ptr<float>(), v.ptr<float>(), n,
                                              a.beta1, a.beta2, a.eps, bc1, bc2, a.lr, 1.f - a.lr * a.weight_decay,
                                              a.control);
   NW_CUDA_LAUNCH_CHECK();
@@ -272,10 +272,10 @@ void newton_schulz(const Tensor& x, const Tensor& workspace, int steps, Precisio
   const NsScratch s = carve_ns_scratch(workspace, 1, std::min(R, C), std::max(R, C), p, false);
   newton_schulz_batched(x.ptr<float>(), 1, R, C, steps, p, s);
   if (R > C) {
-    transpose_kernel<<<detail::grid_for(R * C), 256>>>(x.ptr<float>(), s.X, 1, C, R);
+    transpose_kernel<<<detail::grid_for(R * C), 256, 0, detail::stream()>>>(x.ptr<float>(), s.X, 1, C, R);
     NW_CUDA_LAUNCH_CHECK();
   } else {
-    NW_CUDA_CHECK(cudaMemcpyAsync(x.data, s.X, R * C * sizeof(float), cudaMemcpyDeviceToDevice, 0));
+    NW_CUDA_CHECK(cudaMemcpyAsync(x.data, s.X, R * C * sizeof(float), cudaMemcpyDeviceToDevice, detail::stream()));
   }
 }
 
@@ -287,11 +287,11 @@ void muon_update(const Tensor& param, const Tensor& grad, const Tensor& momentum
   const float scale = float(std::sqrt(std::max(1.0, double(R) / double(C))));
   // All M matrices in one batch, in the caller's workspace (M slots): nothing is allocated here.
   const NsScratch s = carve_ns_scratch(workspace, M, std::min(R, C), std::max(R, C), a.precision, true);
-  muon_momentum_kernel<<<detail::grid_for(n), 256>>>(s.u, momentum.ptr<float>(), grad.ptr<float>(), n, a.momentum,
+  muon_momentum_kernel<<<detail::grid_for(n), 256, 0, detail::stream()>>>(s.u, momentum.ptr<float>(), grad.ptr<float>(), n, a.momentum,
                                                      a.nesterov, a.control);
   NW_CUDA_LAUNCH_CHECK();
   newton_schulz_batched(s.u, M, R, C, a.ns_steps, a.precision, s);
-  muon_apply_kernel<<<detail::grid_for(n), 256>>>(param.ptr<float>(), s.X, M, R, C, R > C,
+  muon_apply_kernel<<<detail::grid_for(n), 256, 0, detail::stream()>>>(param.ptr<float>(), s.X, M, R, C, R > C,
                                                   1.f - a.lr * a.weight_decay, a.lr, scale, a.control);
   NW_CUDA_LAUNCH_CHECK();
 }
@@ -305,10 +305,10 @@ double sum_squares(const Tensor& x) {
   double* partial = scratch.as<double>();
   double* total = partial + chunks;
   launch_sum_squares_partials(partial, x.ptr<float>(), n);
-  sum_partials_kernel<<<1, 1024>>>(total, partial, chunks);
+  sum_partials_kernel<<<1, 1024, 0, detail::stream()>>>(total, partial, chunks);
   NW_CUDA_LAUNCH_CHECK();
   double result = 0;
-  NW_CUDA_CHECK(cudaMemcpy(&result, total, sizeof(double), cudaMemcpyDeviceToHost));
+  detail::copy_to_host(&result, total, sizeof(double));
   return result;
 }
 
@@ -316,7 +316,7 @@ void scale_inplace(const Tensor& x, float s) {
   detail::require_f32("scale_inplace", {&x});
   const int64_t n = x.numel();
   if (n == 0) return;
-  scale_kernel<<<detail::grid_for(n), 256>>>(x.ptr<float>(), n, s);
+  scale_kernel<<<detail::grid_for(n), 256, 0, detail::stream()>>>(x.ptr<float>(), n, s);
   NW_CUDA_LAUNCH_CHECK();
 }
 
@@ -326,7 +326,7 @@ void clip_control(StepControl* control, double* partial, const Tensor& grads, fl
   detail::require_f32("clip_control", {&grads});
   const int64_t n = grads.numel();
   if (n > 0) launch_sum_squares_partials(partial, grads.ptr<float>(), n);
-  clip_control_kernel<<<1, 1024>>>(control, partial, n > 0 ? (n + kChunk - 1) / kChunk : 0, grad_clip);
+  clip_control_kernel<<<1, 1024, 0, detail::stream()>>>(control, partial, n > 0 ? (n + kChunk - 1) / kChunk : 0, grad_clip);
   NW_CUDA_LAUNCH_CHECK();
 }
 
@@ -334,7 +334,7 @@ void scale_by_control(const Tensor& x, const StepControl* control) {
   detail::require_f32("scale_by_control", {&x});
   const int64_t n = x.numel();
   if (n == 0) return;
-  scale_by_control_kernel<<<detail::grid_for(n), 256>>>(x.ptr<float>(), n, control);
+  scale_by_control_kernel<<<detail::grid_for(n), 256, 0, detail::stream()>>>(x.ptr<float>(), n, control);
   NW_CUDA_LAUNCH_CHECK();
 }
 

@@ -14,7 +14,7 @@ void residual_add(const Tensor& x, const Tensor& f) {
   detail::require_f32("residual_add", {&x, &f});
   const int64_t n = x.numel();
   if (n == 0) return;
-  residual_add_kernel<<<detail::grid_for(n), 256>>>(x.ptr<float>(), f.ptr<float>(), n);
+  residual_add_kernel<<<detail::grid_for(n), 256, 0, detail::stream()>>>(x.ptr<float>(), f.ptr<float>(), n);
   NW_CUDA_LAUNCH_CHECK();
 }
 

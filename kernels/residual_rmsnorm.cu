@@ -45,7 +45,7 @@ void residual_rmsnorm_forward(const Tensor& y, const Tensor& rstd, const Tensor&
   detail::require_f32("residual_rmsnorm_forward", {&y, &rstd, &x, &f, &w});
   const int64_t N = x.size(0), C = x.size(1);
   if (N == 0 || C == 0) return;
-  residual_rmsnorm_forward_kernel<<<static_cast<unsigned>(N), row_threads(C)>>>(
+  residual_rmsnorm_forward_kernel<<<static_cast<unsigned>(N), row_threads(C), 0, detail::stream()>>>(
       y.ptr<float>(), rstd.ptr<float>(), x.ptr<float>(), f.ptr<float>(), w.defined() ? w.ptr<float>() : nullptr,
       static_cast<int>(C), eps);
   NW_CUDA_LAUNCH_CHECK();
@@ -56,7 +56,7 @@ void residual_rmsnorm_backward(const Tensor& dx, const Tensor& dw, const Tensor&
   detail::require_f32("residual_rmsnorm_backward", {&dx, &dw, &dy, &x, &w, &rstd});
   const int64_t N = x.size(0), C = x.size(1);
   if (N == 0 || C == 0) return;
-  residual_rmsnorm_backward_kernel<<<static_cast<unsigned>(N), row_threads(C)>>>(
+  residual_rmsnorm_backward_kernel<<<static_cast<unsigned>(N), row_threads(C), 0, detail::stream()>>>(
       dx.ptr<float>(), dy.ptr<float>(), x.ptr<float>(), w.defined() ? w.ptr<float>() : nullptr, rstd.ptr<float>(),
       static_cast<int>(C));
   NW_CUDA_LAUNCH_CHECK();

@@ -72,7 +72,7 @@ void require_f32(const Tensor& t, const char* op) {
 void rmsnorm_forward(const Tensor& y, const Tensor& rstd, const Tensor& x, const Tensor& w, float eps) {
   require_f32(x, "rmsnorm_forward");
   const int N = static_cast<int>(x.size(0)), C = static_cast<int>(x.size(1)), rows_per_block = 8;
-  rmsnorm_forward_kernel<<<(N + rows_per_block - 1) / rows_per_block, 32 * rows_per_block>>>(
+  rmsnorm_forward_kernel<<<(N + rows_per_block - 1) / rows_per_block, 32 * rows_per_block, 0, detail::stream()>>>(
       y.ptr<float>(), rstd.ptr<float>(), x.ptr<float>(), w.defined() ? w.ptr<float>() : nullptr, N, C, eps);
   NW_CUDA_CHECK(cudaGetLastError());
 }
@@ -81,7 +81,7 @@ void rmsnorm_backward(const Tensor& dx, const Tensor& dw, const Tensor& dy, cons
                       const Tensor& rstd) {
   require_f32(x, "rmsnorm_backward");
   const int N = static_cast<int>(x.size(0)), C = static_cast<int>(x.size(1)), rows_per_block = 8;
-  rmsnorm_backward_dx_kernel<<<(N + rows_per_block - 1) / rows_per_block, 32 * rows_per_block>>>(
+  rmsnorm_backward_dx_kernel<<<(N + rows_per_block - 1) / rows_per_block, 32 * rows_per_block, 0, detail::stream()>>>(
       dx.ptr<float>(), dy.ptr<float>(), x.ptr<float>(), w.defined() ? w.ptr<float>() : nullptr, rstd.ptr<float>(), N, C);
   NW_CUDA_CHECK(cudaGetLastError());
   if (dw.defined()) rmsnorm_gain_backward(dw, dy, x, rstd);
@@ -93,10 +93,10 @@ void rmsnorm_gain_backward(const Tensor& dw, const Tensor& dy, const Tensor& x, 
   const int chunks = (N + kDwRows - 1) / kDwRows;
   NW_CHECK(chunks < 65536, "rmsnorm gain gradient: ", N, " rows exceed the CUDA grid");
   detail::Scratch partial(size_t(chunks) * C * sizeof(float));
-  rmsnorm_dw_partial_kernel<<<dim3((C + 31) / 32, chunks), dim3(32, kDwLanes)>>>(
+  rmsnorm_dw_partial_kernel<<<dim3((C + 31) / 32, chunks), dim3(32, kDwLanes), 0, detail::stream()>>>(
       partial.as<float>(), dy.ptr<float>(), x.ptr<float>(), rstd.ptr<float>(), N, C);
   NW_CUDA_CHECK(cudaGetLastError());
-  rmsnorm_dw_final_kernel<<<(C + 255) / 256, 256>>>(dw.ptr<float>(), partial.as<float>(), chunks, C);
+  rmsnorm_dw_final_kernel<<<(C + 255) / 256, 256, 0, detail::stream()>>>(dw.ptr<float>(), partial.as<float>(), chunks, C);
   NW_CUDA_CHECK(cudaGetLastError());
 }
 

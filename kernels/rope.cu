@@ -33,7 +33,7 @@ void rotate(const Tensor& x, const Tensor& cos, const Tensor& sin, float sign, c
   detail::require_f32(op, {&x, &cos, &sin});
   const int64_t B = x.size(0), T = x.size(1), H = x.size(2), half = x.size(3) / 2;
   if (B * T * H * half == 0) return;
-  rope_kernel<<<detail::grid_for(B * T * H * half), 256>>>(x.ptr<float>(), cos.ptr<float>(), sin.ptr<float>(), B, T,
+  rope_kernel<<<detail::grid_for(B * T * H * half), 256, 0, detail::stream()>>>(x.ptr<float>(), cos.ptr<float>(), sin.ptr<float>(), B, T,
                                                            H, half, sign);
   NW_CUDA_LAUNCH_CHECK();
 }
@@ -46,7 +46,7 @@ void rope_tables(const Tensor& cos, const Tensor& sin, double base) {
   detail::require_f32("rope_tables", {&cos, &sin});
   const int64_t T = cos.size(0), half = cos.size(1);
   if (T * half == 0) return;
-  rope_tables_kernel<<<detail::grid_for(T * half), 256>>>(cos.ptr<float>(), sin.ptr<float>(), T, half, base);
+  rope_tables_kernel<<<detail::grid_for(T * half), 256, 0, detail::stream()>>>(cos.ptr<float>(), sin.ptr<float>(), T, half, base);
   NW_CUDA_LAUNCH_CHECK();
 }
 

@@ -59,12 +59,12 @@ void close_step_workspace() {
   // the next step when this one needed more. Freed and reallocated in stream order: work still queued
   // on the old block runs before the memory is reused.
   if (w.slots.empty() && w.peak > w.capacity) {
-    if (w.block) cudaFreeAsync(w.block, 0);
+    if (w.block) cudaFreeAsync(w.block, detail::stream());
     w.block = nullptr;
     w.capacity = 0;
     detail::keep_pool_memory();
     void* p = nullptr;
-    if (cudaMallocAsync(&p, w.peak, 0) == cudaSuccess) {
+    if (cudaMallocAsync(&p, w.peak, detail::stream()) == cudaSuccess) {
       w.block = static_cast<char*>(p);
       w.capacity = w.peak;
     } else {

@@ -15,13 +15,14 @@ void* device_alloc(size_t nbytes);
 void device_free(void* p);  // never throws: called from destructors
 void device_memset_zero(void* p, size_t nbytes);
 
-// Copies (synchronous with the host for the host <-> device directions).
+// Copies, in stream order. Host to device returns once the source is read (the host may reuse it at
+// once) without waiting for the device; device to host waits for the work queued before it.
 void copy_host_to_device(void* dst, const void* src, size_t nbytes);
 void copy_device_to_host(void* dst, const void* src, size_t nbytes);
 void copy_device_to_device(void* dst, const void* src, size_t nbytes);
 
-// Streams: every kernel, copy and collective runs on the legacy default stream, in issue order, so the
-// host waits for the device only here (and in the device-to-host copies).
+// Streams: every kernel, copy and collective of a device runs on its one compute stream, in issue order
+// (kernels/stream.cuh), so the host waits for the device only here and in the device-to-host copies.
 void synchronize();  // waits for all work on the current device
 
 }  // namespace nw::cuda

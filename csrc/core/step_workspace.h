@@ -3,7 +3,7 @@
 // stream-ordered pool; while a StepWorkspace is open on this thread they take them from one device block,
 // stacked in call order. The first step at a shape measures its peak and sizes the block at the end, so
 // the steps after it at that shape allocate nothing. Stream order keeps the reuse safe: every op runs on
-// the one default stream, so a buffer is handed out again only to work issued after its last reader.
+// the one compute stream, so a buffer is handed out again only to work issued after its last reader.
 #pragma once
 #include <cstdint>
 

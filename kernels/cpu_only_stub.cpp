@@ -1,6 +1,7 @@
 // The CUDA backend of a CPU-only build: every entry point throws, so a CPU build links and a
 // request for the GPU fails with a clear message instead of crashing.
 #include "core/cuda_device.h"
+#include "core/cuda_graph.h"
 #include "core/error.h"
 #include "core/step_workspace.h"
 #include "ops/activation.h"
@@ -29,6 +30,10 @@ void synchronize() { no_cuda("synchronize"); }
 bool open_step_workspace() { no_cuda("open_step_workspace"); }
 void close_step_workspace() {}
 int64_t scratch_pool_allocations() { return 0; }
+int64_t step_workspace_generation() { return 0; }
+void Graph::capture(const std::function<void()>&) { no_cuda("Graph::capture"); }
+void Graph::replay() const { no_cuda("Graph::replay"); }
+void Graph::reset() {}
 void* device_alloc(size_t) { no_cuda("device_alloc"); }
 void device_free(void*) {}
 void device_memset_zero(void*, size_t) { no_cuda("device_memset_zero"); }

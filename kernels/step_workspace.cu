@@ -36,6 +36,7 @@ Workspace& workspace_of(int device) {
 
 thread_local Workspace* active = nullptr;
 std::atomic<int64_t> pool_allocations{0};
+std::atomic<int64_t> block_moves{0};
 
 size_t aligned(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 }  // namespace
@@ -59,6 +60,7 @@ void close_step_workspace() {
   // the next step when this one needed more. Freed and reallocated in stream order: work still queued
   // on the old block runs before the memory is reused.
   if (w.slots.empty() && w.peak > w.capacity) {
+    block_moves.fetch_add(1);
     if (w.block) cudaFreeAsync(w.block, detail::stream());
     w.block = nullptr;
     w.capacity = 0;
@@ -75,6 +77,7 @@ void close_step_workspace() {
 }
 
 int64_t scratch_pool_allocations() { return pool_allocations.load(); }
+int64_t step_workspace_generation() { return block_moves.load(); }
 
 namespace detail {
 

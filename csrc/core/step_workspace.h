@@ -29,6 +29,9 @@ bool open_step_workspace();   // true when this call opened it
 void close_step_workspace();  // grows the block to the step's peak when it outgrew it
 // Scratch buffers served by the stream-ordered pool since the process started (tests count them).
 int64_t scratch_pool_allocations();
+// Counts the times a device's block moved (was sized again): a CUDA graph that holds addresses in the
+// block is stale once this changes.
+int64_t step_workspace_generation();
 }  // namespace cuda
 
 }  // namespace nw

@@ -37,29 +37,13 @@
 #include "ops/rmsnorm.h"
 #include "ops/rope.h"
 #include "train/optimizer.h"
+#include "need_cuda.h"
 
 namespace {
 
 using Shape = std::vector<int64_t>;
 using F = std::vector<float>;
 using I = std::vector<int32_t>;
-
-bool cuda_required() {
-  const char* e = std::getenv("NANOWHALE_REQUIRE_CUDA");
-  return e && std::string(e) == "1";
-}
-
-// First line of every test: skip without a device, or fail when NANOWHALE_REQUIRE_CUDA=1.
-#define NW_NEED_CUDA()                                                                                 \
-  do {                                                                                                 \
-    if (!nw::cuda::available()) {                                                                      \
-      if (cuda_required()) {                                                                           \
-        ADD_FAILURE() << "NANOWHALE_REQUIRE_CUDA=1 but no usable CUDA device (or a CPU-only build)";   \
-        return;                                                                                        \
-      }                                                                                                \
-      GTEST_SKIP() << "no CUDA device";                                                                \
-    }                                                                                                  \
-  } while (0)
 
 int64_t numel(const Shape& s) {
   int64_t n = 1;

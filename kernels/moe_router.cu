@@ -37,26 +37,26 @@ __device__ void select_experts(float* scores, int32_t* topk, float* gates, float
     total += v;
   }
   totals[n] = total;
-  // Pick j is the best expert strictly after pick j-1 in the order (s + b descending, index ascending):
-  // the CPU's repeated strict-'>' scan over the experts not taken yet.
+  // Pick j: the CPU's strict-'>' scan over the experts not taken yet (those in idx[0, j)). A NaN score
+  // compares false both ways, so the scan keeps its first candidate as the CPU does and every pick is an
+  // expert in [0, E), each taken once (a token with NaN logits still routes to K distinct experts).
   int32_t* idx = topk + n * K;
-  float chosen_sum = 0.f, prev_v = 0.f;
-  int64_t prev = -1;
+  float chosen_sum = 0.f;
   for (int64_t j = 0; j < K; ++j) {
     int64_t best = -1;
     float best_v = 0.f;
     for (int64_t e = 0; e < E; ++e) {
+      bool taken = false;
+      for (int64_t i = 0; i < j; ++i) taken = taken || idx[i] == e;
+      if (taken) continue;
       const float v = s[e] + bias[e];
-      const bool after_prev = prev < 0 || v < prev_v || (v == prev_v && e > prev);
-      if (after_prev && (best < 0 || v > best_v)) {
+      if (best < 0 || v > best_v) {
         best = e;
         best_v = v;
       }
     }
     idx[j] = static_cast<int32_t>(best);
     chosen_sum += s[best];
-    prev = best;
-    prev_v = best_v;
   }
   for (int64_t j = 0; j < K; ++j) gates[n * K + j] = s[idx[j]] / chosen_sum * route_scale;
 }

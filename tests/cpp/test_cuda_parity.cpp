@@ -459,6 +459,51 @@ TEST(CudaParity, MoeRoute) {
   }
 }
 
+// NaN router logits (a non-finite hidden state, the step the optimizer then skips): the selection picks
+// what the CPU's scan picks, K distinct experts in [0, E) for every token, so the dispatch places every
+// slot and the backward indexes only real experts. Tokens: all logits NaN (the first token of the batch),
+// one NaN expert, the first expert NaN, and a NaN token in the second sequence.
+TEST(CudaParity, MoeRouteNaNLogits) {
+  NW_NEED_CUDA();
+  const int batch = 2;
+  const int64_t T = 40, N = batch * T, E = 8, K = 3;
+  F logits = randn({N, E}, 64, 1.5), bias = randn({E}, 65, 0.1);
+  for (int64_t n : {int64_t(0), int64_t(45)})
+    for (int64_t e = 0; e < E; ++e) logits[n * E + e] = NAN;
+  logits[4 * E + 1] = NAN;
+  logits[7 * E + 0] = NAN;
+  F scores(N * E), gates(N * K);
+  I topk(N * K), counts(E), offsets(E + 1), row(N * K), tok(N * K);
+  std::vector<double> balance{0.0};
+  nw::moe_route(cpu(scores, {N, E}), cpu(topk, {N, K}), cpu(gates, {N, K}), cpu(counts, {E}), cpu(offsets, {E + 1}),
+                cpu(row, {N * K}), cpu(tok, {N * K}), cpu(balance, {1}), cpu(logits, {N, E}), cpu(bias, {E}), batch,
+                2.5f, 1e-2f);
+  Dev z_d = dev(logits, {N, E}), b_d = dev(bias, {E}), s_d = dev(F(N * E), {N, E}), g_d = dev(F(N * K), {N, K});
+  Dev i_d = dev(I(N * K, -1), {N, K}), c_d = dev(I(E, -1), {E}), o_d = dev(I(E + 1, -1), {E + 1});
+  Dev r_d = dev(I(N * K, -1), {N * K}), t_d = dev(I(N * K, -1), {N * K}), l_d = dev(std::vector<double>{0.0}, {1});
+  nw::moe_route(s_d.t, i_d.t, g_d.t, c_d.t, o_d.t, r_d.t, t_d.t, l_d.t, z_d.t, b_d.t, batch, 2.5f, 1e-2f);
+  expect_bits(host<int32_t>(i_d), topk, "route top-k with NaN logits");
+  expect_bits(host<int32_t>(c_d), counts, "route counts with NaN logits");
+  expect_bits(host<int32_t>(o_d), offsets, "route offsets with NaN logits");
+  expect_bits(host<int32_t>(r_d), row, "route row_of_slot with NaN logits");
+  expect_bits(host<int32_t>(t_d), tok, "route token_of_row with NaN logits");
+  // The backward from those choices: dlogits of the finite tokens agree, and nothing outside is written.
+  F dgates = randn({N, K}, 66), dl(N * E);
+  Dev dg_d = dev(dgates, {N, K}), dl_d = dev(dl, {N, E});
+  nw::moe_router_backward(cpu(dl, {N, E}), cpu(dgates, {N, K}), cpu(scores, {N, E}), cpu(topk, {N, K}), batch, 2.5f,
+                          1e-2f, 1.f);
+  nw::moe_router_backward(dl_d.t, dg_d.t, s_d.t, i_d.t, batch, 2.5f, 1e-2f, 1.f);
+  const F got = host<float>(dl_d);
+  F got_finite, want_finite;
+  for (int64_t i = 0; i < N * E; ++i)
+    if (std::isfinite(dl[i])) {
+      got_finite.push_back(got[i]);
+      want_finite.push_back(dl[i]);
+    }
+  EXPECT_FALSE(want_finite.empty());
+  expect_close(got_finite, want_finite, kMat, kMatAbs, "router dlogits with NaN logits (finite entries)");
+}
+
 TEST(CudaParity, MoeDispatchGatherCombine) {
   NW_NEED_CUDA();
   const int64_t N = 50, K = 3, E = 7, C = 40, NK = N * K;

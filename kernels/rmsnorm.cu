@@ -72,6 +72,7 @@ void require_f32(const Tensor& t, const char* op) {
 void rmsnorm_forward(const Tensor& y, const Tensor& rstd, const Tensor& x, const Tensor& w, float eps) {
   require_f32(x, "rmsnorm_forward");
   const int N = static_cast<int>(x.size(0)), C = static_cast<int>(x.size(1)), rows_per_block = 8;
+  if (N == 0) return;  // a grid of zero blocks is a launch error
   rmsnorm_forward_kernel<<<(N + rows_per_block - 1) / rows_per_block, 32 * rows_per_block, 0, detail::stream()>>>(
       y.ptr<float>(), rstd.ptr<float>(), x.ptr<float>(), w.defined() ? w.ptr<float>() : nullptr, N, C, eps);
   NW_CUDA_CHECK(cudaGetLastError());
@@ -81,6 +82,7 @@ void rmsnorm_backward(const Tensor& dx, const Tensor& dw, const Tensor& dy, cons
                       const Tensor& rstd) {
   require_f32(x, "rmsnorm_backward");
   const int N = static_cast<int>(x.size(0)), C = static_cast<int>(x.size(1)), rows_per_block = 8;
+  if (N == 0) return;  // nothing to write; dW += 0
   rmsnorm_backward_dx_kernel<<<(N + rows_per_block - 1) / rows_per_block, 32 * rows_per_block, 0, detail::stream()>>>(
       dx.ptr<float>(), dy.ptr<float>(), x.ptr<float>(), w.defined() ? w.ptr<float>() : nullptr, rstd.ptr<float>(), N, C);
   NW_CUDA_CHECK(cudaGetLastError());

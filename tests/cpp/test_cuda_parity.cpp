@@ -253,6 +253,24 @@ TEST(CudaParity, RMSNorm) {
   }
 }
 
+// Zero rows (a defined, empty row slice): nothing is written and the gain gradient is unchanged, as on the
+// CPU, instead of a launch with an empty grid.
+TEST(CudaParity, RMSNormNoRows) {
+  NW_NEED_CUDA();
+  const int64_t C = 96;
+  const F x = randn({4, C}, 18), w = randn({C}, 19), dw = randn({C}, 20), fill(4 * C, 7.f);
+  Dev x_d = dev(x, {4, C}), w_d = dev(w, {C}), y_d = dev(fill, {4, C}), r_d = dev(F(4, 7.f), {4});
+  Dev dx_d = dev(fill, {4, C}), dw_d = dev(dw, {C});
+  const nw::Tensor x0 = x_d.t.slice_rows(0, 0), r0 = r_d.t.slice_rows(0, 0);
+  nw::rmsnorm_forward(y_d.t.slice_rows(0, 0), r0, x0, w_d.t, 1e-6f);
+  nw::rmsnorm_backward(dx_d.t.slice_rows(0, 0), dw_d.t, x0, x0, w_d.t, r0);
+  nw::rmsnorm_backward(dx_d.t.slice_rows(0, 0), nw::Tensor(), x0, x0, nw::Tensor(), r0);
+  expect_bits(host<float>(y_d), fill, "rmsnorm y untouched");
+  expect_bits(host<float>(r_d), F(4, 7.f), "rmsnorm rstd untouched");
+  expect_bits(host<float>(dx_d), fill, "rmsnorm dx untouched");
+  expect_bits(host<float>(dw_d), dw, "rmsnorm dw unchanged");
+}
+
 TEST(CudaParity, ResidualRMSNorm) {
   NW_NEED_CUDA();
   // C of 96, 200 and 1100 use the three row-block sizes; 600 rows span three chunks of the gain gradient.

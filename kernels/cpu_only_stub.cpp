@@ -40,6 +40,9 @@ void device_memset_zero(void*, size_t) { no_cuda("device_memset_zero"); }
 void copy_host_to_device(void*, const void*, size_t) { no_cuda("copy_host_to_device"); }
 void copy_device_to_host(void*, const void*, size_t) { no_cuda("copy_device_to_host"); }
 void copy_device_to_device(void*, const void*, size_t) { no_cuda("copy_device_to_device"); }
+void* pinned_alloc(size_t) { no_cuda("pinned_alloc"); }
+void pinned_free(void*) {}
+void copy_host_to_device_async(void*, const void*, size_t) { no_cuda("copy_host_to_device_async"); }
 
 void activation_forward(Activation a, const Tensor& h, const Tensor& pre) { no_cuda("activation_forward"); }
 void activation_backward(Activation a, const Tensor& dpre, const Tensor& dh, const Tensor& pre) { no_cuda("activation_backward"); }
@@ -64,6 +67,7 @@ void moe_route(const Tensor& scores, const Tensor& topk, const Tensor& gates, co
 void moe_router_backward(const Tensor& dlogits, const Tensor& dgates, const Tensor& scores, const Tensor& topk, int batch, float route_scale, float balance_alpha, float grad_scale) { no_cuda("moe_router_backward"); }
 void moe_accumulate_counts(const Tensor& total, const Tensor& counts) { no_cuda("moe_accumulate_counts"); }
 void moe_update_bias(const Tensor& bias, const Tensor& counts, float gamma) { no_cuda("moe_update_bias"); }
+void moe_balance_step(const Tensor&, const Tensor&, const Tensor&, const StepControl*) { no_cuda("moe_balance_step"); }
 void adamw_update(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v, const AdamWArgs& a) { no_cuda("adamw_update"); }
 void muon_update(const Tensor& param, const Tensor& grad, const Tensor& momentum, const Tensor& workspace, const MuonArgs& a) { no_cuda("muon_update"); }
 void newton_schulz(const Tensor& x, const Tensor& workspace, int steps, Precision p) { no_cuda("newton_schulz"); }

@@ -69,4 +69,15 @@ void copy_device_to_device(void* dst, const void* src, size_t n) {
   if (n) NW_CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, detail::stream()));
 }
 
+void* pinned_alloc(size_t nbytes) {
+  void* p = nullptr;
+  NW_CUDA_CHECK(cudaMallocHost(&p, nbytes));
+  return p;
+}
+
+void pinned_free(void* p) { cudaFreeHost(p); }  // never throws: called from destructors
+void copy_host_to_device_async(void* dst, const void* pinned_src, size_t n) {
+  NW_CUDA_CHECK(cudaMemcpyAsync(dst, pinned_src, n, cudaMemcpyHostToDevice, detail::stream()));
+}
+
 }  // namespace nw::cuda

@@ -19,6 +19,7 @@
 
 #include "kernels/common.cuh"
 #include "ops/moe_router.h"
+#include "ops/optimizer_ops.h"
 
 namespace nw::cuda {
 
@@ -175,8 +176,9 @@ __global__ void dispatch_place_kernel(int32_t* row_of_slot, int32_t* token_of_ro
   }
 }
 
-// One block: mean of the counts in float64 (expert order), then bias_e += gamma * sign(mean - count_e).
-__global__ void update_bias_kernel(float* bias, const int64_t* counts, int64_t E, float gamma) {
+// One block: mean of the counts in float64 (expert order), then bias_e += gamma * sign(mean - count_e),
+// thread t updating the experts e = t (mod blockDim.x).
+__device__ void update_bias_block(float* bias, const int64_t* counts, int64_t E, float gamma) {
   __shared__ double mean;
   if (threadIdx.x == 0) {
     double m = 0;
@@ -187,6 +189,22 @@ __global__ void update_bias_kernel(float* bias, const int64_t* counts, int64_t E
   for (int64_t e = threadIdx.x; e < E; e += blockDim.x) {
     const double gap = mean - static_cast<double>(counts[e]);
     bias[e] += gamma * float((gap > 0) - (gap < 0));
+  }
+}
+
+__global__ void update_bias_kernel(float* bias, const int64_t* counts, int64_t E, float gamma) {
+  update_bias_block(bias, counts, E, gamma);
+}
+
+// The optimizer step's update (ops/moe_router.h), skipped as a whole when the step does not apply.
+__global__ void balance_step_kernel(float* bias, int64_t* pending, int64_t* step_counts, int64_t E,
+                                    const StepControl* control) {
+  if (!control->apply) return;
+  update_bias_block(bias, pending, E, control->scalars.balance_gamma);
+  // Each thread moves the counts it has just read (the same experts): no barrier needed.
+  for (int64_t e = threadIdx.x; e < E; e += blockDim.x) {
+    step_counts[e] = pending[e];
+    pending[e] = 0;
   }
 }
 __global__ void accumulate_counts_kernel(int64_t* total, const int32_t* counts, int64_t E) {
@@ -287,6 +305,16 @@ void moe_update_bias(const Tensor& bias, const Tensor& counts, float gamma) {
     dev_counts = counts.ptr<int64_t>();
   }
   update_bias_kernel<<<1, 256, 0, detail::stream()>>>(bias.ptr<float>(), dev_counts, E, gamma);
+  NW_CUDA_LAUNCH_CHECK();
+}
+
+void moe_balance_step(const Tensor& bias, const Tensor& pending, const Tensor& step_counts,
+                      const StepControl* control) {
+  detail::require_f32("moe_balance_step", {&bias});
+  const int64_t E = bias.size(0);
+  if (E == 0) return;
+  balance_step_kernel<<<1, 256, 0, detail::stream()>>>(bias.ptr<float>(), pending.ptr<int64_t>(),
+                                                       step_counts.ptr<int64_t>(), E, control);
   NW_CUDA_LAUNCH_CHECK();
 }
 

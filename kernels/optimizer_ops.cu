@@ -3,9 +3,11 @@
 // - sum_squares: float64 partial sums over a fixed partition (one block per 16384 elements, a fixed
 //   shuffle tree inside the block), then one block sums the partials in a fixed order: the same bits on
 //   every run (not the CPU's bits: the order differs). The result is copied to the host.
-// - clip_control: the same sum, then the norm, the clipping scale and whether the step applies, all
-//   written to a StepControl in device memory; scale_by_control and the updates read it there (an update
-//   given a control with apply == 0 returns before touching memory), so a step never waits on the host.
+// - clip_control: the same sum, then the norm, the clipping scale, whether the step applies and the
+//   applied-step count, all written to a StepControl in device memory; scale_by_control and the updates
+//   read it there, with the step's scalars the host staged (an update given a control with apply == 0
+//   returns before touching memory), so a step never waits on the host and a replayed CUDA graph reads
+//   each step's values.
 // - newton_schulz / muon_update: the M matrices of a parameter (a layer's experts) are orthogonalised
 //   together, one strided-batched cuBLAS GEMM per product on the wide orientation (a tall matrix is
 //   transposed first), after a Frobenius normalisation X / (||X|| + 1e-7) computed per matrix on the
@@ -31,9 +33,26 @@ constexpr int64_t kChunk = 1 << 14;  // elements per partial sum of sum_squares
 // Whether the step's updates apply: always without a control block, else its apply flag.
 __device__ __forceinline__ bool step_applies(const StepControl* control) { return !control || control->apply; }
 
+// An update's learning rate and weight decay: the arguments, times the control block's multipliers when
+// given (the same float products the CPU backend takes).
+struct LrDecay {
+  float lr, decay;  // decay = 1 - lr * weight_decay
+};
+__device__ __forceinline__ LrDecay lr_decay(float lr, float weight_decay, const StepControl* control) {
+  if (control) {
+    lr *= control->scalars.lr_mult;
+    weight_decay *= control->scalars.wd_mult;
+  }
+  return {lr, 1.f - __fmul_rn(lr, weight_decay)};  // __fmul_rn: no fused multiply-add, as on the CPU
+}
+
 __global__ void adamw_kernel(float* w, const float* g, float* m, float* v, int64_t n, float b1, float b2, float eps,
-                             float bc1, float bc2, float lr, float decay, const StepControl* control) {
+                             float lr_arg, float weight_decay, int64_t step, const StepControl* control) {
   if (!step_applies(control)) return;
+  const LrDecay k = lr_decay(lr_arg, weight_decay, control);
+  const float lr = k.lr, decay = k.decay;
+  if (control) step = control->steps;
+  const float bc1 = float(1.0 - pow(double(b1), double(step))), bc2 = float(1.0 - pow(double(b2), double(step)));
   NW_GRID_STRIDE(i, n) {
     const float mi = b1 * m[i] + (1.f - b1) * g[i];
     const float vi = b2 * v[i] + (1.f - b2) * g[i] * g[i];
@@ -83,6 +102,7 @@ __global__ void clip_control_kernel(StepControl* control, const double* partial,
   control->norm = norm;
   control->apply = finite;
   control->clip_scale = finite && grad_clip > 0 && norm > double(grad_clip) ? float(double(grad_clip) / norm) : 1.f;
+  control->steps += finite;
 }
 
 // Launches the partial sums of x^2 over kChunk-element chunks into partial.
@@ -194,6 +214,7 @@ __global__ void transpose_kernel(float* dst, const float* src, int64_t M, int64_
 __global__ void muon_momentum_kernel(float* u, float* buf, const float* g, int64_t n, float mu, bool nesterov,
                                      const StepControl* control) {
   if (!step_applies(control)) return;
+  if (control) mu = control->scalars.muon_momentum;
   NW_GRID_STRIDE(i, n) {
     const float b = mu * buf[i] + g[i];
     buf[i] = b;
@@ -202,9 +223,11 @@ __global__ void muon_momentum_kernel(float* u, float* buf, const float* g, int64
 }
 
 // W = W decay - lr scale NS(u), reading NS(u) from the iterate X (stored (C, R) per matrix when tall).
-__global__ void muon_apply_kernel(float* w, const float* X, int64_t M, int64_t R, int64_t C, bool tall, float decay,
-                                  float lr, float scale, const StepControl* control) {
+__global__ void muon_apply_kernel(float* w, const float* X, int64_t M, int64_t R, int64_t C, bool tall,
+                                  float lr_arg, float weight_decay, float scale, const StepControl* control) {
   if (!step_applies(control)) return;
+  const LrDecay k = lr_decay(lr_arg, weight_decay, control);
+  const float lr = k.lr, decay = k.decay;
   NW_GRID_STRIDE(idx, M * R * C) {
     const int64_t mat = idx / (R * C), rc = idx % (R * C);
     const float o = tall ? X[mat * R * C + (rc % C) * R + rc / C] : X[idx];
@@ -257,11 +280,9 @@ void adamw_update(const Tensor& param, const Tensor& grad, const Tensor& m, cons
   detail::require_f32("adamw_update", {&param, &grad, &m, &v});
   const int64_t n = param.numel();
   if (n == 0) return;
-  const float bc1 = float(1.0 - std::pow(double(a.beta1), double(a.step)));
-  const float bc2 = float(1.0 - std::pow(double(a.beta2), double(a.step)));
-  adamw_kernel<<<detail::grid_for(n), 256, 0, detail::stream()>>>(param.ptr<float>(), grad.ptr<float>(), m.ptr<float>(), v.ptr<float>(), n,
-                                             a.beta1, a.beta2, a.eps, bc1, bc2, a.lr, 1.f - a.lr * a.weight_decay,
-                                             a.control);
+  adamw_kernel<<<detail::grid_for(n), 256, 0, detail::stream()>>>(param.ptr<float>(), grad.ptr<float>(), m.ptr<float>(),
+                                                                  v.ptr<float>(), n, a.beta1, a.beta2, a.eps, a.lr,
+                                                                  a.weight_decay, a.step, a.control);
   NW_CUDA_LAUNCH_CHECK();
 }
 
@@ -287,12 +308,12 @@ void muon_update(const Tensor& param, const Tensor& grad, const Tensor& momentum
   const float scale = float(std::sqrt(std::max(1.0, double(R) / double(C))));
   // All M matrices in one batch, in the caller's workspace (M slots): nothing is allocated here.
   const NsScratch s = carve_ns_scratch(workspace, M, std::min(R, C), std::max(R, C), a.precision, true);
-  muon_momentum_kernel<<<detail::grid_for(n), 256, 0, detail::stream()>>>(s.u, momentum.ptr<float>(), grad.ptr<float>(), n, a.momentum,
-                                                     a.nesterov, a.control);
+  muon_momentum_kernel<<<detail::grid_for(n), 256, 0, detail::stream()>>>(s.u, momentum.ptr<float>(), grad.ptr<float>(),
+                                                                          n, a.momentum, a.nesterov, a.control);
   NW_CUDA_LAUNCH_CHECK();
   newton_schulz_batched(s.u, M, R, C, a.ns_steps, a.precision, s);
-  muon_apply_kernel<<<detail::grid_for(n), 256, 0, detail::stream()>>>(param.ptr<float>(), s.X, M, R, C, R > C,
-                                                  1.f - a.lr * a.weight_decay, a.lr, scale, a.control);
+  muon_apply_kernel<<<detail::grid_for(n), 256, 0, detail::stream()>>>(param.ptr<float>(), s.X, M, R, C, R > C, a.lr,
+                                                                       a.weight_decay, scale, a.control);
   NW_CUDA_LAUNCH_CHECK();
 }
 

@@ -347,7 +347,7 @@ void register_model(py::module_& m) {
       .def_property_readonly("last_balance_loss", [](const Model& m) { return m.last_loss().balance_loss; },
                              "Sum over MoE layers of the balance loss of the latest forward (not in the returned loss).")
       .def("zero_grad", &Model::zero_grad)
-      .def("update_balance_bias", &Model::update_balance_bias, py::arg("gamma"),
+      .def("update_balance_bias", py::overload_cast<float>(&Model::update_balance_bias), py::arg("gamma"),
            "b_i += gamma * sign(mean - count_i) from the routing counts since the last update.")
       .def("routing_stats",
            [](const Model& m) {

@@ -21,6 +21,12 @@ void copy_host_to_device(void* dst, const void* src, size_t nbytes);
 void copy_device_to_host(void* dst, const void* src, size_t nbytes);
 void copy_device_to_device(void* dst, const void* src, size_t nbytes);
 
+// Pinned (page-locked) host memory, the source of copies that run in stream order without blocking the
+// host: the memory must stay unchanged until the copy has run on the device.
+void* pinned_alloc(size_t nbytes);
+void pinned_free(void* p);  // never throws: called from destructors
+void copy_host_to_device_async(void* dst, const void* pinned_src, size_t nbytes);
+
 // Streams: every kernel, copy and collective of a device runs on its one compute stream, in issue order
 // (kernels/stream.cuh), so the host waits for the device only here and in the device-to-host copies.
 void synchronize();  // waits for all work on the current device

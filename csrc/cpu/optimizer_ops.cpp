@@ -12,15 +12,31 @@
 
 namespace nw::cpu {
 
+namespace {
+// An update's learning rate and weight decay: its arguments, times the control block's multipliers.
+struct Rates {
+  float lr, weight_decay;
+};
+template <typename Args>
+Rates rates_of(const Args& a) {
+  const StepControl* c = a.control;
+  return c ? Rates{a.lr * c->scalars.lr_mult, a.weight_decay * c->scalars.wd_mult} : Rates{a.lr, a.weight_decay};
+}
+}  // namespace
+
 template <typename T>
 void adamw_update(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v, const AdamWArgs& a) {
   const int64_t n = param.numel();
   T *w = param.ptr<T>(), *mp = m.ptr<T>(), *vp = v.ptr<T>();
   const T* g = grad.ptr<T>();
+  const StepControl* c = a.control;
+  if (c && !c->apply) return;
+  const Rates r = rates_of(a);
+  const int64_t step = c ? c->steps : a.step;
   const T b1 = T(a.beta1), b2 = T(a.beta2), eps = T(a.eps);
-  const T bc1 = T(1.0 - std::pow(double(a.beta1), double(a.step)));
-  const T bc2 = T(1.0 - std::pow(double(a.beta2), double(a.step)));
-  const T lr = T(a.lr), decay = T(1) - T(a.lr) * T(a.weight_decay);
+  const T bc1 = T(1.0 - std::pow(double(a.beta1), double(step)));
+  const T bc2 = T(1.0 - std::pow(double(a.beta2), double(step)));
+  const T lr = T(r.lr), decay = T(1) - T(r.lr) * T(r.weight_decay);
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     mp[i] = b1 * mp[i] + (T(1) - b1) * g[i];
@@ -93,8 +109,11 @@ template <typename T>
 void muon_update(const Tensor& param, const Tensor& grad, const Tensor& momentum, const Tensor& workspace,
                  const MuonArgs& a) {
   const int64_t M = param.size(0), R = param.size(1), C = param.size(2), n = R * C;
-  const T mu = T(a.momentum);
-  const T lr = T(a.lr), decay = T(1) - T(a.lr) * T(a.weight_decay);
+  const StepControl* c = a.control;
+  if (c && !c->apply) return;
+  const Rates r = rates_of(a);
+  const T mu = T(c ? c->scalars.muon_momentum : a.momentum);
+  const T lr = T(r.lr), decay = T(1) - T(r.lr) * T(r.weight_decay);
   const T scale = T(std::sqrt(std::max(1.0, double(R) / double(C))));
   // Matrices are independent: with several (experts) and room for several scratch slots, each thread
   // takes whole matrices (single-threaded BLAS inside); a lone matrix splits its GEMMs instead.

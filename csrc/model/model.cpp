@@ -673,6 +673,15 @@ void Model::update_balance_bias(float gamma) {
   zero_tensor(pending_counts_);
 }
 
+void Model::update_balance_bias(const StepControl& control) {
+  const int64_t E = cfg_.n_experts;
+  for (const LayerParams& p : acts_->params) {
+    if (p.moe_index < 0) continue;
+    auto row = [&](const Tensor& t) { return t.slice_rows(p.moe_index, p.moe_index + 1).view({E}); };
+    moe_balance_step(buffers_.view(p.bias), row(pending_counts_), row(step_counts_), &control);
+  }
+}
+
 std::vector<RoutingStats> Model::routing_stats() const {
   std::vector<RoutingStats> out;
   for (int l = 0; l < cfg_.n_layer; ++l) {

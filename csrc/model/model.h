@@ -14,6 +14,7 @@
 #include "ops/activation.h"
 
 namespace nw {
+struct StepControl;  // ops/optimizer_ops.h
 
 // Which optimizer group a parameter belongs to (DESIGN.md §4).
 enum class ParamKind { Embedding, Head, Router, Scalar, Matrix };
@@ -71,6 +72,9 @@ class Model {
   void zero_grad() { grads_.zero(); }
   // b_i += gamma * sign(mean - count_i) from the counts accumulated since the last update; resets them.
   void update_balance_bias(float gamma);
+  // The same as an optimizer step's device work: gamma is control.scalars.balance_gamma and nothing changes
+  // (biases, counts) unless control.apply, both read where control lives (the model's device memory).
+  void update_balance_bias(const StepControl& control);
   std::vector<RoutingStats> routing_stats() const;
   // Routing counts accumulated since the last bias update, (n_moe_layers, E) int64 on the model's device
   // (data parallelism sums them over the ranks before the update).

@@ -1,7 +1,10 @@
 #include "ops/moe_router.h"
 
+#include <algorithm>
+
 #include "core/profiler.h"
 #include "ops/dispatch.h"
+#include "ops/optimizer_ops.h"
 
 namespace nw {
 
@@ -74,6 +77,19 @@ void moe_update_bias(const Tensor& bias, const Tensor& counts, float gamma) {
   check_tensor(counts, "moe_update_bias", "counts", DType::I64, counts.device, {bias.size(0)});
   if (bias.device == Device::CUDA) return cuda::moe_update_bias(bias, counts, gamma);
   NW_DISPATCH_CPU(bias.dtype, T, cpu::moe_update_bias<T>(bias, counts, gamma));
+}
+
+void moe_balance_step(const Tensor& bias, const Tensor& pending, const Tensor& step_counts,
+                      const StepControl* control) {
+  const profiler::Scope scope("moe_balance_step", bias.device);
+  NW_CHECK(bias.ndim == 1, "moe_balance_step: bias must be (E), got ", bias.describe());
+  check_tensor(pending, "moe_balance_step", "pending", DType::I64, bias.device, {bias.size(0)});
+  check_tensor(step_counts, "moe_balance_step", "step_counts", DType::I64, bias.device, {bias.size(0)});
+  if (bias.device == Device::CUDA) return cuda::moe_balance_step(bias, pending, step_counts, control);
+  if (!control->apply) return;
+  NW_DISPATCH_CPU(bias.dtype, T, cpu::moe_update_bias<T>(bias, pending, control->scalars.balance_gamma));
+  std::copy_n(pending.ptr<int64_t>(), pending.numel(), step_counts.ptr<int64_t>());
+  std::fill_n(pending.ptr<int64_t>(), pending.numel(), int64_t(0));
 }
 
 void moe_accumulate_counts(const Tensor& total, const Tensor& counts) {

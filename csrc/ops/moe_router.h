@@ -6,6 +6,8 @@
 #include "core/tensor.h"
 
 namespace nw {
+struct StepControl;  // ops/optimizer_ops.h
+
 // Returns the balance loss. logits, scores: (B*T, E); topk: (B*T, K) i32; gates: (B*T, K).
 double moe_router_forward(const Tensor& scores, const Tensor& topk, const Tensor& gates, const Tensor& logits,
                           const Tensor& bias /*(E)*/, int batch, float route_scale, float balance_alpha);
@@ -21,6 +23,11 @@ void moe_router_backward(const Tensor& dlogits, const Tensor& dgates, const Tens
                          int batch, float route_scale, float balance_alpha, float grad_scale);
 // Aux-loss-free balancing: bias_i += gamma * sign(mean(counts) - counts_i). All-zero counts change nothing.
 void moe_update_bias(const Tensor& bias /*(E)*/, const Tensor& counts /*(E) i64*/, float gamma);
+// The optimizer step's bias update of one MoE layer, decided by its control block (in the bias's memory):
+// when control->apply, moe_update_bias from pending with gamma = control->scalars.balance_gamma, then
+// step_counts = pending (the step's counts stay readable) and pending = 0; otherwise nothing changes.
+void moe_balance_step(const Tensor& bias /*(E)*/, const Tensor& pending /*(E) i64*/,
+                      const Tensor& step_counts /*(E) i64*/, const StepControl* control);
 // total += counts: routing counts summed over the micro-batches of a step, on the device (no host sync).
 void moe_accumulate_counts(const Tensor& total /*(E) i64*/, const Tensor& counts /*(E) i32*/);
 
@@ -49,6 +56,7 @@ void moe_route(const Tensor& scores, const Tensor& topk, const Tensor& gates, co
 void moe_router_backward(const Tensor& dlogits, const Tensor& dgates, const Tensor& scores, const Tensor& topk,
     int batch, float route_scale, float balance_alpha, float grad_scale);
 void moe_update_bias(const Tensor& bias, const Tensor& counts, float gamma);
+void moe_balance_step(const Tensor& bias, const Tensor& pending, const Tensor& step_counts, const StepControl* control);
 void moe_accumulate_counts(const Tensor& total, const Tensor& counts);
 }  // namespace cuda
 }  // namespace nw

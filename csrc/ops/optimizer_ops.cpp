@@ -1,6 +1,7 @@
 #include "ops/optimizer_ops.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "core/profiler.h"
 #include "ops/dispatch.h"
@@ -27,8 +28,7 @@ void adamw_update(const Tensor& param, const Tensor& grad, const Tensor& m, cons
     check_same(param, *t, "adamw_update");
     NW_CHECK(t->numel() == param.numel(), "adamw_update: ", t->describe(), " does not match ", param.describe());
   }
-  NW_CHECK(a.step >= 1, "adamw_update: step is 1-based, got ", a.step);
-  NW_CHECK(!a.control || param.device == Device::CUDA, "adamw_update: a device StepControl needs CUDA tensors");
+  NW_CHECK(a.control || a.step >= 1, "adamw_update: step is 1-based, got ", a.step);
   if (param.device == Device::CUDA) return cuda::adamw_update(param, grad, m, v, a);
   NW_DISPATCH_CPU(param.dtype, T, cpu::adamw_update<T>(param, grad, m, v, a));
 }
@@ -46,7 +46,6 @@ void muon_update(const Tensor& param, const Tensor& grad, const Tensor& momentum
                        muon_workspace_numel(param.size(1), param.size(2), a.precision);
   NW_CHECK(workspace.numel() >= need, "muon_update: workspace of ", workspace.numel(), " elements, ",
            precision_name(a.precision), " Muon of ", param.describe(), " needs ", need);
-  NW_CHECK(!a.control || param.device == Device::CUDA, "muon_update: a device StepControl needs CUDA tensors");
   if (param.device == Device::CUDA) return cuda::muon_update(param, grad, momentum, workspace, a);
   NW_DISPATCH_CPU(param.dtype, T, cpu::muon_update<T>(param, grad, momentum, workspace, a));
 }
@@ -77,18 +76,25 @@ void scale_inplace(const Tensor& x, float s) {
 
 void clip_control(StepControl* control, double* partial, const Tensor& grads, float grad_clip) {
   const profiler::Scope scope("clip_control", grads.device);
-  NW_CHECK(grads.device == Device::CUDA, "clip_control: the device-side clipping decision needs a CUDA tensor, got ",
-           grads.describe(), " (the CPU decides on the host: sum_squares)");
   NW_CHECK(grad_clip >= 0, "clip_control: grad_clip must be >= 0 (0 = off), got ", grad_clip);
-  cuda::clip_control(control, partial, grads, grad_clip);
+  if (grads.device == Device::CUDA) return cuda::clip_control(control, partial, grads, grad_clip);
+  double s = 0;
+  NW_DISPATCH_CPU(grads.dtype, T, s = cpu::sum_squares<T>(grads));
+  const double norm = std::sqrt(s);
+  control->sum_squares = s;
+  control->norm = norm;
+  control->apply = std::isfinite(norm);
+  const bool clip = control->apply && grad_clip > 0 && norm > double(grad_clip);
+  control->clip_scale = clip ? float(double(grad_clip) / norm) : 1.f;
+  control->steps += control->apply;
 }
 
 int64_t clip_partials(int64_t n) { return cuda::clip_partials(n); }
 
 void scale_by_control(const Tensor& x, const StepControl* control) {
   const profiler::Scope scope("scale_by_control", x.device);
-  NW_CHECK(x.device == Device::CUDA, "scale_by_control needs a CUDA tensor, got ", x.describe());
-  cuda::scale_by_control(x, control);
+  if (x.device == Device::CUDA) return cuda::scale_by_control(x, control);
+  if (control->clip_scale != 1.f) NW_DISPATCH_CPU(x.dtype, T, cpu::scale_inplace<T>(x, control->clip_scale));
 }
 
 }  // namespace nw

@@ -5,19 +5,32 @@
 #include "core/tensor.h"
 
 namespace nw {
-// The clipping decision of one optimizer step, computed and kept on the device (CUDA) so that a step
-// needs no host value between its launch and the one read of the norm at its end.
+// The step's scalars, staged by the host before the step's device work (Optimizer::step's host phase)
+// so that the work itself, replayed from a CUDA graph, reads this step's values rather than baked-in ones.
+struct StepScalars {
+  float lr_mult, wd_mult;  // multiply the base learning rates and weight decays
+  float muon_momentum;     // Muon's momentum this step
+  float balance_gamma;     // the balance biases' step size
+};
+
+// One optimizer step's control block, in the memory of the tensors it steers (device memory on CUDA, so
+// that a step needs no host value between its launch and the one read of the norm at its end). An update
+// given a control reads the step there: it is skipped unless apply, its lr is a.lr * lr_mult, its weight
+// decay a.weight_decay * wd_mult, Muon's momentum muon_momentum (a.momentum unused) and AdamW's step
+// `steps` (a.step unused).
 struct StepControl {
-  double sum_squares;  // of every gradient element
-  double norm;         // sqrt(sum_squares)
-  float clip_scale;    // grad_clip / norm when 0 < grad_clip < norm, else 1
-  int32_t apply;       // 0 when the norm is not finite: every update reading it is then a no-op
+  StepScalars scalars;  // written by the host
+  int64_t steps;        // steps applied so far, this one included once clip_control decided it applies
+  double sum_squares;   // of every gradient element
+  double norm;          // sqrt(sum_squares)
+  float clip_scale;     // grad_clip / norm when 0 < grad_clip < norm, else 1
+  int32_t apply;        // 0 when the norm is not finite: every update reading it is then a no-op
 };
 
 struct AdamWArgs {
   float lr, beta1, beta2, eps, weight_decay;
   int64_t step;                          // 1-based, for bias correction
-  const StepControl* control = nullptr;  // CUDA: device memory; the update is skipped when apply is 0
+  const StepControl* control = nullptr;  // the step's control block (see StepControl), or none
 };
 void adamw_update(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v, const AdamWArgs& a);
 
@@ -28,7 +41,7 @@ struct MuonArgs {
   // Operands of the Newton–Schulz matmuls. bf16 rounds them (fp32 accumulation); the momentum buffer,
   // the iterate between matmuls, the update and the weights stay float32 in both precisions.
   Precision precision = Precision::FP32;
-  const StepControl* control = nullptr;  // CUDA: device memory; the update is skipped when apply is 0
+  const StepControl* control = nullptr;  // the step's control block (see StepControl), or none
 };
 // param, grad, momentum: (M, R, C), M independent matrices (experts) each orthogonalised on its own.
 // Update: buf = mu*buf + g; u = nesterov ? g + mu*buf : buf; W = W*(1 - lr*wd) - lr*scale*NS(u),
@@ -50,12 +63,13 @@ void newton_schulz(const Tensor& x /*(R, C)*/, const Tensor& workspace, int step
 double sum_squares(const Tensor& x);
 void scale_inplace(const Tensor& x, float s);
 
-// The device-side clipping decision (CUDA tensors only): writes control's sum_squares (the same bits as
-// sum_squares(grads)), norm, clip_scale and apply without synchronising with the host. partial is scratch
-// of clip_partials(grads.numel()) doubles on the device.
+// The clipping decision in the control block: writes sum_squares (the bits of sum_squares(grads)), norm,
+// clip_scale and apply, and counts the step in steps when it applies; on CUDA without synchronising with
+// the host, partial then being scratch of clip_partials(grads.numel()) doubles on the device (unused on
+// the CPU, where the control block is host memory).
 void clip_control(StepControl* control, double* partial, const Tensor& grads, float grad_clip);
 int64_t clip_partials(int64_t n);
-// x *= control->clip_scale, a no-op on the device when the scale is 1 (CUDA tensors only).
+// x *= control->clip_scale, a no-op when the scale is 1.
 void scale_by_control(const Tensor& x, const StepControl* control);
 
 // Backends: cpu/ holds the oracle (T = float or double), kernels/ the CUDA version.

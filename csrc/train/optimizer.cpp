@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/cuda_device.h"
 #include "core/step_workspace.h"
 #include "core/threading.h"
 #include "ops/optimizer_ops.h"
@@ -45,49 +46,77 @@ Optimizer::Optimizer(Model& model, const OptimizerConfig& cfg) : model_(model), 
     ws = std::max(ws, slots * muon_workspace_numel(s[s.size() - 2], s.back(), Precision::BF16));
   }
   workspace_ = Buffer(ws * dtype_size(p.dtype()), p.device());
-  // On CUDA the clipping decision stays on the device: its control block, then the norm's partial sums.
-  if (p.device() == Device::CUDA)
-    control_ = Buffer(sizeof(StepControl) + clip_partials(p.flat().numel()) * sizeof(double), Device::CUDA);
+  // The step's control block on the parameters' device (zeroed: no step applied yet); on CUDA followed
+  // by the norm's partial sums, and staged from pinned host memory.
+  const bool cuda = p.device() == Device::CUDA;
+  control_ = Buffer(sizeof(StepControl) + (cuda ? clip_partials(p.flat().numel()) * sizeof(double) : 0), p.device());
+  control_.zero();
+  if (cuda) staging_.reset(static_cast<StepScalars*>(cuda::pinned_alloc(sizeof(StepScalars))));
 }
 
+void Optimizer::PinnedFree::operator()(StepScalars* p) const { cuda::pinned_free(p); }
+
 double Optimizer::step(const StepArgs& args) {
+  stage(args);
+  device_phase();
+  return finish();
+}
+
+void Optimizer::stage(const StepArgs& args) {
   NW_CHECK(args.lr_mult >= 0 && std::isfinite(args.lr_mult), "lr_mult must be finite and >= 0, got ", args.lr_mult);
   NW_CHECK(args.wd_mult >= 0 && std::isfinite(args.wd_mult), "wd_mult must be finite and >= 0, got ", args.wd_mult);
   NW_CHECK(args.muon_momentum < 1, "muon_momentum must be < 1, got ", args.muon_momentum);
-  const Arena& grads = model_.grads();
-  const StepWorkspace workspace(grads.device());  // any update op's scratch: no allocation after the first step
-  double norm;
-  if (control_.data()) {
-    // CUDA: decide, clip and update on the device, then read the norm once. A non-finite norm makes
-    // every update kernel return early, which leaves parameters and states as they were.
-    auto* control = static_cast<StepControl*>(control_.data());
-    clip_control(control, reinterpret_cast<double*>(control + 1), grads.flat(), cfg_.grad_clip);
-    scale_by_control(grads.flat(), control);
-    update_parameters(args, control);
-    copy_to_host(&norm, Tensor(&control->norm, DType::F64, Device::CUDA, {1}));
-    if (!std::isfinite(norm)) return norm;
-  } else {
-    norm = std::sqrt(sum_squares(grads.flat()));
-    if (!std::isfinite(norm)) return norm;
-    if (cfg_.grad_clip > 0 && norm > cfg_.grad_clip) scale_inplace(grads.flat(), float(cfg_.grad_clip / norm));
-    update_parameters(args, nullptr);
+  const StepScalars s{args.lr_mult, args.wd_mult,
+                      args.muon_momentum >= 0 ? args.muon_momentum : cfg_.muon_momentum,
+                      args.balance_gamma >= 0 ? args.balance_gamma : model_.config().balance_gamma};
+  NW_CHECK(s.balance_gamma >= 0 && std::isfinite(s.balance_gamma), "balance gamma must be finite and >= 0, got ",
+           s.balance_gamma);
+  if (!staging_) {
+    control()->scalars = s;  // the CPU's control block is host memory
+    return;
   }
-  ++step_;
-  model_.update_balance_bias(args.balance_gamma >= 0 ? args.balance_gamma : model_.config().balance_gamma);
-  return norm;
+  *staging_ = s;
+  cuda::copy_host_to_device_async(&control()->scalars, staging_.get(), sizeof(StepScalars));
 }
 
-void Optimizer::update_parameters(const StepArgs& args, const StepControl* control) {
+void Optimizer::device_phase() {
+  const Tensor grads = model_.grads().flat();
+  const StepWorkspace workspace(grads.device);  // any update op's scratch: no allocation after the first step
+  // A non-finite norm makes every update below a no-op, which leaves parameters, states and biases as
+  // they were and the step uncounted.
+  clip_control(control(), reinterpret_cast<double*>(control() + 1), grads, cfg_.grad_clip);
+  scale_by_control(grads, control());
+  update_parameters(control());
+  model_.update_balance_bias(*control());
+}
+
+double Optimizer::finish() {
+  static_assert(sizeof(StepControl) % sizeof(int64_t) == 0);
+  StepControl c;
+  copy_to_host(&c, Tensor(control(), DType::I64, control_.device(), {int64_t(sizeof(StepControl) / sizeof(int64_t))}));
+  step_ = c.steps;
+  return c.norm;
+}
+
+void Optimizer::set_steps(int64_t s) {
+  NW_CHECK(s >= 0, "optimizer steps must be >= 0, got ", s);
+  copy_from_host(Tensor(&control()->steps, DType::I64, control_.device(), {1}), &s);
+  step_ = s;
+}
+
+void Optimizer::update_parameters(const StepControl* control) {
   const Arena& params = model_.params();
   const Arena& grads = model_.grads();
   const Layout& layout = params.layout();
   const Tensor ws(workspace_.data(), params.dtype(), params.device(),
                   {int64_t(workspace_.nbytes() / dtype_size(params.dtype()))});
+  // The base rates; the control block's multipliers, Muon's momentum and the step count are read where
+  // the updates run (ops/optimizer_ops.h: StepControl).
   for (int i = 0; i < layout.size(); ++i) {
     const ParamKind kind = model_.kind(i);
     if (kind == ParamKind::Matrix) {
-      MuonArgs a{cfg_.muon_lr * args.lr_mult, args.muon_momentum >= 0 ? args.muon_momentum : cfg_.muon_momentum,
-                 cfg_.muon_weight_decay * args.wd_mult, cfg_.ns_steps, cfg_.nesterov, model_.precision(), control};
+      MuonArgs a{cfg_.muon_lr, cfg_.muon_momentum, cfg_.muon_weight_decay, cfg_.ns_steps, cfg_.nesterov,
+                 model_.precision(), control};
       const auto& s = layout[i].shape;
       const int64_t M = s.size() == 3 ? s[0] : 1, R = s[s.size() - 2], C = s.back();
       auto as3 = [&](const Tensor& t) { return Tensor(t.data, t.dtype, t.device, {M, R, C}); };
@@ -98,9 +127,8 @@ void Optimizer::update_parameters(const StepArgs& args, const StepControl* contr
                          : kind == ParamKind::Head    ? cfg_.head
                          : kind == ParamKind::Router  ? cfg_.router
                                                       : cfg_.scalar;
-    // The step this update would be: step_ counts only the steps that applied.
-    AdamWArgs a{g.lr * args.lr_mult, g.beta1, g.beta2, g.eps, g.weight_decay * args.wd_mult, step_ + 1, control};
-    adamw_update(params.view(i), grads.view(i), m_.view(i), v_.view(i), a);
+    adamw_update(params.view(i), grads.view(i), m_.view(i), v_.view(i),
+                 AdamWArgs{g.lr, g.beta1, g.beta2, g.eps, g.weight_decay, 0, control});
   }
 }
 

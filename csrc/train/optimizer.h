@@ -3,6 +3,7 @@
 // Muon's Newton–Schulz matmuls run in the model's precision (core/precision.h) at each step.
 #pragma once
 #include <cstdint>
+#include <memory>
 
 #include "core/arena.h"
 #include "model/model.h"
@@ -40,26 +41,44 @@ class Optimizer {
  public:
   Optimizer(Model& model, const OptimizerConfig& cfg);
   // Clips, updates every parameter, updates the balance biases; returns the pre-clip gradient norm.
-  // A non-finite norm skips the update and leaves parameters untouched. On CUDA the norm, the clipping
-  // and the skip are decided on the device; the returned norm is the step's one read from the device.
+  // A non-finite norm skips the update and leaves parameters, states and biases untouched. The norm, the
+  // clipping and the skip are decided in the step's control block (on CUDA on the device); the returned
+  // norm is the step's one read from the device. step = stage, device_phase, finish.
   double step(const StepArgs& args);
+  // Host phase: checks the arguments and stages the step's scalars into the control block without
+  // blocking the host (CUDA: a copy in stream order from pinned memory).
+  void stage(const StepArgs& args);
+  // Device phase: clipping, every parameter's update and the balance biases, all reading the staged
+  // scalars and the applied-step count from the control block. It launches work and reads nothing back,
+  // so on CUDA one capture of it in a graph replays every later step at the same shapes.
+  void device_phase();
+  // The step's one read from the device: returns the norm, mirrors the applied-step count in steps().
+  double finish();
+
   int64_t steps() const { return step_; }
+  void set_steps(int64_t s);  // for resuming: also the control block's count (AdamW's bias correction)
   const OptimizerConfig& config() const { return cfg_; }
   const Arena& exp_avg() const { return m_; }     // Adam m / Muon momentum
   const Arena& exp_avg_sq() const { return v_; }  // Adam v (unused for Muon parameters)
-  void set_steps(int64_t s) { step_ = s; }
 
  private:
-  // Launches every parameter's update for step step_ + 1; with a control block (CUDA) each update is a
-  // no-op on the device when the step does not apply.
-  void update_parameters(const StepArgs& args, const StepControl* control);
+  StepControl* control() const { return static_cast<StepControl*>(control_.data()); }
+  // Launches every parameter's update, each a no-op when the control block says the step does not apply.
+  void update_parameters(const StepControl* control);
+
+  struct PinnedFree {
+    void operator()(StepScalars* p) const;
+  };
 
   Model& model_;
   OptimizerConfig cfg_;
   Arena m_, v_;
   Buffer workspace_;
-  Buffer control_;  // CUDA: StepControl, then the norm's partial sums (ops/optimizer_ops.h)
-  int64_t step_ = 0;
+  Buffer control_;  // StepControl on the model's device; on CUDA then the norm's partial sums
+  // CUDA: the pinned source of stage()'s copy. One slot is enough: the next stage() rewrites it after
+  // finish() has read the norm, which waits for the stream and so for this copy.
+  std::unique_ptr<StepScalars, PinnedFree> staging_;
+  int64_t step_ = 0;  // host mirror of the control block's applied-step count
 };
 
 }  // namespace nw

@@ -622,11 +622,15 @@ TEST(CudaParity, AdamWAndSumSquares) {
 }
 
 namespace {
-// A StepControl in device memory followed by the norm's partial sums.
+// A StepControl in device memory, no step applied yet and the given scalars staged, followed by the
+// norm's partial sums.
 struct DeviceControl {
   nw::Buffer buf;
-  explicit DeviceControl(int64_t n)
-      : buf(sizeof(nw::StepControl) + nw::clip_partials(n) * sizeof(double), nw::Device::CUDA) {}
+  explicit DeviceControl(int64_t n, nw::StepScalars s = {1.f, 1.f, 0.95f, 0.f})
+      : buf(sizeof(nw::StepControl) + nw::clip_partials(n) * sizeof(double), nw::Device::CUDA) {
+    buf.zero();
+    nw::copy_from_host(nw::Tensor(&control()->scalars, nw::DType::F32, nw::Device::CUDA, {4}), &s);
+  }
   nw::StepControl* control() const { return static_cast<nw::StepControl*>(buf.data()); }
   double* partial() const { return reinterpret_cast<double*>(control() + 1); }
   nw::StepControl read() const {
@@ -639,7 +643,7 @@ struct DeviceControl {
 
 // The optimizer's clipping decision on the device against the host decision Optimizer::step takes on
 // the CPU: the same sum (the bits of the device sum_squares), norm, scale float(clip / norm) and clipped
-// gradients; off (clip 0) and unreached limits leave the gradients' bits alone.
+// gradients; off (clip 0) and unreached limits leave the gradients' bits alone. The step counts itself.
 TEST(CudaParity, ClipControlOnDevice) {
   NW_NEED_CUDA();
   const int64_t n = 100003;
@@ -657,6 +661,7 @@ TEST(CudaParity, ClipControlOnDevice) {
     EXPECT_EQ(std::memcmp(&got.sum_squares, &sum, sizeof(double)), 0) << "sum of squares" << tag;
     EXPECT_EQ(got.norm, norm) << tag;
     EXPECT_EQ(got.apply, 1) << tag;
+    EXPECT_EQ(got.steps, 1) << tag;
     EXPECT_EQ(got.clip_scale, clip > 0 && norm > clip ? float(clip / norm) : 1.f) << tag;
     if (clip == 3.f) EXPECT_LT(got.clip_scale, 1.f) << "the test must clip";
     expect_bits(host<float>(g_d), want, "clipped gradients" + tag);
@@ -664,7 +669,8 @@ TEST(CudaParity, ClipControlOnDevice) {
 }
 
 // A non-finite gradient norm decided on the device makes the whole update a no-op there: parameters,
-// AdamW moments and Muon momentum keep their bits, the gradients are not scaled.
+// AdamW moments, Muon momentum, the balance bias and the routing counts keep their bits, the gradients
+// are not scaled, the step is not counted. With apply = 1 the updates read the staged scalars.
 TEST(CudaParity, NonFiniteNormSkipsTheUpdateOnDevice) {
   NW_NEED_CUDA();
   for (const float bad : {NAN, INFINITY}) {
@@ -685,6 +691,7 @@ TEST(CudaParity, NonFiniteNormSkipsTheUpdateOnDevice) {
     const nw::StepControl got = c.read();
     EXPECT_FALSE(std::isfinite(got.norm));
     EXPECT_EQ(got.apply, 0);
+    EXPECT_EQ(got.steps, 0);
     EXPECT_EQ(got.clip_scale, 1.f);
     expect_bits(host<float>(g_d), g, "gradients");
     expect_bits(host<float>(p_d), p, "adamw param");
@@ -695,18 +702,35 @@ TEST(CudaParity, NonFiniteNormSkipsTheUpdateOnDevice) {
     nw::muon_update(p_d.t, g_d.t, m_d.t, ws_d.t, ma);
     expect_bits(host<float>(p_d), p, "muon param");
     expect_bits(host<float>(m_d), m, "muon momentum");
+    const std::vector<int64_t> pending{5, 1, 0, 2}, last{1, 2, 3, 4};
+    const F bias = randn({4}, 57);
+    Dev bias_d = dev(bias, {4}), pending_d = dev(pending, {4}), last_d = dev(last, {4});
+    nw::moe_balance_step(bias_d.t, pending_d.t, last_d.t, c.control());
+    expect_bits(host<float>(bias_d), bias, "balance bias");
+    EXPECT_EQ(host<int64_t>(pending_d), pending) << "pending counts";
+    EXPECT_EQ(host<int64_t>(last_d), last) << "last step's counts";
   }
   // The same control with apply = 1 updates: the skip above comes from the flag, not a dead kernel.
   const int64_t n = 1000;
   F g = randn({n}, 55), p = randn({n}, 56), m(n, 0.f), v(n, 0.f);
   Dev g_d = dev(g, {n}), p_d = dev(p, {n}), m_d = dev(m, {n}), v_d = dev(v, {n});
-  DeviceControl c(n);
+  DeviceControl c(n, {0.5f, 2.f, 0.9f, 0.25f});
   nw::clip_control(c.control(), c.partial(), g_d.t, 0.f);
-  nw::AdamWArgs a{1e-2f, 0.8f, 0.95f, 1e-10f, 0.1f, 1};
+  nw::AdamWArgs a{1e-2f, 0.8f, 0.95f, 1e-10f, 0.1f, 0};  // step: the control's count, 1
   a.control = c.control();
   nw::adamw_update(p_d.t, g_d.t, m_d.t, v_d.t, a);
-  nw::adamw_update(cpu(p, {n}), cpu(g, {n}), cpu(m, {n}), cpu(v, {n}), nw::AdamWArgs{1e-2f, 0.8f, 0.95f, 1e-10f, 0.1f, 1});
+  nw::adamw_update(cpu(p, {n}), cpu(g, {n}), cpu(m, {n}), cpu(v, {n}),
+                   nw::AdamWArgs{1e-2f * 0.5f, 0.8f, 0.95f, 1e-10f, 0.1f * 2.f, 1});
   expect_close(host<float>(p_d), p, kTight, kTightAbs, "adamw param with apply = 1");
+  std::vector<int64_t> pending{5, 1, 0, 2};
+  const std::vector<int64_t> want_last = pending;
+  F bias = randn({4}, 57);
+  Dev bias_d = dev(bias, {4}), pending_d = dev(pending, {4}), last_d = dev(std::vector<int64_t>(4, 7), {4});
+  nw::moe_balance_step(bias_d.t, pending_d.t, last_d.t, c.control());
+  nw::moe_update_bias(cpu(bias, {4}), cpu(pending, {4}), 0.25f);
+  expect_bits(host<float>(bias_d), bias, "balance bias with apply = 1");
+  EXPECT_EQ(host<int64_t>(pending_d), std::vector<int64_t>(4, 0)) << "pending counts reset";
+  EXPECT_EQ(host<int64_t>(last_d), want_last) << "the step's counts kept";
 }
 
 TEST(CudaParity, NewtonSchulzAndMuon) {
@@ -788,6 +812,78 @@ TEST(CudaParity, TrainingStepAllocatesNothingAfterTheFirst) {
     EXPECT_EQ(nw::cuda::scratch_pool_allocations(), before) << "pool allocations inside later steps";
     nw::sum_squares(model.grads().flat());
     EXPECT_GT(nw::cuda::scratch_pool_allocations(), before) << "an op outside a step uses the pool";
+  }
+}
+
+// The optimizer step on the GPU, its scalars staged into device memory, against the CPU step over four
+// steps with changing lr_mult, wd_mult, Muon momentum and balance gamma (clipping on). Both models get
+// the same gradients and routing counts, written by the test, before each step. The third step's
+// gradient is not finite: on the GPU it must leave parameters, states, biases, the pending counts and the
+// step count as they were, and the fourth step's AdamW bias correction is that of step 3 on both sides.
+TEST(CudaParity, OptimizerStepWithScalarsOnDevice) {
+  NW_NEED_CUDA();
+  constexpr double kNs = 1e-3, kNsAbs = 5e-4;  // Muon's parameters, as in NewtonSchulzAndMuon
+  const nw::ModelConfig cfg = small_moe_config();
+  nw::Model cm(cfg, 4, nw::Device::CPU), gm(cfg, 4, nw::Device::CUDA);
+  const int64_t n = cm.params().flat().numel();
+  const F theta = randn({n}, 98, 0.3);
+  nw::copy_from_host(cm.params().flat(), theta.data());
+  nw::copy_from_host(gm.params().flat(), theta.data());
+  nw::OptimizerConfig oc;
+  oc.scalar.weight_decay = 0.1f;
+  oc.muon_weight_decay = 0.05f;
+  nw::Optimizer co(cm, oc), go(gm, oc);
+  const nw::Layout& layout = cm.params().layout();
+  auto view = [](const nw::Tensor& t) {
+    F v(t.numel());
+    nw::copy_to_host(v.data(), t);
+    return v;
+  };
+  auto counts_of = [&](const nw::Model& m) {
+    std::vector<int64_t> c(m.pending_counts().numel());
+    nw::copy_to_host(c.data(), m.pending_counts());
+    return c;
+  };
+  const nw::StepArgs args[] = {
+      {1.f, 1.f, 0.85f, 0.01f}, {0.5f, 2.f, 0.9f, 0.02f}, {0.7f, 1.5f, 0.92f, 0.03f}, {0.25f, 0.5f, 0.95f, 0.04f}};
+  for (int k = 0; k < 4; ++k) {
+    const std::string tag = " (step " + std::to_string(k + 1) + ")";
+    F g = randn({n}, 200 + k);
+    if (k == 2) g[5] = NAN;
+    const std::vector<int64_t> counts{3 + k, 9, 1, 11 - k};  // (1 MoE layer, 4 experts)
+    for (nw::Model* m : {&cm, &gm}) {
+      nw::copy_from_host(m->grads().flat(), g.data());
+      nw::copy_from_host(m->pending_counts(), counts.data());
+    }
+    const F params = view(gm.params().flat()), m1 = view(go.exp_avg().flat()), v1 = view(go.exp_avg_sq().flat()),
+            biases = view(gm.buffers().flat());
+    const double nc = co.step(args[k]), ng = go.step(args[k]);
+    if (k == 2) {
+      EXPECT_TRUE(std::isnan(nc) && std::isnan(ng)) << tag;
+      EXPECT_EQ(co.steps(), 2);
+      EXPECT_EQ(go.steps(), 2) << "a skipped step is not counted";
+      expect_bits(view(gm.params().flat()), params, "params" + tag);
+      expect_bits(view(go.exp_avg().flat()), m1, "exp_avg" + tag);
+      expect_bits(view(go.exp_avg_sq().flat()), v1, "exp_avg_sq" + tag);
+      expect_bits(view(gm.buffers().flat()), biases, "balance biases" + tag);
+      EXPECT_EQ(counts_of(gm), counts) << "the counts stay pending" << tag;
+      continue;
+    }
+    EXPECT_NEAR(ng, nc, 1e-12 * nc) << "gradient norm" << tag;
+    EXPECT_EQ(go.steps(), co.steps()) << tag;
+    EXPECT_EQ(go.steps(), k < 2 ? k + 1 : k) << tag;
+    for (int i = 0; i < layout.size(); ++i) {
+      const bool muon = cm.kind(i) == nw::ParamKind::Matrix;
+      const std::string name = layout[i].name + tag;
+      expect_close(view(gm.params().view(i)), view(cm.params().view(i)), muon ? kNs : kMat, muon ? kNsAbs : kMatAbs,
+                   name);
+      expect_close(view(go.exp_avg().view(i)), view(co.exp_avg().view(i)), kTight, kTightAbs, name + " exp_avg");
+      expect_close(view(go.exp_avg_sq().view(i)), view(co.exp_avg_sq().view(i)), kTight, kTightAbs,
+                   name + " exp_avg_sq");
+    }
+    expect_bits(view(gm.buffers().flat()), view(cm.buffers().flat()), "balance biases" + tag);
+    EXPECT_EQ(gm.routing_stats()[0].tokens_per_expert, counts) << "the step's counts" << tag;
+    EXPECT_EQ(counts_of(gm), std::vector<int64_t>(counts.size(), 0)) << "pending counts reset" << tag;
   }
 }
 

@@ -1,7 +1,7 @@
 // The Model on tiny configurations: bit-identical losses for equal seeds, the loss at initialisation
 // (~ln vocab), config validation (ValueError), float64 whole-model gradients against finite
 // differences of loss + balance loss, the head loss in chunks against one chunk and its activation
-// memory, gradient accumulation, and the routing-count bookkeeping.
+// memory, gradient accumulation, the routing-count bookkeeping, and the optimizer step over a model.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -12,6 +12,9 @@
 
 #include "core/rng.h"
 #include "model/model.h"
+#include "ops/moe_router.h"
+#include "ops/optimizer_ops.h"
+#include "train/optimizer.h"
 
 namespace {
 nw::ModelConfig tiny_config() {
@@ -380,4 +383,117 @@ TEST(Model, RoutingCountsAndBalanceBiasUpdate) {
   }
   EXPECT_EQ(stats[0].tokens_per_expert, counts) << "after an update the stats show the last step's counts";
   EXPECT_THROW(m.update_balance_bias(-1.0f), nw::ValueError);
+}
+
+namespace {
+void train_micro_batch(nw::Model& m, uint64_t seed) {
+  const Batch b(2, 8, m.config().vocab_size, seed);
+  m.forward_backward(b.tokens.data(), b.targets.data(), b.B, b.T);
+}
+
+std::vector<float> floats_of(const nw::Tensor& t) {
+  std::vector<float> out(t.numel());
+  std::memcpy(out.data(), t.data, t.nbytes());
+  return out;
+}
+
+nw::Tensor host_tensor(std::vector<float>& v, const nw::Tensor& like) {
+  const std::vector<int64_t> shape(like.shape, like.shape + like.ndim);
+  return nw::Tensor(v.data(), nw::DType::F32, nw::Device::CPU, shape);
+}
+
+int first_of_kind(const nw::Model& m, nw::ParamKind kind) {
+  for (int i = 0; i < m.params().layout().size(); ++i)
+    if (m.kind(i) == kind) return i;
+  return -1;
+}
+}  // namespace
+
+// A step with a non-finite gradient norm is no step at all: parameters, optimizer states, balance biases
+// and the routing counts keep their bits and the step is not counted, so the next step (bias correction
+// of step 2, the counts of both micro-batches) equals that of a run that never attempted it.
+TEST(OptimizerStep, NonFiniteStepChangesNothingAndIsNotCounted) {
+  const nw::ModelConfig cfg = tiny_config();
+  nw::Model a(cfg, 9), b(cfg, 9);
+  nw::Optimizer oa(a, {}), ob(b, {});
+  for (nw::Model* m : {&a, &b}) train_micro_batch(*m, 1);
+  oa.step({});
+  ob.step({});
+  for (nw::Model* m : {&a, &b}) {
+    m->zero_grad();
+    train_micro_batch(*m, 2);
+  }
+  static_cast<float*>(a.grads().flat().data)[3] = NAN;
+  const std::vector<char> params = bytes_of(a.params()), m1 = bytes_of(oa.exp_avg()), v1 = bytes_of(oa.exp_avg_sq()),
+                          biases = bytes_of(a.buffers());
+  const std::vector<char> pending(static_cast<char*>(a.pending_counts().data),
+                                  static_cast<char*>(a.pending_counts().data) + a.pending_counts().nbytes());
+  EXPECT_TRUE(std::isnan(oa.step({0.5f, 2.0f, 0.9f, 0.1f})));
+  EXPECT_EQ(oa.steps(), 1);
+  EXPECT_EQ(bytes_of(a.params()), params);
+  EXPECT_EQ(bytes_of(oa.exp_avg()), m1);
+  EXPECT_EQ(bytes_of(oa.exp_avg_sq()), v1);
+  EXPECT_EQ(bytes_of(a.buffers()), biases);
+  EXPECT_EQ(std::memcmp(a.pending_counts().data, pending.data(), pending.size()), 0) << "the counts stay pending";
+  for (nw::Model* m : {&a, &b}) {
+    m->zero_grad();
+    train_micro_batch(*m, 3);
+  }
+  const nw::StepArgs args{0.5f, 2.0f, 0.9f, 0.1f};
+  EXPECT_TRUE(same_bits(oa.step(args), ob.step(args)));
+  EXPECT_EQ(oa.steps(), 2);
+  EXPECT_EQ(ob.steps(), 2);
+  EXPECT_EQ(bytes_of(a.params()), bytes_of(b.params()));
+  EXPECT_EQ(bytes_of(oa.exp_avg()), bytes_of(ob.exp_avg()));
+  EXPECT_EQ(bytes_of(oa.exp_avg_sq()), bytes_of(ob.exp_avg_sq()));
+  EXPECT_EQ(bytes_of(a.buffers()), bytes_of(b.buffers()));
+}
+
+// One step after set_steps (a resumed run) against the ops given the step's values by hand: AdamW at
+// step set_steps + 1 with lr * lr_mult and weight_decay * wd_mult, Muon with the step's momentum, and the
+// balance bias with the step's gamma; then the count moves on by one.
+TEST(OptimizerStep, UsesTheStepsScalarsAndTheResumedStepCount) {
+  const nw::ModelConfig cfg = tiny_config();
+  nw::Model m(cfg, 9);
+  nw::OptimizerConfig oc;
+  oc.grad_clip = 0;  // the gradients as they are
+  oc.scalar.weight_decay = 0.1f;
+  oc.muon_weight_decay = 0.05f;
+  nw::Optimizer opt(m, oc);
+  opt.set_steps(5);
+  EXPECT_EQ(opt.steps(), 5);
+  EXPECT_THROW(opt.set_steps(-1), nw::ValueError);
+  train_micro_batch(m, 1);
+  const int s = first_of_kind(m, nw::ParamKind::Scalar), w = first_of_kind(m, nw::ParamKind::Matrix);
+  ASSERT_GE(s, 0);
+  ASSERT_GE(w, 0);
+  ASSERT_EQ(m.buffers().layout().size(), 1) << "tiny_config has one MoE layer";
+  const nw::Tensor sp = m.params().view(s), wp = m.params().view(w);
+  std::vector<float> s_param = floats_of(sp), s_grad = floats_of(m.grads().view(s)),
+                     s_m = floats_of(opt.exp_avg().view(s)), s_v = floats_of(opt.exp_avg_sq().view(s)),
+                     w_param = floats_of(wp), w_grad = floats_of(m.grads().view(w)),
+                     w_mom = floats_of(opt.exp_avg().view(w)), bias = floats_of(m.buffers().view(0));
+  std::vector<int64_t> counts(cfg.n_experts);
+  std::memcpy(counts.data(), m.pending_counts().data, counts.size() * sizeof(int64_t));
+
+  const nw::StepArgs args{0.5f, 2.0f, 0.9f, 0.25f};
+  opt.step(args);
+  EXPECT_EQ(opt.steps(), 6);
+
+  nw::adamw_update(host_tensor(s_param, sp), host_tensor(s_grad, sp), host_tensor(s_m, sp), host_tensor(s_v, sp),
+                   {oc.scalar.lr * 0.5f, oc.scalar.beta1, oc.scalar.beta2, oc.scalar.eps, 0.1f * 2.0f, 6});
+  EXPECT_EQ(floats_of(sp), s_param) << "AdamW";
+  ASSERT_EQ(wp.ndim, 2) << "tiny_config's first matrix is a dense one";
+  const int64_t R = wp.size(0), C = wp.size(1);
+  std::vector<float> ws(nw::muon_workspace_numel(R, C));
+  const nw::Tensor w3(w_param.data(), nw::DType::F32, nw::Device::CPU, {1, R, C});
+  nw::muon_update(w3, nw::Tensor(w_grad.data(), nw::DType::F32, nw::Device::CPU, {1, R, C}),
+                  nw::Tensor(w_mom.data(), nw::DType::F32, nw::Device::CPU, {1, R, C}),
+                  nw::Tensor(ws.data(), nw::DType::F32, nw::Device::CPU, {int64_t(ws.size())}),
+                  {oc.muon_lr * 0.5f, 0.9f, 0.05f * 2.0f, oc.ns_steps, oc.nesterov});
+  EXPECT_EQ(floats_of(wp), w_param) << "Muon";
+  nw::moe_update_bias(nw::Tensor(bias.data(), nw::DType::F32, nw::Device::CPU, {cfg.n_experts}),
+                      nw::Tensor(counts.data(), nw::DType::I64, nw::Device::CPU, {cfg.n_experts}), 0.25f);
+  EXPECT_EQ(floats_of(m.buffers().view(0)), bias) << "balance bias";
+  EXPECT_NE(bias, std::vector<float>(cfg.n_experts, 0.f)) << "the test must move the bias";
 }

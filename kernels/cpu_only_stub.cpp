@@ -4,6 +4,7 @@
 #include "core/cuda_graph.h"
 #include "core/error.h"
 #include "core/step_workspace.h"
+#include "ops/accumulate_losses.h"
 #include "ops/activation.h"
 #include "ops/attention.h"
 #include "ops/cross_entropy.h"
@@ -43,13 +44,15 @@ void copy_device_to_device(void*, const void*, size_t) { no_cuda("copy_device_to
 void* pinned_alloc(size_t) { no_cuda("pinned_alloc"); }
 void pinned_free(void*) {}
 void copy_host_to_device_async(void*, const void*, size_t) { no_cuda("copy_host_to_device_async"); }
+void stage_host_to_device(void*, const void*, size_t) { no_cuda("stage_host_to_device"); }
 
+void accumulate_losses(const Tensor& acc, const Tensor& losses, const Tensor& weights, const Tensor& divisor, const Tensor& balance) { no_cuda("accumulate_losses"); }
 void activation_forward(Activation a, const Tensor& h, const Tensor& pre) { no_cuda("activation_forward"); }
 void activation_backward(Activation a, const Tensor& dpre, const Tensor& dh, const Tensor& pre) { no_cuda("activation_backward"); }
 void attention_forward(const Tensor& y, const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v, int window, Precision) { no_cuda("attention_forward"); }
 void attention_forward_kv(const Tensor& y, const Tensor& q, const Tensor& k, const Tensor& v, int64_t kv_len, int window, Precision) { no_cuda("attention_forward_kv"); }
 void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dy, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& y, const Tensor& lse, int window, Precision) { no_cuda("attention_backward"); }
-void softcap_cross_entropy(const Tensor& losses, const Tensor& dlogits, const Tensor& logits, const Tensor& targets, const Tensor& weights, float cap, float grad_per_token) { no_cuda("softcap_cross_entropy"); }
+void softcap_cross_entropy(const Tensor& losses, const Tensor& dlogits, const Tensor& logits, const Tensor& targets, const Tensor& weights, float cap, const Tensor& grad_per_token) { no_cuda("softcap_cross_entropy"); }
 void softcap(const Tensor& logits, float cap) { no_cuda("softcap"); }
 void embedding_forward(const Tensor& out, const Tensor& table, const Tensor& tokens) { no_cuda("embedding_forward"); }
 void embedding_backward(const Tensor& dtable, const Tensor& dout, const Tensor& tokens) { no_cuda("embedding_backward"); }

@@ -4,7 +4,8 @@
 // every thread reads an element before writing the same element, and the target logit is read before
 // the first write, so dlogits may alias logits (the head loss computes a chunk's dlogits in place).
 // Each thread's order and the block reductions are fixed: the same bits run to run.
-// Row n's gradient is scaled by g * weights[n] (weights may be null: 1).
+// Row n's gradient is scaled by *grad_per_token * weights[n] (weights may be null: 1); the scale is read
+// from device memory, so a replayed CUDA graph uses each step's value.
 // Targets of -1 give loss 0 and a zero gradient row; a target >= V (which the CPU path rejects with an
 // error) gives NaN, since a kernel cannot throw.
 #include "kernels/common.cuh"
@@ -18,7 +19,7 @@ constexpr int kThreads = 256;
 __device__ __forceinline__ float capped(float z, float c) { return c > 0.f ? c * tanhf(z / c) : z; }
 
 __global__ void softcap_ce_kernel(float* losses, float* dlogits, const float* logits, const int32_t* targets,
-                                  const float* weights, int64_t V, float c, float g_all) {
+                                  const float* weights, int64_t V, float c, const float* grad_per_token) {
   const int64_t n = blockIdx.x;
   const float* z = logits + n * V;
   float* d = dlogits ? dlogits + n * V : nullptr;
@@ -47,7 +48,7 @@ __global__ void softcap_ce_kernel(float* losses, float* dlogits, const float* lo
   if (threadIdx.x == 0) losses[n] = lse - rt;
   if (!d) return;
   __syncthreads();
-  const float g = weights ? g_all * weights[n] : g_all;
+  const float g = weights ? *grad_per_token * weights[n] : *grad_per_token;
   const float inv_c2 = c > 0.f ? 1.f / (c * c) : 0.f;
   for (int64_t v = threadIdx.x; v < V; v += blockDim.x) {
     const float r = capped(z[v], c);
@@ -63,16 +64,15 @@ __global__ void softcap_kernel(float* z, int64_t n, float c) {
 }  // namespace
 
 void softcap_cross_entropy(const Tensor& losses, const Tensor& dlogits, const Tensor& logits, const Tensor& targets,
-                           const Tensor& weights, float cap, float grad_per_token) {
-  detail::require_f32("softcap_cross_entropy", {&losses, &dlogits, &logits, &weights});
+                           const Tensor& weights, float cap, const Tensor& grad_per_token) {
+  detail::require_f32("softcap_cross_entropy", {&losses, &dlogits, &logits, &weights, &grad_per_token});
   const int64_t N = logits.size(0), V = logits.size(1);
   if (N == 0) return;
   NW_CHECK(V > 0, "softcap_cross_entropy: the vocabulary is empty");
-  softcap_ce_kernel<<<static_cast<unsigned>(N), kThreads, 0, detail::stream()>>>(losses.ptr<float>(),
-                                                            dlogits.defined() ? dlogits.ptr<float>() : nullptr,
-                                                            logits.ptr<float>(), targets.ptr<int32_t>(),
-                                                            weights.defined() ? weights.ptr<float>() : nullptr, V,
-                                                            cap, grad_per_token);
+  softcap_ce_kernel<<<static_cast<unsigned>(N), kThreads, 0, detail::stream()>>>(
+      losses.ptr<float>(), dlogits.defined() ? dlogits.ptr<float>() : nullptr, logits.ptr<float>(),
+      targets.ptr<int32_t>(), weights.defined() ? weights.ptr<float>() : nullptr, V, cap,
+      dlogits.defined() ? grad_per_token.ptr<float>() : nullptr);
   NW_CUDA_LAUNCH_CHECK();
 }
 

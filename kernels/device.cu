@@ -1,6 +1,7 @@
 // The GPU device interface (csrc/core/cuda_device.h) on the CUDA runtime, and the compute stream
 // (kernels/stream.cuh) that every call below runs on.
 #include <atomic>
+#include <cstring>
 #include <mutex>
 
 #include "core/cuda_device.h"
@@ -78,6 +79,46 @@ void* pinned_alloc(size_t nbytes) {
 void pinned_free(void* p) { cudaFreeHost(p); }  // never throws: called from destructors
 void copy_host_to_device_async(void* dst, const void* pinned_src, size_t n) {
   NW_CUDA_CHECK(cudaMemcpyAsync(dst, pinned_src, n, cudaMemcpyHostToDevice, detail::stream()));
+}
+
+namespace {
+// stage_host_to_device's pinned slots. Never freed: the process exit reclaims them, and a destructor
+// could run after the CUDA runtime has shut down.
+struct StagingRing {
+  static constexpr int kSlots = 16;  // a few micro-batches of tokens, targets, weights and scalars
+  struct Slot {
+    void* host = nullptr;
+    size_t capacity = 0;
+    cudaEvent_t copied = nullptr;  // recorded after the copy out of this slot
+  };
+  std::mutex mu;
+  Slot slots[kSlots];
+  int next = 0;
+};
+StagingRing& staging_ring() {
+  static StagingRing* ring = new StagingRing;
+  return *ring;
+}
+}  // namespace
+
+void stage_host_to_device(void* dst, const void* src, size_t n) {
+  if (n == 0) return;
+  StagingRing& ring = staging_ring();
+  std::lock_guard<std::mutex> lock(ring.mu);
+  StagingRing::Slot& slot = ring.slots[ring.next];
+  ring.next = (ring.next + 1) % StagingRing::kSlots;
+  if (slot.copied) NW_CUDA_CHECK(cudaEventSynchronize(slot.copied));  // its last copy has left the slot
+  else NW_CUDA_CHECK(cudaEventCreateWithFlags(&slot.copied, cudaEventDisableTiming));
+  if (slot.capacity < n) {  // grows to the largest copy, so a fixed batch shape allocates only at first
+    pinned_free(slot.host);
+    slot.host = nullptr;
+    slot.capacity = 0;
+    slot.host = pinned_alloc(n);
+    slot.capacity = n;
+  }
+  std::memcpy(slot.host, src, n);
+  NW_CUDA_CHECK(cudaMemcpyAsync(dst, slot.host, n, cudaMemcpyHostToDevice, detail::stream()));
+  NW_CUDA_CHECK(cudaEventRecord(slot.copied, detail::stream()));
 }
 
 }  // namespace nw::cuda

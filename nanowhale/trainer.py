@@ -335,7 +335,6 @@ def train(config=None, *, resume: str | Path | None = None, overrides: list[str]
                 _C.profile_ops(True)
             t0 = time.perf_counter()
             c = 0.0
-            loss_sum = bal_sum = 0.0
             for _ in range(accum):
                 batch = loader.next()
                 if not warned_repeat and loader.epoch > 1.0:
@@ -346,12 +345,11 @@ def train(config=None, *, resume: str | Path | None = None, overrides: list[str]
                         "steps.")
                     emit({"event": "data_repeat", "step": step + 1, "epoch": loader.epoch})
                 tc0 = time.perf_counter()
-                loss_sum += model.forward_backward(batch[:, :-1], batch[:, 1:], grad_scale=1.0 / (accum * world))
+                # deferred: the losses are summed on the device and read once per step, below
+                model.forward_backward(batch[:, :-1], batch[:, 1:], grad_scale=1.0 / (accum * world), defer_loss=True)
                 c += time.perf_counter() - tc0
-                bal_sum += model.last_balance_loss
             tc0 = time.perf_counter()
             group.all_reduce_gradients(model)  # the global batch's mean gradient and routing counts
-            loss_sum, bal_sum = group.sum([loss_sum, bal_sum])
             comm = time.perf_counter() - tc0
             lr = schedule.lr_mult(p, tc.warmup_frac, tc.decay_frac, tc.final_lr_frac)
             mom = schedule.muon_momentum(p, tc.momentum_start, cfg.optim["muon_momentum"], tc.momentum_warmup_frac)
@@ -360,7 +358,12 @@ def train(config=None, *, resume: str | Path | None = None, overrides: list[str]
             gnorm = opt.step(lr_mult=lr, wd_mult=schedule.wd_mult(p, tc.wd_decay), muon_momentum=mom,
                              balance_gamma=gamma)
             model.zero_grad()
+            # after the optimizer's launch, so the step's one loss read does not hold it back
+            loss_sum, bal_sum = model.take_loss_sums()
             c += time.perf_counter() - tc0
+            tc0 = time.perf_counter()
+            loss_sum, bal_sum = group.sum([loss_sum, bal_sum])
+            comm += time.perf_counter() - tc0
             dt = time.perf_counter() - t0
             if profiled:
                 _C.profile_ops(False)

@@ -209,7 +209,7 @@ void register_model(py::module_& m) {
       .def("init_weights", &Model::init_weights, py::arg("seed"), py::call_guard<py::gil_scoped_release>())
       .def("forward_backward",
            [](Model& m, const py::object& tokens, const py::object& targets, const py::object& weights,
-              float grad_scale) {
+              float grad_scale, bool defer_loss) -> py::object {
              auto [tok, tgt] = batch_arrays(tokens, targets);
              const int B = int(tok.shape(0)), T = int(tok.shape(1));
              py::array_t<float, py::array::c_style | py::array::forcecast> w;
@@ -222,13 +222,34 @@ void register_model(py::module_& m) {
                w = py::array_t<float, py::array::c_style | py::array::forcecast>(arr);
              }
              const float* wp = weights.is_none() ? nullptr : w.data();
-             py::gil_scoped_release release;
-             std::lock_guard<std::mutex> lock(m.compute_mutex());
-             return m.forward_backward(tok.data(), tgt.data(), B, T, grad_scale, wp).loss;
+             double loss;
+             {
+               py::gil_scoped_release release;
+               std::lock_guard<std::mutex> lock(m.compute_mutex());
+               loss = m.forward_backward(tok.data(), tgt.data(), B, T, grad_scale, wp, defer_loss).loss;
+             }
+             return defer_loss ? py::object(py::none()) : py::object(py::float_(loss));
            },
            py::arg("tokens"), py::arg("targets"), py::arg("weights") = py::none(), py::arg("grad_scale") = 1.0f,
+           py::arg("defer_loss") = false,
            "Adds grad_scale * d(loss)/d(params) to the gradients; returns the loss: the mean cross-entropy, or "
-           "with weights (B, T) (any sign) sum_t weights[t] * CE_t over targets that are not -1.")
+           "with weights (B, T) (any sign) sum_t weights[t] * CE_t over targets that are not -1. With "
+           "defer_loss=True it returns None without waiting for the device: the loss and the balance loss are "
+           "added to sums on the device that take_loss_sums() reads (one read for a whole step's micro-batches). "
+           "A call without defer_loss while such sums wait raises ValueError.")
+      .def("take_loss_sums",
+           [](Model& m) {
+             LossSums s;
+             {
+               py::gil_scoped_release release;
+               std::lock_guard<std::mutex> lock(m.compute_mutex());
+               s = m.take_loss_sums();
+             }
+             return py::make_tuple(s.loss, s.balance);
+           },
+           "(loss, balance_loss): the sums of the losses of the deferred forward_backward calls since the last "
+           "take (each the value the call would have returned) and of their balance losses, in one read from "
+           "the device; sets both sums back to zero.")
       .def("forward",
            [](Model& m, const py::object& tokens, const py::object& targets) {
              auto [tok, tgt] = batch_arrays(tokens, targets);
@@ -345,7 +366,8 @@ void register_model(py::module_& m) {
            "arguments, delivered as they come (streaming). A row stops at its first stop token.")
       .def_property_readonly("last_loss", [](const Model& m) { return m.last_loss().loss; })
       .def_property_readonly("last_balance_loss", [](const Model& m) { return m.last_loss().balance_loss; },
-                             "Sum over MoE layers of the balance loss of the latest forward (not in the returned loss).")
+                             "Sum over MoE layers of the balance loss of the latest forward (not in the returned loss; "
+                             "NaN after a deferred forward_backward: see take_loss_sums).")
       .def("zero_grad", &Model::zero_grad)
       .def("update_balance_bias", py::overload_cast<float>(&Model::update_balance_bias), py::arg("gamma"),
            "b_i += gamma * sign(mean - count_i) from the routing counts since the last update.")

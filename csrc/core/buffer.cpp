@@ -62,6 +62,11 @@ void copy_from_host(const Tensor& dst, const void* src) {
   else cuda::copy_host_to_device(dst.data, src, dst.nbytes());
 }
 
+void stage_from_host(const Tensor& dst, const void* src) {
+  if (dst.device == Device::CPU) std::memcpy(dst.data, src, dst.nbytes());
+  else cuda::stage_host_to_device(dst.data, src, dst.nbytes());
+}
+
 }  // namespace nw
 
 namespace nw {

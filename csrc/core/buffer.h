@@ -32,6 +32,9 @@ class Buffer {
 // Copies between host and a tensor's device (host<->host is a memcpy).
 void copy_to_host(void* dst, const Tensor& src);
 void copy_from_host(const Tensor& dst, const void* src);
+// The same without waiting for the device (the CPU: a memcpy); src may be reused on return
+// (cuda::stage_host_to_device).
+void stage_from_host(const Tensor& dst, const void* src);
 
 }  // namespace nw
 

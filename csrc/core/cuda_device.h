@@ -26,6 +26,12 @@ void copy_device_to_device(void* dst, const void* src, size_t nbytes);
 void* pinned_alloc(size_t nbytes);
 void pinned_free(void* p);  // never throws: called from destructors
 void copy_host_to_device_async(void* dst, const void* pinned_src, size_t nbytes);
+// Host -> device through pinned memory owned here, for a training step's inputs: src is copied at once into
+// a pinned staging slot (the caller may reuse it on return), and from there to dst in stream order. (A copy
+// from pageable memory may wait for the stream when the driver has to stage it.) The slots form a small
+// ring; a slot is refilled only once the copy out of it has completed, so the host waits only when it runs
+// that many copies ahead of the device.
+void stage_host_to_device(void* dst, const void* src, size_t nbytes);
 
 // Streams: every kernel, copy and collective of a device runs on its one compute stream, in issue order
 // (kernels/stream.cuh), so the host waits for the device only here and in the device-to-host copies.

@@ -12,14 +12,14 @@ namespace nw::cpu {
 
 template <typename T>
 void softcap_cross_entropy(const Tensor& losses, const Tensor& dlogits, const Tensor& logits,
-                           const Tensor& targets, const Tensor& weights, float cap, float grad_per_token) {
+                           const Tensor& targets, const Tensor& weights, float cap, const Tensor& grad_per_token) {
   const int64_t N = logits.size(0), V = logits.size(1);
   const T* zp = logits.ptr<T>();
   T* dp = dlogits.defined() ? dlogits.ptr<T>() : nullptr;
   T* lp = losses.ptr<T>();
   const int32_t* tp = targets.ptr<int32_t>();
   const T* wp = weights.defined() ? weights.ptr<T>() : nullptr;
-  const T c = T(cap);
+  const T c = T(cap), g_all = dp ? grad_per_token.ptr<T>()[0] : T(0);
 #pragma omp parallel
   {
     std::vector<T> row(V);
@@ -49,7 +49,7 @@ void softcap_cross_entropy(const Tensor& losses, const Tensor& dlogits, const Te
       lp[n] = lse - r[tgt];
       if (!dp) continue;
       T* d = dp + n * V;
-      const T g = T(grad_per_token) * (wp ? wp[n] : T(1));
+      const T g = g_all * (wp ? wp[n] : T(1));
       if (c > 0) {
         const T inv_c2 = T(1) / (c * c);
 #pragma omp simd
@@ -76,7 +76,7 @@ void softcap(const Tensor& logits, float cap) {
 
 #define INSTANTIATE(T)                                                                                         \
   template void softcap_cross_entropy<T>(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, \
-                                         float, float);                                                        \
+                                         float, const Tensor&);                                                \
   template void softcap<T>(const Tensor&, float);
 INSTANTIATE(float)
 INSTANTIATE(double)

@@ -13,6 +13,7 @@
 #include "core/rng.h"
 #include "core/step_workspace.h"
 #include "model/generation.h"
+#include "ops/accumulate_losses.h"
 #include "ops/attention.h"
 #include "ops/cross_entropy.h"
 #include "ops/embedding.h"
@@ -160,6 +161,10 @@ Model::Model(const ModelConfig& cfg, uint64_t seed, Device device, DType dtype)
   pending_counts_ = Tensor(counts_.data(), DType::I64, device_, {moe_index, cfg_.n_experts});
   step_counts_ = Tensor(static_cast<int64_t*>(counts_.data()) + counts_numel, DType::I64, device_,
                         {moe_index, cfg_.n_experts});
+  loss_state_ = Buffer(4 * sizeof(double), device_);  // zeroed
+  loss_sums_ = Tensor(loss_state_.data(), DType::F64, device_, {2});
+  loss_divisor_ = Tensor(static_cast<double*>(loss_state_.data()) + 2, DType::F64, device_, {1});
+  grad_per_token_ = Tensor(static_cast<double*>(loss_state_.data()) + 3, dtype_, device_, {1});
   init_weights(seed);
 }
 
@@ -321,9 +326,13 @@ void Model::set_head_chunk_rows(int64_t rows) {
   head_chunk_rows_ = rows;
 }
 
-// Runs the forward pass up to the final norm (a.lnf); returns the balance loss.
-double Model::run_forward(const int32_t* tokens, const int32_t* targets, int B, int T, bool train, KVCache* cache,
-                          const int* rows, const int64_t* at) {
+void Model::stage_batch(const int32_t* tokens, const int32_t* targets) {
+  stage_from_host(acts_->tokens, tokens);
+  if (targets) stage_from_host(acts_->targets, targets);
+}
+
+// Runs the forward pass of the staged tokens up to the final norm (a.lnf).
+void Model::run_forward(int B, int T, bool train, KVCache* cache, const int* rows, const int64_t* at) {
   Acts& a = *acts_;
   const int64_t pos = cache ? cache->length() : 0;  // position of the first token (rows at one position)
   Tensor cos = rope_cos_.slice_rows(pos, pos + T), sin = rope_sin_.slice_rows(pos, pos + T);
@@ -339,8 +348,6 @@ double Model::run_forward(const int32_t* tokens, const int32_t* targets, int B, 
     }
   }
   auto P = [&](int i) { return params_.view(i); };
-  copy_from_host(a.tokens, tokens);
-  if (targets) copy_from_host(a.targets, targets);
   embedding_forward(a.layers[0].resid_in, P(0), a.tokens);
   const bool has_moe = cfg_.n_dense_layers < cfg_.n_layer;
   if (has_moe) zero_tensor(a.balance);
@@ -420,8 +427,11 @@ double Model::run_forward(const int32_t* tokens, const int32_t* targets, int B, 
       residual_rmsnorm_forward(next.ln1, next.ln1_rstd, out, x.mid, P(a.params[l + 1].attn_norm), cfg_.norm_eps);
     }
   }
+}
+
+double Model::read_balance_loss() const {
   double balance = 0;
-  if (has_moe) copy_to_host(&balance, a.balance);  // the forward's one read of the balance losses
+  if (cfg_.n_dense_layers < cfg_.n_layer) copy_to_host(&balance, acts_->balance);
   return balance;
 }
 
@@ -504,7 +514,7 @@ int64_t count_targets(const int32_t* targets, int64_t n) {
 }
 }  // namespace
 
-double Model::sum_losses(int64_t N, float* token_losses, const float* weights) {
+double Model::sum_losses(int64_t N, float* token_losses) {
   std::vector<float> host;
   float* dst = token_losses;
   if (!dst) {
@@ -517,48 +527,83 @@ double Model::sum_losses(int64_t N, float* token_losses, const float* weights) {
     copy_to_host(d.data(), losses);
     for (int64_t i = 0; i < N; ++i) dst[i] = static_cast<float>(d[i]);
     double s = 0;
-    for (int64_t i = 0; i < N; ++i) s += weights ? double(weights[i]) * d[i] : d[i];
+    for (int64_t i = 0; i < N; ++i) s += d[i];
     return s;
   }
   copy_to_host(dst, losses);
   double s = 0;
-  for (int64_t i = 0; i < N; ++i) s += weights ? double(weights[i]) * dst[i] : dst[i];  // token order: deterministic
+  for (int64_t i = 0; i < N; ++i) s += dst[i];  // token order: deterministic
   return s;
 }
 
+// Three phases: the host checks the arguments and counts the targets; the batch and the call's scalars are
+// staged into the model's device buffers without waiting for the device; the device phase runs the step
+// from those buffers alone. The loss is read back only when not deferred.
 LossInfo Model::forward_backward(const int32_t* tokens, const int32_t* targets, int B, int T, float grad_scale,
-                                 const float* weights) {
+                                 const float* weights, bool defer_loss) {
   NW_CHECK(targets, "forward_backward needs targets");
   NW_CHECK(std::isfinite(grad_scale), "grad_scale must be finite, got ", grad_scale);
+  NW_CHECK(defer_loss || !loss_deferred_, "forward_backward: the sums of deferred losses are waiting; read them "
+           "with take_loss_sums() before a call that returns its loss");
   check_batch(tokens, targets, B, T);
   const int64_t N = int64_t(B) * T;
   if (weights)
     for (int64_t i = 0; i < N; ++i)
       NW_CHECK(std::isfinite(weights[i]), "loss weight ", weights[i], " at position ", i, " is not finite");
-  prepare(B, T, /*full_logits=*/false);
-  const StepWorkspace workspace(device_);  // the ops' scratch: no allocation after the first step
   LossInfo info;
   info.n_targets = count_targets(targets, N);
-  info.balance_loss = run_forward(tokens, targets, B, T, /*train=*/true);
-  Tensor w;  // undefined: every token weighs grad_per_token
+
+  prepare(B, T, /*full_logits=*/false);
+  stage_batch(tokens, targets);
+  // Unweighted, the loss is the mean: each target's gradient is grad_scale / #targets and the loss sum is
+  // divided by #targets. Weighted, the weights carry the scale: grad_scale per token, divisor 1.
   float grad_per_token = info.n_targets ? grad_scale / float(info.n_targets) : 0.0f;
+  double divisor = double(info.n_targets);
   if (weights) {
-    w = acts_->weights;
-    if (dtype_ == DType::F64) {
-      const std::vector<double> wd(weights, weights + N);
-      copy_from_host(w, wd.data());
-    } else {
-      copy_from_host(w, weights);
-    }
+    if (dtype_ == DType::F64) stage_from_host(acts_->weights, std::vector<double>(weights, weights + N).data());
+    else stage_from_host(acts_->weights, weights);
     grad_per_token = grad_scale;
+    divisor = 1;
   }
-  head_loss(/*train=*/true, w, grad_per_token);
-  if (weights)
-    info.loss = sum_losses(N, nullptr, weights);
-  else
-    info.loss = info.n_targets ? sum_losses(N, nullptr) / double(info.n_targets) : 0.0;
-  run_backward(B, T, grad_scale);
+  const double gpt64 = grad_per_token;  // grad_per_token_ has the model's dtype
+  stage_from_host(grad_per_token_, dtype_ == DType::F64 ? static_cast<const void*>(&gpt64) : &grad_per_token);
+  stage_from_host(loss_divisor_, &divisor);
+
+  {
+    const StepWorkspace workspace(device_);  // the ops' scratch: no allocation after the first step
+    train_device_phase(B, T, weights != nullptr, grad_scale);
+  }
+  if (defer_loss) {
+    loss_deferred_ = true;
+    info.loss = info.balance_loss = std::nan("");
+    return last_ = info;
+  }
+  const LossSums sums = take_loss_sums();  // this call's alone: nothing was waiting
+  info.loss = sums.loss;
+  info.balance_loss = sums.balance;
   return last_ = info;
+}
+
+// Reads no host value and makes no host read, and allocates nothing but the ops' step-workspace scratch:
+// a CUDA graph can capture it once per batch shape and replay it. Its per-call values come from the
+// staged device buffers, except grad_scale, which the MoE router's backward takes as an argument (it is
+// the same for every micro-batch of a run).
+void Model::train_device_phase(int B, int T, bool weighted, float grad_scale) {
+  Acts& a = *acts_;
+  const bool has_moe = cfg_.n_dense_layers < cfg_.n_layer;
+  const Tensor w = weighted ? a.weights : Tensor();
+  run_forward(B, T, /*train=*/true);
+  head_loss(/*train=*/true, w);
+  accumulate_losses(loss_sums_, a.losses, w, loss_divisor_, has_moe ? a.balance : Tensor());
+  run_backward(B, T, grad_scale);
+}
+
+LossSums Model::take_loss_sums() {
+  double host[2];
+  copy_to_host(host, loss_sums_);
+  zero_tensor(loss_sums_);
+  loss_deferred_ = false;
+  return {host[0], host[1]};
 }
 
 LossInfo Model::forward(const int32_t* tokens, const int32_t* targets, int B, int T, float* token_losses) {
@@ -568,8 +613,10 @@ LossInfo Model::forward(const int32_t* tokens, const int32_t* targets, int B, in
   const int64_t N = int64_t(B) * T;
   LossInfo info;
   info.n_targets = count_targets(targets, N);
-  info.balance_loss = run_forward(tokens, targets, B, T, /*train=*/false);
-  head_loss(/*train=*/false, Tensor(), 0.0f);
+  stage_batch(tokens, targets);
+  run_forward(B, T, /*train=*/false);
+  info.balance_loss = read_balance_loss();
+  head_loss(/*train=*/false, Tensor());
   const double total = sum_losses(N, token_losses);
   info.loss = info.n_targets ? total / double(info.n_targets) : 0.0;
   return last_ = info;
@@ -578,14 +625,16 @@ LossInfo Model::forward(const int32_t* tokens, const int32_t* targets, int B, in
 void Model::logits(const int32_t* tokens, int B, int T, float* out) {
   check_batch(tokens, nullptr, B, T);
   prepare(B, T, /*full_logits=*/true);
-  run_forward(tokens, nullptr, B, T, /*train=*/false);
+  stage_batch(tokens, nullptr);
+  run_forward(B, T, /*train=*/false);
   copy_logits(out);
 }
 
 void Model::route(const int32_t* tokens, int B, int T, int32_t* experts, float* scores) {
   check_batch(tokens, nullptr, B, T);
   prepare(B, T, /*full_logits=*/false);  // no head: the chunk scratch is the smaller plan
-  run_forward(tokens, nullptr, B, T, /*train=*/false);
+  stage_batch(tokens, nullptr);
+  run_forward(B, T, /*train=*/false);
   const int64_t N = int64_t(B) * T, K = cfg_.top_k, E = cfg_.n_experts;
   for (int l = 0; l < cfg_.n_layer; ++l) {
     const int m = acts_->params[l].moe_index;
@@ -603,11 +652,11 @@ void Model::route(const int32_t* tokens, int B, int T, int32_t* experts, float* 
   }
 }
 
-void Model::head_loss(bool train, const Tensor& weights, float grad_per_token) {
+void Model::head_loss(bool train, const Tensor& weights) {
   Acts& a = *acts_;
   const int h = head_index();
   head_cross_entropy(a.losses, train ? a.d_ln : Tensor(), train ? grads_.view(h) : Tensor(), a.logits, a.lnf,
-                     params_.view(h), a.targets, weights, cfg_.softcap, grad_per_token, prec_);
+                     params_.view(h), a.targets, weights, cfg_.softcap, train ? grad_per_token_ : Tensor(), prec_);
 }
 
 void Model::copy_logits(float* out) {
@@ -629,7 +678,8 @@ void Model::decode(const int32_t* tokens, int B, int T, KVCache& cache, float* o
            " new positions exceed seq_len ", cache.capacity());
   check_batch(tokens, nullptr, B, T);
   prepare(B, T, /*full_logits=*/true);
-  run_forward(tokens, nullptr, B, T, /*train=*/false, &cache);
+  stage_batch(tokens, nullptr);
+  run_forward(B, T, /*train=*/false, &cache);
   cache.advance(T);
   copy_logits(out);
 }
@@ -645,7 +695,8 @@ void Model::decode_rows(const int32_t* tokens, int B, int T, KVCache& cache, con
   }
   check_batch(tokens, nullptr, B, T);
   prepare(B, T, /*full_logits=*/true);
-  run_forward(tokens, nullptr, B, T, /*train=*/false, &cache, rows, at);
+  stage_batch(tokens, nullptr);
+  run_forward(B, T, /*train=*/false, &cache, rows, at);
   copy_logits(out);
 }
 

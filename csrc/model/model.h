@@ -33,6 +33,12 @@ struct LossInfo {
   int64_t n_targets = 0;
 };
 
+// Sums of the deferred forward_backward calls' losses since the last Model::take_loss_sums.
+struct LossSums {
+  double loss = 0;     // of the losses forward_backward returns (means, or weighted sums)
+  double balance = 0;  // of their balance losses
+};
+
 class Model {
  public:
   Model(const ModelConfig& cfg, uint64_t seed, Device device = Device::CPU, DType dtype = DType::F32);
@@ -45,8 +51,13 @@ class Model {
   // scaled by grad_scale (1/micro-batches for accumulation); routing counts accumulate for the
   // next balance-bias update. weights (B, T) on the host, finite, any sign: the loss is
   // sum_t w_t * CE_t over targets that are not -1; without weights, w_t = 1/#targets (the mean).
+  // defer_loss: read nothing back; the loss and balance loss are added to sums on the device that
+  // take_loss_sums() reads (the returned LossInfo and last_loss() then hold NaN losses). A call that
+  // returns its loss while deferred sums wait is an error (it would mix them up).
   LossInfo forward_backward(const int32_t* tokens, const int32_t* targets, int B, int T, float grad_scale = 1.0f,
-                            const float* weights = nullptr);
+                            const float* weights = nullptr, bool defer_loss = false);
+  // The sums of the deferred calls' losses since the last take (one device read); zeroes them.
+  LossSums take_loss_sums();
   // Evaluation: no gradients, no routing counts. token_losses (B*T) receives nats per target (0 where -1).
   LossInfo forward(const int32_t* tokens, const int32_t* targets, int B, int T, float* token_losses = nullptr);
   // Soft-capped logits (B*T, V) into out (host memory).
@@ -108,18 +119,25 @@ class Model {
   // (Re)allocates activations for a batch shape; full_logits: room for all (B*T, V) logits (the paths that
   // return them), else for one chunk of the fused head loss.
   void prepare(int B, int T, bool full_logits);
-  // Forward up to the final norm (the head runs in head_loss or copy_logits); returns the balance loss.
-  // train: accumulate routing counts.
+  // Copies tokens (and targets, when given) into the activations' device buffers without waiting.
+  void stage_batch(const int32_t* tokens, const int32_t* targets);
+  // Forward of the staged tokens up to the final norm (the head runs in head_loss or copy_logits); the
+  // MoE layers' balance losses summed into acts' balance. train: accumulate routing counts.
   // With a cache, tokens are the next T positions of the cached sequences; with rows and at too, batch row b
   // is cache row rows[b] starting at position at[b] (decode_rows).
-  double run_forward(const int32_t* tokens, const int32_t* targets, int B, int T, bool train,
-                     KVCache* cache = nullptr, const int* rows = nullptr, const int64_t* at = nullptr);
+  void run_forward(int B, int T, bool train, KVCache* cache = nullptr, const int* rows = nullptr,
+                   const int64_t* at = nullptr);
+  double read_balance_loss() const;  // the latest forward's (0 without MoE layers)
   void copy_logits(float* out);  // the head's soft-capped logits (B*T, V) to host
-  // The fused head loss into acts' losses; with train, d(lnf) into d_ln and dW into the head's gradient.
-  void head_loss(bool train, const Tensor& weights, float grad_per_token);
+  // The fused head loss into acts' losses; with train, d(lnf) into d_ln and dW into the head's gradient,
+  // scaled by the staged grad_per_token_.
+  void head_loss(bool train, const Tensor& weights);
   void run_backward(int B, int T, float grad_scale);
-  // Copies per-token losses out (when token_losses is given); returns their sum, weighted when weights is given.
-  double sum_losses(int64_t N, float* token_losses, const float* weights = nullptr);
+  // forward_backward's device phase: forward, head loss, loss accumulation and backward of the staged batch
+  // (see model.cpp).
+  void train_device_phase(int B, int T, bool weighted, float grad_scale);
+  // Copies per-token losses out (when token_losses is given); returns their sum.
+  double sum_losses(int64_t N, float* token_losses);
   int head_index() const;
   int final_norm_index() const;
 
@@ -141,6 +159,11 @@ class Model {
   // and those of the last update.
   Buffer counts_;
   Tensor pending_counts_, step_counts_;
+  // On the device: the loss sums (2) f64 that take_loss_sums reads, and forward_backward's staged scalars,
+  // the loss divisor (1) f64 (accumulate_losses) and grad_per_token (1) in the model's dtype.
+  Buffer loss_state_;
+  Tensor loss_sums_, loss_divisor_, grad_per_token_;
+  bool loss_deferred_ = false;  // sums of deferred calls wait in loss_sums_
   mutable std::mutex compute_mutex_;
 };
 

@@ -6,7 +6,7 @@
 namespace nw {
 
 void softcap_cross_entropy(const Tensor& losses, const Tensor& dlogits, const Tensor& logits, const Tensor& targets,
-                           const Tensor& weights, float cap, float grad_per_token) {
+                           const Tensor& weights, float cap, const Tensor& grad_per_token) {
   const profiler::Scope scope("softcap_cross_entropy", losses.device);
   const char* op = "softcap_cross_entropy";
   NW_CHECK(logits.ndim == 2, op, ": logits must be (N, V), got ", logits.describe());
@@ -15,6 +15,7 @@ void softcap_cross_entropy(const Tensor& losses, const Tensor& dlogits, const Te
   check_tensor(losses, op, "losses", logits.dtype, logits.device, {N});
   if (dlogits.defined()) check_tensor(dlogits, op, "dlogits", logits.dtype, logits.device, {N, V});
   if (weights.defined()) check_tensor(weights, op, "weights", logits.dtype, logits.device, {N});
+  if (dlogits.defined()) check_tensor(grad_per_token, op, "grad_per_token", logits.dtype, logits.device, {1});
   if (logits.device == Device::CUDA)
     return cuda::softcap_cross_entropy(losses, dlogits, logits, targets, weights, cap, grad_per_token);
   const int32_t* t = targets.ptr<int32_t>();

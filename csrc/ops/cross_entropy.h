@@ -8,10 +8,13 @@
 namespace nw {
 // losses (N) receives each token's unweighted loss in nats. If dlogits is defined it receives
 // grad_per_token * w_n * dloss_n/dz_n (w_n = 1 when weights is undefined); it may alias logits (the row
-// is read before it is written). weights has the logits' dtype.
+// is read before it is written). weights and grad_per_token have the logits' dtype and device;
+// grad_per_token is a one-element tensor read by the backend (not a kernel argument, so a replayed CUDA
+// graph uses each step's value), needed only with dlogits.
 void softcap_cross_entropy(const Tensor& losses /*(N)*/, const Tensor& dlogits /*(N, V) or undefined*/,
                            const Tensor& logits /*(N, V)*/, const Tensor& targets /*(N) i32*/,
-                           const Tensor& weights /*(N) or undefined*/, float cap, float grad_per_token);
+                           const Tensor& weights /*(N) or undefined*/, float cap,
+                           const Tensor& grad_per_token /*(1) or undefined*/);
 // Applies the soft-cap to logits in place (for returning logits to the user).
 void softcap(const Tensor& logits, float cap);
 
@@ -20,14 +23,14 @@ namespace cpu {
 template <typename T>
 void softcap_cross_entropy(const Tensor& losses, const Tensor& dlogits,
     const Tensor& logits, const Tensor& targets, const Tensor& weights, float cap,
-    float grad_per_token);
+    const Tensor& grad_per_token);
 template <typename T>
 void softcap(const Tensor& logits, float cap);
 }  // namespace cpu
 namespace cuda {
 void softcap_cross_entropy(const Tensor& losses, const Tensor& dlogits,
     const Tensor& logits, const Tensor& targets, const Tensor& weights, float cap,
-    float grad_per_token);
+    const Tensor& grad_per_token);
 void softcap(const Tensor& logits, float cap);
 }  // namespace cuda
 }  // namespace nw

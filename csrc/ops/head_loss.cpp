@@ -19,7 +19,7 @@ int64_t head_loss_chunk_rows(int64_t N, int64_t V, DType dtype, int64_t max_byte
 
 void head_cross_entropy(const Tensor& losses, const Tensor& dx, const Tensor& dw, const Tensor& scratch,
                         const Tensor& x, const Tensor& w, const Tensor& targets, const Tensor& weights, float cap,
-                        float grad_per_token, Precision precision) {
+                        const Tensor& grad_per_token, Precision precision) {
   const profiler::Scope scope("head_cross_entropy", x.device);
   const char* op = "head_cross_entropy";
   NW_CHECK(x.ndim == 2 && w.ndim == 2, op, ": x must be (N, C) and w (V, C), got ", x.describe(), " and ",
@@ -36,6 +36,7 @@ void head_cross_entropy(const Tensor& losses, const Tensor& dx, const Tensor& dw
   if (dx.defined()) {
     check_tensor(dx, op, "dx", x.dtype, x.device, {N, C});
     check_tensor(dw, op, "dw", x.dtype, x.device, {V, C});
+    check_tensor(grad_per_token, op, "grad_per_token", x.dtype, x.device, {1});
   }
   const int64_t R = scratch.size(0);
   for (int64_t r0 = 0; r0 < N; r0 += R) {
@@ -45,7 +46,7 @@ void head_cross_entropy(const Tensor& losses, const Tensor& dx, const Tensor& dw
     const Tensor ws = weights.defined() ? weights.slice_rows(r0, r1) : Tensor();
     linear_forward(logits, xs, w, precision);
     if (!dx.defined()) {
-      softcap_cross_entropy(ls, Tensor(), logits, ts, ws, cap, grad_per_token);
+      softcap_cross_entropy(ls, Tensor(), logits, ts, ws, cap, Tensor());
       continue;
     }
     softcap_cross_entropy(ls, logits, logits, ts, ws, cap, grad_per_token);  // logits -> dlogits in place

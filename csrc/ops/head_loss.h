@@ -23,12 +23,13 @@ int64_t head_loss_chunk_rows(int64_t N, int64_t V, DType dtype, int64_t max_byte
 
 // x (N, C): the final norm's output; w (V, C): the head. Chunks have scratch.size(0) rows (the last may be
 // shorter), in order. losses (N) receives each token's unweighted loss (softcap_cross_entropy's semantics:
-// targets -1 ignored, weights (N) or undefined, gradient scaled by grad_per_token * w_n). With dx and dw
-// defined (both or neither), dx (N, C) is overwritten with d(loss)/dx and dw (V, C) accumulates
-// d(loss)/dW; without them only the losses are computed. Matmul operands in `precision`.
+// targets -1 ignored, weights (N) or undefined, gradient scaled by grad_per_token * w_n, grad_per_token a
+// (1) tensor in x's dtype on x's device). With dx and dw defined (both or neither), dx (N, C) is
+// overwritten with d(loss)/dx and dw (V, C) accumulates d(loss)/dW; without them only the losses are
+// computed (grad_per_token may then be undefined). Matmul operands in `precision`.
 void head_cross_entropy(const Tensor& losses /*(N)*/, const Tensor& dx /*(N, C) or undefined*/,
                         const Tensor& dw /*(V, C) or undefined*/, const Tensor& scratch /*(R, V)*/,
                         const Tensor& x /*(N, C)*/, const Tensor& w /*(V, C)*/, const Tensor& targets /*(N) i32*/,
-                        const Tensor& weights /*(N) or undefined*/, float cap, float grad_per_token,
-                        Precision precision);
+                        const Tensor& weights /*(N) or undefined*/, float cap,
+                        const Tensor& grad_per_token /*(1) or undefined*/, Precision precision);
 }  // namespace nw

@@ -22,6 +22,7 @@
 #include "core/rng.h"
 #include "core/step_workspace.h"
 #include "model/model.h"
+#include "ops/accumulate_losses.h"
 #include "ops/activation.h"
 #include "ops/attention.h"
 #include "ops/cross_entropy.h"
@@ -302,6 +303,36 @@ TEST(CudaParity, ResidualRMSNorm) {
   }
 }
 
+// Float64 sums of 3001 float32 losses (more than the block's threads: strided) in another order than the
+// CPU's token order: they agree to ~N double roundings (1e-12 of the sum is that with a wide margin, while
+// a lost or doubled element is off by ~1e-4 of it), and repeat bit for bit.
+TEST(CudaParity, AccumulateLosses) {
+  NW_NEED_CUDA();
+  const int64_t N = 3001;
+  F losses = randn({N}, 30, 2.0), weights = randn({N}, 31);
+  for (float& l : losses) l = std::fabs(l);
+  struct Case {
+    bool weighted, with_balance;
+    double divisor;
+  };
+  for (const Case& k : {Case{false, true, 2900}, Case{true, false, 1}, Case{false, true, 0}}) {
+    const std::string tag = std::string(k.weighted ? " weighted" : " mean") + ", divisor " + std::to_string(k.divisor);
+    std::vector<double> acc{0.5, 0.25}, divisor{k.divisor}, balance{0.125};
+    Dev l_d = dev(losses, {N}), w_d = dev(weights, {N}), div_d = dev(divisor, {1}), b_d = dev(balance, {1});
+    Dev acc1 = dev(acc, {2}), acc2 = dev(acc, {2});
+    nw::accumulate_losses(cpu(acc, {2}), cpu(losses, {N}), k.weighted ? cpu(weights, {N}) : nw::Tensor(),
+                          cpu(divisor, {1}), k.with_balance ? cpu(balance, {1}) : nw::Tensor());
+    for (Dev* a : {&acc1, &acc2})
+      nw::accumulate_losses(a->t, l_d.t, k.weighted ? w_d.t : nw::Tensor(), div_d.t,
+                            k.with_balance ? b_d.t : nw::Tensor());
+    const std::vector<double> got = host<double>(acc1);
+    EXPECT_NEAR(got[0], acc[0], 1e-12 * std::fabs(acc[0])) << "loss sum" << tag;
+    EXPECT_EQ(got[1], acc[1]) << "balance sum" << tag;
+    if (k.divisor == 0) EXPECT_EQ(got[0], 0.5) << "divisor 0 adds nothing" << tag;
+    expect_bits(got, host<double>(acc2), "accumulate_losses run-to-run" + tag);
+  }
+}
+
 TEST(CudaParity, SoftcapCrossEntropy) {
   NW_NEED_CUDA();
   const int64_t N = 24, V = 300;  // V > the block size: strided rows
@@ -311,27 +342,29 @@ TEST(CudaParity, SoftcapCrossEntropy) {
   tgt[10] = -1;
   for (float cap : {15.f, 0.f}) {
     const std::string tag = cap > 0 ? " (cap 15)" : " (no cap)";
-    const float g = 1.f / N;
-    F loss(N), dl(N * V);
+    F g{1.f / N}, loss(N), dl(N * V);  // g: grad_per_token
     Dev z_d = dev(logits, {N, V}), t_d = dev(tgt, {N}), loss_d = dev(loss, {N}), dl_d = dev(dl, {N, V});
+    Dev g_d = dev(g, {1});
     F z = logits;
-    nw::softcap_cross_entropy(cpu(loss, {N}), cpu(dl, {N, V}), cpu(z, {N, V}), cpu(tgt, {N}), nw::Tensor(), cap, g);
-    nw::softcap_cross_entropy(loss_d.t, dl_d.t, z_d.t, t_d.t, nw::Tensor(), cap, g);
+    nw::softcap_cross_entropy(cpu(loss, {N}), cpu(dl, {N, V}), cpu(z, {N, V}), cpu(tgt, {N}), nw::Tensor(), cap,
+                              cpu(g, {1}));
+    nw::softcap_cross_entropy(loss_d.t, dl_d.t, z_d.t, t_d.t, nw::Tensor(), cap, g_d.t);
     expect_close(host<float>(loss_d), loss, kMat, kMatAbs, "ce losses" + tag);
     expect_close(host<float>(dl_d), dl, kMat, kMatAbs, "ce dlogits" + tag);
     // dlogits aliasing logits, and losses only.
     Dev alias = dev(logits, {N, V}), loss2 = dev(F(N, -1.f), {N});
-    nw::softcap_cross_entropy(loss2.t, alias.t, alias.t, t_d.t, nw::Tensor(), cap, g);
+    nw::softcap_cross_entropy(loss2.t, alias.t, alias.t, t_d.t, nw::Tensor(), cap, g_d.t);
     expect_close(host<float>(alias), dl, kMat, kMatAbs, "ce dlogits aliasing logits" + tag);
     expect_close(host<float>(loss2), loss, kMat, kMatAbs, "ce losses (aliased call)" + tag);
     Dev loss3 = dev(F(N, -1.f), {N});
-    nw::softcap_cross_entropy(loss3.t, nw::Tensor(), z_d.t, t_d.t, nw::Tensor(), cap, g);
+    nw::softcap_cross_entropy(loss3.t, nw::Tensor(), z_d.t, t_d.t, nw::Tensor(), cap, nw::Tensor());
     expect_close(host<float>(loss3), loss, kMat, kMatAbs, "ce losses without dlogits" + tag);
     // Per-token weights of both signs.
     F w = randn({N}, 21, 1.0), dlw(N * V), zw = logits;
     Dev w_d = dev(w, {N}), dlw_d = dev(dlw, {N, V});
-    nw::softcap_cross_entropy(cpu(loss, {N}), cpu(dlw, {N, V}), cpu(zw, {N, V}), cpu(tgt, {N}), cpu(w, {N}), cap, g);
-    nw::softcap_cross_entropy(loss_d.t, dlw_d.t, z_d.t, t_d.t, w_d.t, cap, g);
+    nw::softcap_cross_entropy(cpu(loss, {N}), cpu(dlw, {N, V}), cpu(zw, {N, V}), cpu(tgt, {N}), cpu(w, {N}), cap,
+                              cpu(g, {1}));
+    nw::softcap_cross_entropy(loss_d.t, dlw_d.t, z_d.t, t_d.t, w_d.t, cap, g_d.t);
     expect_close(host<float>(dlw_d), dlw, kMat, kMatAbs, "ce weighted dlogits" + tag);
   }
   F z = logits;
@@ -1125,27 +1158,28 @@ TEST(CudaParity, HeadCrossEntropyChunked) {
   I tgt = randint(N, 0, int32_t(V), 94);
   tgt[4] = -1;
   tgt[33] = -1;
-  Dev x_d = dev(x, {N, C}), w_d = dev(w, {V, C}), wt_d = dev(wt, {N}), t_d = dev(tgt, {N});
+  F g{0.1f};  // grad_per_token
+  Dev x_d = dev(x, {N, C}), w_d = dev(w, {V, C}), wt_d = dev(wt, {N}), t_d = dev(tgt, {N}), g_d = dev(g, {1});
   for (nw::Precision p : {nw::Precision::FP32, nw::Precision::BF16}) {
     const bool bf = p == nw::Precision::BF16;
     const std::string tag = bf ? " (bf16)" : " (fp32)";
     const double gtol = bf ? 2 * kBf16U : kMatAbs;
     F loss(N), dx(N * C), dw = dw0, scratch(R * V);
     nw::head_cross_entropy(cpu(loss, {N}), cpu(dx, {N, C}), cpu(dw, {V, C}), cpu(scratch, {R, V}), cpu(x, {N, C}),
-                           cpu(w, {V, C}), cpu(tgt, {N}), cpu(wt, {N}), 15.f, 0.1f, p);
+                           cpu(w, {V, C}), cpu(tgt, {N}), cpu(wt, {N}), 15.f, cpu(g, {1}), p);
     Dev loss_d = dev(F(N, -1.f), {N}), dx_d = dev(F(N * C, NAN), {N, C}), dw1 = dev(dw0, {V, C}),
         dw2 = dev(dw0, {V, C}), s_d = dev(F(R * V, NAN), {R, V});
-    nw::head_cross_entropy(loss_d.t, dx_d.t, dw1.t, s_d.t, x_d.t, w_d.t, t_d.t, wt_d.t, 15.f, 0.1f, p);
+    nw::head_cross_entropy(loss_d.t, dx_d.t, dw1.t, s_d.t, x_d.t, w_d.t, t_d.t, wt_d.t, 15.f, g_d.t, p);
     expect_close(host<float>(loss_d), loss, kMat, kMatAbs, "head loss losses" + tag);
     expect_close(host<float>(dx_d), dx, kMat, gtol, "head loss dx" + tag);
     expect_close(host<float>(dw1), dw, kMat, gtol, "head loss dw (accumulated)" + tag);
     Dev dx2 = dev(F(N * C, NAN), {N, C});
-    nw::head_cross_entropy(loss_d.t, dx2.t, dw2.t, s_d.t, x_d.t, w_d.t, t_d.t, wt_d.t, 15.f, 0.1f, p);
+    nw::head_cross_entropy(loss_d.t, dx2.t, dw2.t, s_d.t, x_d.t, w_d.t, t_d.t, wt_d.t, 15.f, g_d.t, p);
     expect_bits(host<float>(dw1), host<float>(dw2), "head loss dw run-to-run" + tag);
     expect_bits(host<float>(dx_d), host<float>(dx2), "head loss dx run-to-run" + tag);
     Dev eval_d = dev(F(N, -1.f), {N});
     nw::head_cross_entropy(eval_d.t, nw::Tensor(), nw::Tensor(), s_d.t, x_d.t, w_d.t, t_d.t, nw::Tensor(), 15.f,
-                           0.f, p);
+                           nw::Tensor(), p);
     expect_close(host<float>(eval_d), loss, kMat, kMatAbs, "head loss forward-only losses" + tag);
   }
 }

@@ -67,16 +67,16 @@ TEST(HeadLoss, Float64GradientsMatchFiniteDifferences) {
     HostTensor wt = nwtest::randn({N}, 32, 3), losses({N}), scratch({4, V});
     HostTensor dx({N, C}), dw({V, C});
     HostI32 t = targets_with_ignored();
-    const double g = 0.3;
+    HostTensor g({1}, 0.3);  // grad_per_token
     auto forward = [&] {
       nw::head_cross_entropy(losses.t(), nw::Tensor(), nw::Tensor(), scratch.t(), x.t(), w.t(), t.t(), wt.t(), cap,
-                             float(g), Precision::FP32);
+                             nw::Tensor(), Precision::FP32);
       double L = 0;
-      for (int64_t n = 0; n < N; ++n) L += g * wt[n] * losses[n];
+      for (int64_t n = 0; n < N; ++n) L += g[0] * wt[n] * losses[n];
       return L;
     };
     auto backward = [&] {
-      nw::head_cross_entropy(losses.t(), dx.t(), dw.t(), scratch.t(), x.t(), w.t(), t.t(), wt.t(), cap, float(g),
+      nw::head_cross_entropy(losses.t(), dx.t(), dw.t(), scratch.t(), x.t(), w.t(), t.t(), wt.t(), cap, g.t(),
                              Precision::FP32);
     };
     nwtest::gradcheck({{"x", &x, &dx}, {"w", &w, &dw}}, {}, forward, backward);
@@ -97,10 +97,11 @@ TEST(HeadLoss, ChunksMatchOneChunkInFloat32) {
     F32 x(nwtest::randn({N, C}, 33, 1)), w(nwtest::randn({V, C}, 33, 2, 0.7)), wt(nwtest::randn({N}, 33, 3));
     HostI32 t = targets_with_ignored();
     const F32 dw_start(nwtest::randn({V, C}, 33, 4));  // dW accumulates onto what is there
+    F32 g({1}, 0.25f);                                 // grad_per_token
     auto run = [&](int64_t rows, F32& losses, F32& dx, F32& dw) {
       F32 scratch({rows, V}, NAN);
       dw = dw_start;
-      nw::head_cross_entropy(losses.t(), dx.t(), dw.t(), scratch.t(), x.t(), w.t(), t.t(), wt.t(), kCap, 0.25f, p);
+      nw::head_cross_entropy(losses.t(), dx.t(), dw.t(), scratch.t(), x.t(), w.t(), t.t(), wt.t(), kCap, g.t(), p);
     };
     F32 l1({N}, 0), dx1({N, C}, NAN), dw1({V, C}, 0);
     run(N, l1, dx1, dw1);
@@ -113,7 +114,7 @@ TEST(HeadLoss, ChunksMatchOneChunkInFloat32) {
       expect_close(dw.data, dw1.data, 1e-6, "dw" + what);
       F32 l_eval({N}, -1), scratch({rows, V}, NAN);
       nw::head_cross_entropy(l_eval.t(), nw::Tensor(), nw::Tensor(), scratch.t(), x.t(), w.t(), t.t(), nw::Tensor(),
-                             kCap, 0.0f, p);
+                             kCap, nw::Tensor(), p);
       EXPECT_EQ(l_eval.data, l.data) << "the forward-only losses" << what;
     }
   }
@@ -124,16 +125,21 @@ TEST(HeadLoss, BadArgumentsThrowValueError) {
   F32 narrow({3, V - 1}, 0), empty_rows({0, V}, 0);
   HostI32 t = targets_with_ignored(), short_t({N - 1});
   const Precision p = Precision::FP32;
+  F32 g({1}, 1.0f), g_long({2}, 1.0f);  // grad_per_token
   EXPECT_THROW(nw::head_cross_entropy(losses.t(), dx.t(), nw::Tensor(), scratch.t(), x.t(), w.t(), t.t(),
-                                      nw::Tensor(), kCap, 1, p), nw::ValueError) << "dx without dw";
+                                      nw::Tensor(), kCap, g.t(), p), nw::ValueError) << "dx without dw";
   EXPECT_THROW(nw::head_cross_entropy(losses.t(), dx.t(), dw.t(), narrow.t(), x.t(), w.t(), t.t(), nw::Tensor(),
-                                      kCap, 1, p), nw::ValueError) << "scratch narrower than V";
+                                      kCap, g.t(), p), nw::ValueError) << "scratch narrower than V";
   EXPECT_THROW(nw::head_cross_entropy(losses.t(), dx.t(), dw.t(), empty_rows.t(), x.t(), w.t(), t.t(),
-                                      nw::Tensor(), kCap, 1, p), nw::ValueError) << "scratch without rows";
+                                      nw::Tensor(), kCap, g.t(), p), nw::ValueError) << "scratch without rows";
   EXPECT_THROW(nw::head_cross_entropy(losses.t(), dx.t(), dw.t(), scratch.t(), x.t(), w.t(), short_t.t(),
-                                      nw::Tensor(), kCap, 1, p), nw::ValueError) << "targets of the wrong length";
+                                      nw::Tensor(), kCap, g.t(), p), nw::ValueError) << "targets of the wrong length";
   HostI32 bad = targets_with_ignored();
   bad[4] = int32_t(V);
   EXPECT_THROW(nw::head_cross_entropy(losses.t(), dx.t(), dw.t(), scratch.t(), x.t(), w.t(), bad.t(), nw::Tensor(),
-                                      kCap, 1, p), nw::ValueError) << "a target outside the vocabulary";
+                                      kCap, g.t(), p), nw::ValueError) << "a target outside the vocabulary";
+  EXPECT_THROW(nw::head_cross_entropy(losses.t(), dx.t(), dw.t(), scratch.t(), x.t(), w.t(), t.t(), nw::Tensor(),
+                                      kCap, nw::Tensor(), p), nw::ValueError) << "training without grad_per_token";
+  EXPECT_THROW(nw::head_cross_entropy(losses.t(), dx.t(), dw.t(), scratch.t(), x.t(), w.t(), t.t(), nw::Tensor(),
+                                      kCap, g_long.t(), p), nw::ValueError) << "grad_per_token of two elements";
 }

@@ -103,14 +103,16 @@ void cross_entropy_f32_vs_f64(float cap) {
   std::vector<int32_t> t(N);
   for (int64_t n = 0; n < N; ++n) t[n] = n % 5 == 2 ? -1 : int32_t((n * 37) % V);
   HostI32 targets({N}, t);
-  nw::softcap_cross_entropy(loss.t(), dz.t(), z.t(), targets.t(), nw::Tensor(), cap, 0.125f);
-  nw::softcap_cross_entropy(lossf.t(), dzf.t(), zf.t(), targets.t(), nw::Tensor(), cap, 0.125f);
+  HostTensor g({1}, 0.125);  // grad_per_token
+  HostF32 gf(g);
+  nw::softcap_cross_entropy(loss.t(), dz.t(), z.t(), targets.t(), nw::Tensor(), cap, g.t());
+  nw::softcap_cross_entropy(lossf.t(), dzf.t(), zf.t(), targets.t(), nw::Tensor(), cap, gf.t());
   expect_close(lossf, loss, 1e-5, "cross-entropy losses");
   expect_close(dzf, dz, 1e-5, "cross-entropy dlogits");
   HostTensor w = randn({N}, 63, 1);  // per-token weights of both signs
   HostF32 wf(w);
-  nw::softcap_cross_entropy(loss.t(), dz.t(), z.t(), targets.t(), w.t(), cap, 0.125f);
-  nw::softcap_cross_entropy(lossf.t(), dzf.t(), zf.t(), targets.t(), wf.t(), cap, 0.125f);
+  nw::softcap_cross_entropy(loss.t(), dz.t(), z.t(), targets.t(), w.t(), cap, g.t());
+  nw::softcap_cross_entropy(lossf.t(), dzf.t(), zf.t(), targets.t(), wf.t(), cap, gf.t());
   expect_close(dzf, dz, 1e-5, "weighted cross-entropy dlogits");
   HostTensor capped = z;
   HostF32 cappedf(z);

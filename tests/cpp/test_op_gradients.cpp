@@ -266,15 +266,16 @@ void check_cross_entropy(float cap, bool weighted) {
   HostTensor logits = randn({N, V}, 19, 1, 8.0);  // large enough that the soft-cap bends them
   HostTensor losses({N}), dlosses({N}), dlogits({N, V}), scratch({N});
   HostI32 targets({N}, {3, -1, 0, 6, -1, 2});
+  HostTensor one({1}, 1.0);  // grad_per_token
   nwtest::gradcheck(
       {{"logits", &logits, &dlogits}}, {{"losses", &losses, &dlosses, weighted ? Weight::Random : Weight::Ones}},
       [&] {
-        nw::softcap_cross_entropy(losses.t(), nw::Tensor(), logits.t(), targets.t(), nw::Tensor(), cap, 0.0f);
+        nw::softcap_cross_entropy(losses.t(), nw::Tensor(), logits.t(), targets.t(), nw::Tensor(), cap, nw::Tensor());
         return 0.0;
       },
       [&] {
         nw::softcap_cross_entropy(scratch.t(), dlogits.t(), logits.t(), targets.t(),
-                                  weighted ? dlosses.t() : nw::Tensor(), cap, 1.0f);
+                                  weighted ? dlosses.t() : nw::Tensor(), cap, one.t());
       });
   if (weighted) {  // the weights must have both signs for the check to mean "any sign"
     EXPECT_LT(*std::min_element(dlosses.data.begin(), dlosses.data.end()), 0.0);
@@ -309,10 +310,11 @@ TEST(OpGradients, SoftcapCrossEntropyGradScaleAndAliasing) {
   const int64_t N = 4, V = 5;
   HostTensor logits = randn({N, V}, 20, 1, 6.0), losses({N}), d1({N, V}), dq({N, V});
   HostI32 targets({N}, {1, 4, -1, 0});
-  nw::softcap_cross_entropy(losses.t(), d1.t(), logits.t(), targets.t(), nw::Tensor(), 15.0f, 1.0f);
-  nw::softcap_cross_entropy(losses.t(), dq.t(), logits.t(), targets.t(), nw::Tensor(), 15.0f, 0.25f);
+  HostTensor one({1}, 1.0), quarter({1}, 0.25);  // grad_per_token
+  nw::softcap_cross_entropy(losses.t(), d1.t(), logits.t(), targets.t(), nw::Tensor(), 15.0f, one.t());
+  nw::softcap_cross_entropy(losses.t(), dq.t(), logits.t(), targets.t(), nw::Tensor(), 15.0f, quarter.t());
   HostTensor alias = logits;  // dlogits may overwrite the logits they are computed from
-  nw::softcap_cross_entropy(losses.t(), alias.t(), alias.t(), targets.t(), nw::Tensor(), 15.0f, 1.0f);
+  nw::softcap_cross_entropy(losses.t(), alias.t(), alias.t(), targets.t(), nw::Tensor(), 15.0f, one.t());
   double mx = 0;
   for (int64_t i = 0; i < N * V; ++i) {
     EXPECT_NEAR(dq[i], 0.25 * d1[i], 1e-15);

@@ -61,6 +61,33 @@ def test_cuda_training_trajectory_matches_cpu():
         gpu.zero_grad()
 
 
+@needs_cuda
+def test_cuda_deferred_losses_match_cpu():
+    """The deferred path on the GPU: staged batches and scalars, the losses summed on the device."""
+    cfg = micro_config()
+    cpu, gpu = pair(cfg)
+    gpu_returned = nw.Model(cfg, seed=0, device="cuda")
+    rng = np.random.default_rng(9)
+    batches = [(*random_batch(cfg, 2, 12, seed=10 + i, ignore_fraction=0.2),
+                rng.normal(0, 0.1, size=(2, 12)) if i == 2 else None) for i in range(4)]
+    loss_sum = balance_sum = gpu_loss_sum = 0.0
+    for tokens, targets, weights in batches:
+        loss_sum += cpu.forward_backward(tokens, targets, weights=weights, grad_scale=0.25)
+        balance_sum += cpu.last_balance_loss
+        gpu_loss_sum += gpu_returned.forward_backward(tokens, targets, weights=weights, grad_scale=0.25)
+        assert gpu.forward_backward(tokens, targets, weights=weights, grad_scale=0.25, defer_loss=True) is None
+    loss, balance = gpu.take_loss_sums()
+    assert loss == gpu_loss_sum  # deferred and returned add the same device values in the same order
+    assert abs(loss - loss_sum) <= 1e-5 * abs(loss_sum)
+    assert abs(balance - balance_sum) <= 1e-5 * abs(balance_sum)
+    assert gpu.take_loss_sums() == (0.0, 0.0)
+    for name in cpu.parameter_names():
+        g_cpu = cpu.get_grad(name)
+        np.testing.assert_array_equal(gpu.get_grad(name), gpu_returned.get_grad(name), err_msg=name)
+        np.testing.assert_allclose(gpu.get_grad(name), g_cpu, rtol=0, atol=1e-4 * (np.abs(g_cpu).max() + 1e-12),
+                                   err_msg=name)
+
+
 def cuda_losses(cfg, tokens, targets, precision="fp32", steps=5):
     model = nw.Model(cfg, seed=0, device="cuda")
     model.precision = precision

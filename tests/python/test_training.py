@@ -162,6 +162,50 @@ def test_gradient_accumulation_matches_one_big_batch():
         np.testing.assert_allclose(parts.get_grad(name), whole.get_grad(name), rtol=1e-9, atol=1e-12)
 
 
+def micro_batches(cfg):
+    """Three (tokens, targets, weights) micro-batches: plain, with ignored targets, weighted (both signs)."""
+    plain = random_batch(cfg, 2, 16, seed=4)
+    masked = random_batch(cfg, 2, 16, seed=5, ignore_fraction=0.3)
+    weights = np.random.default_rng(6).normal(0, 0.1, size=(2, 16))
+    return [(*plain, None), (*masked, None), (*random_batch(cfg, 2, 16, seed=7, ignore_fraction=0.2), weights)]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_deferred_loss_sums_are_the_returned_losses_summed(precision):
+    cfg = micro_config()
+    returned, deferred = nw.Model(cfg, seed=3), nw.Model(cfg, seed=3)
+    returned.precision = deferred.precision = precision
+    loss_sum = balance_sum = 0.0
+    for tokens, targets, weights in micro_batches(cfg):
+        loss_sum += returned.forward_backward(tokens, targets, weights=weights, grad_scale=0.5)
+        balance_sum += returned.last_balance_loss
+        assert deferred.forward_backward(tokens, targets, weights=weights, grad_scale=0.5, defer_loss=True) is None
+    assert balance_sum > 0
+    assert deferred.take_loss_sums() == (loss_sum, balance_sum)  # the same bits: summed in the same order
+    for name in returned.parameter_names():
+        assert np.array_equal(deferred.get_grad(name), returned.get_grad(name)), name
+    assert deferred.take_loss_sums() == (0.0, 0.0)  # taking zeroes the sums
+
+
+def test_deferred_loss_errors():
+    cfg = micro_config()
+    model = nw.Model(cfg)
+    tokens, targets = random_batch(cfg, 2, 16, seed=8)
+    model.forward_backward(tokens, targets, defer_loss=True)
+    assert np.isnan(model.last_balance_loss)  # nothing was read
+    with pytest.raises(ValueError, match="take_loss_sums"):
+        model.forward_backward(tokens, targets)  # would mix its loss with the waiting sums
+    with pytest.raises(ValueError, match="weights must have the shape"):
+        model.forward_backward(tokens, targets, weights=np.ones((2, 3)), defer_loss=True)
+    with pytest.raises(ValueError, match="not finite"):
+        model.forward_backward(tokens, targets, weights=np.full((2, 16), np.nan), defer_loss=True)
+    loss, balance = model.take_loss_sums()  # the rejected calls added nothing
+    reference = nw.Model(cfg)
+    assert loss == reference.forward_backward(tokens, targets)
+    assert balance == reference.last_balance_loss
+    assert model.forward_backward(tokens, targets) == loss  # returning calls work again once taken
+
+
 def test_clipping_and_learning_rate_multiplier():
     cfg = micro_config()
     tokens, targets = random_batch(cfg, batch=2, seq=8, seed=6)

@@ -52,6 +52,8 @@ class TrainSection:
     device: str = "auto"             # auto (cuda when available), cpu, cuda
     precision: str = "auto"          # matmuls: bf16 (bf16 operands, fp32 accumulation) or fp32 (the
                                      # reference); auto: bf16 on cuda, fp32 on cpu. Weights stay fp32.
+    cuda_graph: str = "auto"         # replay each micro-batch and optimizer update as a CUDA graph once
+                                     # shapes settle: on, off (every launch from the host); auto: on on cuda
     comm_timeout: float = 300.0      # data parallel: seconds a collective waits before naming silent ranks
 
 
@@ -302,6 +304,7 @@ def validate(cfg: RunConfig) -> None:
     _range(t.threads, 0, MAX_THREADS, "train.threads")
     _check(t.device in ("auto", "cpu", "cuda"), "train.device", "must be auto, cpu or cuda", t.device)
     _check(t.precision in ("auto", "bf16", "fp32"), "train.precision", "must be auto, bf16 or fp32", t.precision)
+    _check(t.cuda_graph in ("auto", "on", "off"), "train.cuda_graph", "must be auto, on or off", t.cuda_graph)
     _check(t.comm_timeout > 0, "train.comm_timeout", "must be > 0 seconds", t.comm_timeout)
     _range(t.comm_timeout, 0, MAX_SECONDS, "train.comm_timeout", "seconds")
     _check(cfg.data.tokenizer_train_mb > 0, "data.tokenizer_train_mb", "must be > 0", cfg.data.tokenizer_train_mb)

@@ -57,13 +57,21 @@ class LoadedModel:
         return score_text_files(self.model, self.tokenizer, list(paths), batch_size or self.config.eval.batch_size)
 
 
-def load(path: str | Path, device: str = "auto") -> LoadedModel:
-    """Loads a checkpoint (or a run directory's latest) onto `device` (auto: cuda when available)."""
+def load(path: str | Path, device: str = "auto", precision: str | None = None) -> LoadedModel:
+    """Loads a checkpoint (or a run directory's latest) onto `device` (auto: cuda when available). Its
+    matmuls run in `precision` (auto, bf16, fp32); by default the run's train.precision, so that a GPU
+    evaluates a checkpoint as its training run's evals did (bf16), a CPU in fp32."""
+    from nanowhale.trainer import choose_precision
+
     ck = open_checkpoint(path)
     cfg = RunConfig.from_dict(ck.config)
     if device == "auto":
         device = "cuda" if _C.cuda_available() else "cpu"
+    precision = precision or cfg.train.precision
+    if precision not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"precision must be auto, bf16 or fp32, got {precision!r}")
     model = _C.Model(cfg.model_config(), seed=0, device=device)
+    model.precision = choose_precision(precision, device)
     ck.load_model(model)
     tok = Tokenizer.load(str(ck.verify(TOKENIZER_FILE)))
     want = ck.meta.get("tokenizer", {}).get("fingerprint")

@@ -96,6 +96,30 @@ def choose_precision(name: str, device: str) -> str:
     return name
 
 
+def choose_cuda_graphs(name: str, device: str) -> bool:
+    if name == "on" and device != "cuda":
+        raise ValueError(f"train.cuda_graph: on needs train.device cuda (this run is on {device}); use auto or off")
+    return device == "cuda" and name != "off"
+
+
+def cuda_graph_failure(model, opt) -> str:
+    """Why a step's CUDA graph could not be captured ("" when none failed); that work then runs eagerly."""
+    for what, stats in (("forward/backward", model.cuda_graph_stats()), ("optimizer", opt.cuda_graph_stats())):
+        if stats["failure"]:
+            return f"{what}: {stats['failure']}"
+    return ""
+
+
+def describe_cuda_graphs(model, opt) -> str:
+    """The summary's cuda_graph line: off, or on with the graph launches, or why a capture failed."""
+    if not model.cuda_graphs:
+        return "off"
+    if why := cuda_graph_failure(model, opt):
+        return f"failed, eager ({why})"
+    launches = model.cuda_graph_stats()["replays"] + opt.cuda_graph_stats()["replays"]
+    return f"on ({launches} graph launches)"
+
+
 def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # kB on Linux
 
@@ -222,6 +246,7 @@ def train(config=None, *, resume: str | Path | None = None, overrides: list[str]
         cfg.accumulation(), world, f"train.batch_tokens: {tc.batch_tokens} tokens are {cfg.accumulation()} "
         f"micro-batches of train.micro_batch * model.seq_len = {tc.micro_batch * cfg.model['seq_len']} tokens")
     device = choose_device(tc.device)
+    use_graphs = choose_cuda_graphs(tc.cuda_graph, device)
     group = distributed.init(device, tc.comm_timeout)
     group.check_same("configuration", json.dumps(cfg.to_dict(), sort_keys=True))
     if group.is_main:
@@ -246,6 +271,7 @@ def train(config=None, *, resume: str | Path | None = None, overrides: list[str]
     mcfg = cfg.model_config()
     model = _C.Model(mcfg, seed=tc.seed, device=device)
     model.precision = choose_precision(tc.precision, device)
+    model.cuda_graphs = use_graphs
     opt = _C.Optimizer(model, cfg.optimizer_config())
     T, B = mcfg.seq_len, tc.micro_batch
     loader = make_loader(data_dir, "train", B, T, tok, packed=True, seed=tc.seed, rank=group.rank,
@@ -278,6 +304,7 @@ def train(config=None, *, resume: str | Path | None = None, overrides: list[str]
     last_ckpt = ck.dir if ck is not None else None
 
     warned_repeat = loader.epoch > 1.0
+    warned_graph = False
     budget = tc.time_budget if time_based else float(tc.steps)
     threads = _C.get_num_threads()
     peak = peak_flops(device, threads) * world  # the whole job's
@@ -369,6 +396,11 @@ def train(config=None, *, resume: str | Path | None = None, overrides: list[str]
                 _C.profile_ops(False)
                 emit({"event": "op_profile", "step": step + 1, "step_seconds": dt,
                       "ops": {name: {"seconds": sec, "calls": calls} for name, (sec, calls) in _C.op_times().items()}})
+            if use_graphs and not warned_graph and (why := cuda_graph_failure(model, opt)):
+                warned_graph = True
+                log(f"nanowhale: warning: a CUDA graph could not be captured at step {step + 1}, so that work "
+                    f"runs eagerly (same results, slower): {why}. train.cuda_graph = \"off\" silences this.")
+                emit({"event": "cuda_graph_failed", "step": step + 1, "reason": why})
             if time_based and world > 1:  # every rank keys its schedules on the same clock
                 dt = group.max([dt])[0]
             loss = loss_sum / (accum * world)
@@ -452,6 +484,7 @@ def train(config=None, *, resume: str | Path | None = None, overrides: list[str]
         "params_active": mcfg.num_active_params(),
         "device": device,
         "precision": model.precision,
+        "cuda_graph": describe_cuda_graphs(model, opt),
         "checkpoint": str(last_ckpt) if last_ckpt else None,
         "samples": samples,
         "losses": losses,
@@ -464,7 +497,7 @@ def train(config=None, *, resume: str | Path | None = None, overrides: list[str]
 
 SUMMARY_KEYS = ("status", "val_bpb", "training_seconds", "total_seconds", "steps", "tokens", "epochs", "data_seen",
                 "split_tokens", "tokens_per_second", "mfu", "outside_compute_fraction", "allreduce_fraction",
-                "peak_memory_mb", "params_total", "params_active", "device", "precision", "world_size", "run_dir",
+                "peak_memory_mb", "params_total", "params_active", "device", "precision", "cuda_graph", "world_size", "run_dir",
                 "checkpoint")
 
 

@@ -90,6 +90,14 @@ DType parse_dtype(const std::string& name) {
   return DType::F32;
 }
 
+py::dict graph_stats(const GraphedStep& g) {
+  py::dict out;
+  out["captures"] = g.captures();
+  out["replays"] = g.replays();
+  out["failure"] = g.failure();
+  return out;
+}
+
 void register_core(py::module_& m) {
   m.def("set_num_threads", &set_num_threads, py::arg("n"), "Threads for OpenMP loops and OpenBLAS.");
   m.def("get_num_threads", &get_num_threads);

@@ -5,6 +5,7 @@
 
 #include <vector>
 
+#include "core/graphed_step.h"
 #include "core/tensor.h"
 #include "model/sampler.h"
 
@@ -34,4 +35,6 @@ Device parse_device(const std::string& name);
 py::array tensor_to_numpy(const Tensor& t);
 void numpy_to_tensor(const Tensor& t, const py::object& value, const std::string& name);
 DType parse_dtype(const std::string& name);
+// {"captures", "replays", "failure"} of a step's CUDA graph (core/graphed_step.h).
+py::dict graph_stats(const GraphedStep& g);
 }  // namespace nw::bindings

@@ -206,6 +206,19 @@ void register_model(py::module_& m) {
           },
           "Matmul precision of later forward/backward calls: 'fp32' (reference) or 'bf16' (bf16 operands, "
           "float32 accumulation; emulated by rounding on the CPU). Weights stay float32.")
+      .def_property(
+          "cuda_graphs", &Model::cuda_graphs,
+          [](Model& m, bool on) {
+            std::lock_guard<std::mutex> lock(m.compute_mutex());
+            m.set_cuda_graphs(on);
+          },
+          "Replay forward_backward's device work and the Optimizer's update as CUDA graphs once their shapes "
+          "settle (first run eager, second captured, then replayed): the same results with one launch instead "
+          "of thousands. Off by default (train.cuda_graph turns it on on a GPU); no effect on the CPU.")
+      .def(
+          "cuda_graph_stats", [](const Model& m) { return graph_stats(m.train_graph()); },
+          "forward_backward's CUDA graph: {'captures', 'replays' (graph launches), 'failure' (why a capture "
+          "failed, after which it runs eagerly; '' if none)}.")
       .def("init_weights", &Model::init_weights, py::arg("seed"), py::call_guard<py::gil_scoped_release>())
       .def("forward_backward",
            [](Model& m, const py::object& tokens, const py::object& targets, const py::object& weights,

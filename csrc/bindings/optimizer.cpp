@@ -85,7 +85,11 @@ void register_optimizer(py::module_& m) {
              numpy_to_tensor(a.view(a.layout().index(name)), value, name);
            },
            py::arg("which"), py::arg("name"), py::arg("value"))
-      .def_property_readonly("config", &Optimizer::config);
+      .def_property_readonly("config", &Optimizer::config)
+      .def(
+          "cuda_graph_stats", [](const Optimizer& o) { return graph_stats(o.graph()); },
+          "The update's CUDA graph (on with the model's cuda_graphs): {'captures', 'replays' (graph launches), "
+          "'failure' (why a capture failed, after which updates run eagerly; '' if none)}.");
 }
 
 }  // namespace nw::bindings

@@ -176,6 +176,11 @@ void Model::set_precision(Precision p) {
   prec_ = p;
 }
 
+void Model::set_cuda_graphs(bool on) {
+  cuda_graphs_ = on;
+  train_graph_.set_enabled(on);
+}
+
 void Model::init_weights(uint64_t seed) {
   const double C = cfg_.d_model;
   for (int i = 0; i < layout_->size(); ++i) {

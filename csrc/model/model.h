@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/arena.h"
+#include "core/graphed_step.h"
 #include "core/precision.h"
 #include "model/config.h"
 #include "model/kv_cache.h"
@@ -98,6 +99,11 @@ class Model {
   // gradients and optimizer state stay in the model's dtype (the master copy) in every precision.
   Precision precision() const { return prec_; }
   void set_precision(Precision p);
+  // CUDA graphs of the training work (core/graphed_step.h) while on: forward_backward's device phase here,
+  // the update in Optimizer. Off by default; on the CPU it changes nothing.
+  void set_cuda_graphs(bool on);
+  bool cuda_graphs() const { return cuda_graphs_; }
+  const GraphedStep& train_graph() const { return train_graph_; }
   const Arena& params() const { return params_; }
   const Arena& grads() const { return grads_; }
   const Arena& buffers() const { return buffers_; }  // non-trained state: the balance biases
@@ -146,6 +152,8 @@ class Model {
   Device device_;
   DType dtype_;
   Precision prec_ = Precision::FP32;
+  bool cuda_graphs_ = false;
+  GraphedStep train_graph_;  // forward_backward's device phase
   int64_t head_chunk_rows_ = 0;  // 0: from kHeadLossChunkBytes
   std::shared_ptr<Layout> layout_, buffer_layout_;
   std::vector<ParamKind> kinds_;

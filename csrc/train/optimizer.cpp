@@ -4,7 +4,6 @@
 #include <cmath>
 
 #include "core/cuda_device.h"
-#include "core/step_workspace.h"
 #include "core/threading.h"
 #include "ops/optimizer_ops.h"
 
@@ -58,7 +57,10 @@ void Optimizer::PinnedFree::operator()(StepScalars* p) const { cuda::pinned_free
 
 double Optimizer::step(const StepArgs& args) {
   stage(args);
-  device_phase();
+  if (graph_.enabled() != model_.cuda_graphs()) graph_.set_enabled(model_.cuda_graphs());
+  // The update's launches depend on the matmul precision (Muon's Newton–Schulz operands) and on nothing
+  // else that can change: the arenas, the control block and the workspace stay where they are.
+  graph_.run(model_.device(), uint64_t(model_.precision()), [this] { device_phase(); });
   return finish();
 }
 
@@ -80,8 +82,7 @@ void Optimizer::stage(const StepArgs& args) {
 }
 
 void Optimizer::device_phase() {
-  const Tensor grads = model_.grads().flat();
-  const StepWorkspace workspace(grads.device);  // any update op's scratch: no allocation after the first step
+  const Tensor grads = model_.grads().flat();  // the ops' scratch: the step workspace graph_.run opens
   // A non-finite norm makes every update below a no-op, which leaves parameters, states and biases as
   // they were and the step uncounted.
   clip_control(control(), reinterpret_cast<double*>(control() + 1), grads, cfg_.grad_clip);

@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "core/arena.h"
+#include "core/graphed_step.h"
 #include "model/model.h"
 #include "ops/optimizer_ops.h"
 
@@ -43,25 +44,28 @@ class Optimizer {
   // Clips, updates every parameter, updates the balance biases; returns the pre-clip gradient norm.
   // A non-finite norm skips the update and leaves parameters, states and biases untouched. The norm, the
   // clipping and the skip are decided in the step's control block (on CUDA on the device); the returned
-  // norm is the step's one read from the device. step = stage, device_phase, finish.
+  // norm is the step's one read from the device. step = stage, device_phase, finish; with the model's
+  // cuda_graphs on, the device phase is replayed as a CUDA graph once it has been captured.
   double step(const StepArgs& args);
-  // Host phase: checks the arguments and stages the step's scalars into the control block without
-  // blocking the host (CUDA: a copy in stream order from pinned memory).
-  void stage(const StepArgs& args);
-  // Device phase: clipping, every parameter's update and the balance biases, all reading the staged
-  // scalars and the applied-step count from the control block. It launches work and reads nothing back,
-  // so on CUDA one capture of it in a graph replays every later step at the same shapes.
-  void device_phase();
-  // The step's one read from the device: returns the norm, mirrors the applied-step count in steps().
-  double finish();
 
   int64_t steps() const { return step_; }
   void set_steps(int64_t s);  // for resuming: also the control block's count (AdamW's bias correction)
   const OptimizerConfig& config() const { return cfg_; }
   const Arena& exp_avg() const { return m_; }     // Adam m / Muon momentum
   const Arena& exp_avg_sq() const { return v_; }  // Adam v (unused for Muon parameters)
+  const GraphedStep& graph() const { return graph_; }  // the device phase's CUDA graph: captures, replays
 
  private:
+  // Host phase: checks the arguments and stages the step's scalars into the control block without
+  // blocking the host (CUDA: a copy in stream order from pinned memory).
+  void stage(const StepArgs& args);
+  // Device phase: clipping, every parameter's update and the balance biases, all reading the staged
+  // scalars and the applied-step count from the control block. It launches work and reads nothing back,
+  // so one capture of it in a CUDA graph replays every later step at the same shapes.
+  void device_phase();
+  // The step's one read from the device: returns the norm, mirrors the applied-step count in steps().
+  double finish();
+
   StepControl* control() const { return static_cast<StepControl*>(control_.data()); }
   // Launches every parameter's update, each a no-op when the control block says the step does not apply.
   void update_parameters(const StepControl* control);
@@ -78,6 +82,7 @@ class Optimizer {
   // CUDA: the pinned source of stage()'s copy. One slot is enough: the next stage() rewrites it after
   // finish() has read the norm, which waits for the stream and so for this copy.
   std::unique_ptr<StepScalars, PinnedFree> staging_;
+  GraphedStep graph_;
   int64_t step_ = 0;  // host mirror of the control block's applied-step count
 };
 

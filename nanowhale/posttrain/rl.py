@@ -66,6 +66,7 @@ def rl(settings: RLSettings | None = None, *, ckpt=None, resume=None, run_dir=No
     ref = None
     if s.kl > 0:  # the frozen starting model, for the KL term
         ref = _C.Model(stage.cfg.model_config(), seed=0, device=stage.device)
+        ref.precision = stage.model.precision
         open_checkpoint(stage.parent_info["checkpoint"]).load_model(ref)
     pad = tok.special_id("<|bos|>")
     log(f"rl: task {s.task}, {s.steps} steps of {s.prompts} problems x {s.group} samples")

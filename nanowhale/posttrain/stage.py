@@ -28,7 +28,7 @@ from nanowhale import schedule
 from nanowhale.config import RunConfig
 from nanowhale.data.tokenizer import Tokenizer
 from nanowhale.posttrain.settings import StageSettings, settings_from_dict
-from nanowhale.trainer import _truncate_metrics, choose_device
+from nanowhale.trainer import _truncate_metrics, choose_device, choose_precision
 
 POSTTRAIN_FILE = "posttrain.json"
 
@@ -67,6 +67,7 @@ class Stage:
             _C.set_num_threads(settings.threads)
         self.device = choose_device(settings.device)
         self.model = _C.Model(self.cfg.model_config(), seed=0, device=self.device)
+        self.model.precision = choose_precision(self.cfg.train.precision, self.device)
         ck.load_model(self.model)
         self.opt = _C.Optimizer(self.model, self.cfg.optimizer_config())
         self.step = 0

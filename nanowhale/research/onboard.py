@@ -37,6 +37,7 @@ RANGES = {
     "train.momentum_warmup_frac": "[0, 1]", "train.balance_decay_start": "[0, 1]",
     "train.balance_decay_end": "[balance_decay_start, 1]", "train.device": "auto, cpu or cuda",
     "train.precision": "auto, bf16 or fp32 (matmul operands; auto: bf16 on cuda, fp32 on cpu)",
+    "train.cuda_graph": "auto, on or off (each step replayed as CUDA graphs; same results; auto: on on cuda)",
     "train.comm_timeout": "(0, 1e8] seconds (data parallel only)",
 }
 

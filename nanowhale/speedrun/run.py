@@ -93,13 +93,15 @@ def _samples_before(cfg, path: Path) -> None:
     import nanowhale._C as _C
     from nanowhale.data.shards import shard_paths
     from nanowhale.generate import prompts_from_documents, sample
-    from nanowhale.trainer import choose_device, ensure_data
+    from nanowhale.trainer import choose_device, choose_precision, ensure_data
 
     s = cfg.sample
     if s.n == 0:
         return
     data_dir, tok = ensure_data(cfg, log=lambda *a: None)
-    model = _C.Model(cfg.model_config(), seed=cfg.train.seed, device=choose_device(cfg.train.device))
+    device = choose_device(cfg.train.device)
+    model = _C.Model(cfg.model_config(), seed=cfg.train.seed, device=device)
+    model.precision = choose_precision(cfg.train.precision, device)
     pool = s.prompts or prompts_from_documents(tok, shard_paths(data_dir, "val"), s.n) or [""]
     prompts = [pool[i % len(pool)] for i in range(s.n)]
     texts = sample(model, tok, prompts, 1, s.max_new_tokens, s.temperature, s.top_k, s.top_p, s.seed)

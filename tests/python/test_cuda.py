@@ -202,3 +202,64 @@ def test_cuda_non_finite_norm_skips_the_step_on_the_device():
     assert np.isfinite(opt.step())
     assert opt.steps == 2
     assert not np.array_equal(model.get_param(emb), healed)
+
+
+def graphed_run(cfg, batches, precision, graphs):
+    """Three steps of two micro-batches each, with changing schedules; returns what each step read back,
+    the final parameters and optimizer states, and the model's and optimizer's graph counts."""
+    model = nw.Model(cfg, seed=0, device="cuda")
+    model.precision = precision
+    model.cuda_graphs = graphs
+    opt = nw.Optimizer(model)
+    reads = []
+    for step in range(len(batches) // 2):
+        for tokens, targets in batches[2 * step:2 * step + 2]:
+            assert model.forward_backward(tokens, targets, grad_scale=0.5, defer_loss=True) is None
+        norm = opt.step(lr_mult=1.0 - 0.1 * step, wd_mult=1.0 - 0.05 * step, muon_momentum=0.85 + 0.02 * step,
+                        balance_gamma=0.01 * (step % 3))
+        reads.append((norm, *model.take_loss_sums()))
+        model.zero_grad()
+    params = {n: model.get_param(n) for n in model.parameter_names()}
+    states = {(w, n): opt.get_state(w, n) for w in ("exp_avg", "exp_avg_sq") for n in model.parameter_names()}
+    bias = [s["bias"] for s in model.routing_stats()]
+    return reads, params, states, bias, model.cuda_graph_stats(), opt.cuda_graph_stats(), opt.steps
+
+
+@needs_cuda
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_cuda_graph_replays_give_the_eager_steps_bits(precision):
+    """Steps replayed as CUDA graphs compute exactly what eager steps do: the per-call values (loss scale
+    from each batch's target count, learning rates, momentum, balance gamma, Adam's step) come from device
+    memory, not from the captured launch."""
+    cfg = micro_config()
+    batches = [random_batch(cfg, 2, 12, seed=20 + i, ignore_fraction=0.1 * (i % 3)) for i in range(12)]
+    eager = graphed_run(cfg, batches, precision, graphs=False)
+    graphed = graphed_run(cfg, batches, precision, graphs=True)
+    assert graphed[0] == eager[0]  # norms and loss sums, bit for bit
+    for n, p in eager[1].items():
+        np.testing.assert_array_equal(graphed[1][n], p, err_msg=n)
+    for k, s in eager[2].items():
+        np.testing.assert_array_equal(graphed[2][k], s, err_msg=str(k))
+    assert graphed[3] == eager[3] and graphed[6] == eager[6] == 6
+    fb, up = graphed[4], graphed[5]
+    assert fb["failure"] == "" and up["failure"] == "", (fb, up)
+    # 12 micro-batches: eager, captured, then replayed; 6 updates: the same, once the workspace settled
+    assert fb["captures"] == 1 and fb["replays"] >= 9, fb
+    assert up["captures"] == 1 and up["replays"] >= 3, up
+    assert eager[4]["replays"] == eager[5]["replays"] == 0
+
+
+@needs_cuda
+def test_cuda_training_with_graphs_matches_training_without(micro_data, tmp_path):
+    from nanowhale.trainer import format_summary
+    from train_fixtures import micro_run_config
+    data, vocab = micro_data
+    results = {}
+    for mode in ("on", "off"):
+        results[mode] = nw.train(micro_run_config(data, tmp_path / mode, vocab, train={
+            "steps": 8, "device": "cuda", "cuda_graph": mode}), progress=False)
+    on, off = results["on"], results["off"]
+    assert on["losses"] == off["losses"] and on["val_bpb"] == off["val_bpb"]
+    assert off["cuda_graph"] == "off"
+    assert on["cuda_graph"].startswith("on (") and int(on["cuda_graph"].split()[1].strip("(")) > 0, on["cuda_graph"]
+    assert "cuda_graph: on (" in format_summary(on)

@@ -174,3 +174,14 @@ def test_weights_of_another_model_are_rejected(trained, micro_data):
     other = nw.ModelConfig.from_dict({**ck.config["model"], "d_model": 48})
     with pytest.raises(ValueError, match="shape"):
         ck.load_model(nw.Model(other))
+
+
+def test_load_runs_in_the_runs_precision_unless_told(trained):
+    """A checkpoint evaluates in its run's train.precision resolved for the device (auto: fp32 on the CPU,
+    bf16 on a GPU, as the run's own evals did); precision= overrides it."""
+    assert nw.load(trained).model.precision == "fp32"
+    bf16 = nw.load(trained, precision="bf16")
+    assert bf16.model.precision == "bf16"
+    assert bf16.val_bpb()["val_bpb"] != nw.load(trained).val_bpb()["val_bpb"]
+    with pytest.raises(ValueError, match="precision must be auto, bf16 or fp32"):
+        nw.load(trained, precision="fp16")

@@ -52,6 +52,7 @@ def test_dict_and_toml_round_trip(tmp_path):
     ("train.batch_tokens=1000", "train.batch_tokens"),
     ("train.device=tpu", "train.device"),
     ("train.precision=fp16", "train.precision"),
+    ("train.cuda_graph=maybe", "train.cuda_graph"),
     ("eval.tokens=3", "eval.tokens"),
     ("sample.top_p=0", "sample.top_p"),
     ("model.top_k=99", "top_k"),

@@ -43,6 +43,7 @@ def test_loss_falls_and_run_directory_is_complete(micro_data, tmp_path):
     assert float(got["val_bpb"]) == pytest.approx(result["val_bpb"], abs=1e-6)
     assert int(got["params_total"]) > int(got["params_active"]) > 0
     assert got["precision"] == "fp32"  # train.precision auto: fp32 on the CPU
+    assert got["cuda_graph"] == "off"  # train.cuda_graph auto: graphs only on a GPU
     # The checkpoint loads back into the same function.
     loaded = nw.load(run)
     assert loaded.step == 30
@@ -133,3 +134,10 @@ def test_without_data_dir_the_default_corpus_is_prepared(tmp_path, monkeypatch):
     assert result["status"] == "done" and math.isfinite(result["val_bpb"])
     data = tmp_path / "cache" / "data" / "stdlib-v512"
     assert (data / "tokenizer.nwtok").exists() and list(data.glob("val_*.bin"))
+
+
+def test_cuda_graph_on_needs_a_gpu_device(micro_data, tmp_path):
+    data, vocab = micro_data
+    cfg = micro_run_config(data, tmp_path / "run", vocab, train={"device": "cpu", "cuda_graph": "on"})
+    with pytest.raises(ValueError, match=r"train\.cuda_graph: on needs train\.device cuda"):
+        nw.train(cfg, progress=False)

@@ -35,7 +35,7 @@ import time
 import numpy as np
 
 import nanowhale as nw
-from nanowhale.trainer import choose_precision
+from nanowhale.trainer import choose_cuda_graphs, choose_precision
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # sibling modules, also under python -P
 from device_stats import DeviceMemory, TorchMemory, device_name, peak_matmul_flops, synchronize  # noqa: E402
@@ -136,9 +136,11 @@ def initial_weights(model):
     return params, buffers, kinds
 
 
-def run_nanowhale(cfg, batches, args, want_weights):
-    """Trains nanowhale on `batches`; returns (result dict, initial weights or None). If the model cannot
-    be built on the device, the result holds the error, and the weights come from a CPU model."""
+def run_nanowhale(cfg, batches, args, want_weights, graphs):
+    """Trains nanowhale on `batches`, its steps replayed as CUDA graphs or not; returns (result dict,
+    initial weights or None). If the model cannot be built on the device, the result holds the error, and
+    the weights come from a CPU model."""
+    engine = "nanowhale eager" if not graphs and len(args.graph_modes) > 1 else "nanowhale"
     memory = DeviceMemory(args.device)
     memory.start()
     weights = None
@@ -146,33 +148,39 @@ def run_nanowhale(cfg, batches, args, want_weights):
         kw = {"dtype": args.nw_dtype} if args.nw_dtype else {}
         model = nw.Model(cfg, seed=0, device=args.device, **kw)
         model.precision = choose_precision(args.precision, args.device)
+        model.cuda_graphs = graphs
     except Exception as e:  # noqa: BLE001 - e.g. a CPU-only build asked for cuda
-        print(f"  nanowhale: cannot build the model on {args.device}: {type(e).__name__}: {e}")
+        print(f"  {engine}: cannot build the model on {args.device}: {type(e).__name__}: {e}")
         if want_weights:
             weights = initial_weights(nw.Model(cfg, seed=0, device="cpu"))
-        return dict(engine="nanowhale", error=f"{type(e).__name__}: {str(e)[:120]}"), weights
+        return dict(engine=engine, error=f"{type(e).__name__}: {str(e)[:120]}"), weights
     if want_weights:
         weights = initial_weights(model)
     opt = nw.Optimizer(model)  # Muon for the hidden matrices, AdamW for the rest
 
-    def fwd_bwd(tokens, targets):
-        return model.forward_backward(tokens, targets)
+    def fwd_bwd(tokens, targets):  # the loss stays on the device until after the update, as in training
+        model.forward_backward(tokens, targets, defer_loss=True)
 
     run = timed_fwd_bwd(fwd_bwd, args.device)
 
     def step(tokens, targets):
-        loss, fb = run(tokens, targets)
+        _, fb = run(tokens, targets)
         opt.step()
+        loss, _balance = model.take_loss_sums()
         model.zero_grad()
         return loss, fb
 
     try:
         losses, totals, fwd_bwds = time_steps(step, batches, args.warmup, args.device, memory)
     except Exception as e:  # noqa: BLE001 - report and carry on with the torch side
-        print(f"  nanowhale: training failed: {type(e).__name__}: {e}")
-        return dict(engine="nanowhale", error=f"{type(e).__name__}: {str(e)[:120]}"), weights
-    op_times = nanowhale_op_times(step, batches[-1]) if args.profile else None
-    result = dict(engine="nanowhale", precision=f"{model.precision} matmuls, {model.dtype} weights",
+        print(f"  {engine}: training failed: {type(e).__name__}: {e}")
+        return dict(engine=engine, error=f"{type(e).__name__}: {str(e)[:120]}"), weights
+    launches = model.cuda_graph_stats()["replays"] + opt.cuda_graph_stats()["replays"]
+    failure = model.cuda_graph_stats()["failure"] or opt.cuda_graph_stats()["failure"]
+    graph_note = (f", CUDA graphs FAILED ({failure[:80]})" if failure
+                  else f", CUDA graphs ({launches} launches)" if graphs else "")
+    op_times = nanowhale_op_times(step, batches[-1]) if args.profile and graphs == args.graph_modes[0] else None
+    result = dict(engine=engine, precision=f"{model.precision} matmuls, {model.dtype} weights{graph_note}",
                   losses=losses, totals=totals, fwd_bwds=fwd_bwds, mem=memory.peak_bytes(),
                   mem_how="mem_get_info delta", op_times=op_times)
     del opt, model
@@ -350,7 +358,9 @@ def main():
     ap.add_argument("--configs", default="moe,dense", help="comma-separated, from moe, dense")
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     ap.add_argument("--steps", type=int, default=20, help="timed steps, after the warmup")
-    ap.add_argument("--warmup", type=int, default=3, help="untimed first steps (torch.compile runs in the first)")
+    ap.add_argument("--warmup", type=int, default=3,
+                    help="untimed first steps (torch.compile runs in the first, nanowhale captures its CUDA graphs "
+                         "in the first three)")
     ap.add_argument("--batch-size", type=int, default=16, help="micro-batch rows")
     ap.add_argument("--seq-len", type=int, default=None, help="default: the preset's seq_len")
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch side")
@@ -361,6 +371,8 @@ def main():
                     help="PyTorch optimizer: fused AdamW over all params, or Muon + AdamW like nanowhale")
     ap.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                     help="nanowhale train.precision (auto: bf16 on cuda, fp32 on cpu)")
+    ap.add_argument("--cuda-graph", choices=["auto", "on", "off", "both"], default="both",
+                    help="nanowhale train.cuda_graph; both: a run with graphs and one without, side by side")
     ap.add_argument("--nw-dtype", default=None, help="nanowhale Model dtype (default: the model's default)")
     ap.add_argument("--profile", action="store_true",
                     help="per-op breakdown of one extra step (torch.profiler; nanowhale: nw.profile_ops)")
@@ -371,6 +383,13 @@ def main():
         ap.error(f"unknown config(s) {', '.join(unknown)}; known: moe, dense")
     if args.steps < 1 or args.warmup < 0:
         ap.error("--steps must be >= 1 and --warmup >= 0")
+    if args.cuda_graph == "both":
+        args.graph_modes = [True, False] if args.device == "cuda" else [False]
+    else:
+        try:
+            args.graph_modes = [choose_cuda_graphs(args.cuda_graph, args.device)]
+        except ValueError as e:
+            ap.error(str(e).replace("train.cuda_graph", "--cuda-graph").replace("train.device", "--device"))
     use_torch = torch is not None and not args.no_torch
     if args.device == "cuda" and (torch is None or not torch.cuda.is_available()):
         print("warning: torch sees no CUDA device: no synchronisation, peak or memory numbers")
@@ -407,8 +426,13 @@ def main():
               f"dense_hidden {cfg.dense_hidden} x {cfg.n_dense_layers} layers, {cfg.flops_per_token() / 1e6:.1f} "
               "MFLOP/token")
         batches = random_batches(cfg, B, args.warmup + args.steps)
-        nw_r, weights = run_nanowhale(cfg, batches, args, want_weights=use_torch)
-        runs = [nw_r] + ([run_torch(cfg, weights, batches, args, moe_impl)] if use_torch else [])
+        runs = []
+        for i, graphs in enumerate(args.graph_modes):
+            nw_r, w = run_nanowhale(cfg, batches, args, want_weights=use_torch and i == 0, graphs=graphs)
+            weights = w if i == 0 else weights
+            runs.append(nw_r)
+        if use_torch:
+            runs.append(run_torch(cfg, weights, batches, args, moe_impl))
         del weights
         for r in runs:
             s = summarize(r, cfg, B * cfg.seq_len, peak)

@@ -13,7 +13,7 @@ void GraphedStep::set_enabled(bool on) {
   }
 }
 
-void GraphedStep::run_eager(Device device, uint64_t key, const std::function<void()>& work) {
+void GraphedStep::run_eager(Device device, const Key& key, const std::function<void()>& work) {
   {
     const StepWorkspace workspace(device);
     work();
@@ -23,7 +23,7 @@ void GraphedStep::run_eager(Device device, uint64_t key, const std::function<voi
   eager_generation_ = device == Device::CUDA ? cuda::step_workspace_generation() : 0;
 }
 
-void GraphedStep::run(Device device, uint64_t key, const std::function<void()>& work) {
+void GraphedStep::run(Device device, const Key& key, const std::function<void()>& work) {
   // The profiler times each op after a device synchronisation, which a graph cannot hold.
   if (!enabled_ || !failure_.empty() || device != Device::CUDA || profiler::enabled())
     return run_eager(device, key, work);

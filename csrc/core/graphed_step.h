@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "core/cuda_graph.h"
 #include "core/tensor.h"
@@ -21,7 +22,8 @@ namespace nw {
 
 class GraphedStep {
  public:
-  void run(Device device, uint64_t key, const std::function<void()>& work);
+  using Key = std::vector<uint64_t>;
+  void run(Device device, const Key& key, const std::function<void()>& work);
 
   void set_enabled(bool on);  // off: every run is eager; the graph is dropped
   bool enabled() const { return enabled_; }
@@ -30,14 +32,14 @@ class GraphedStep {
   const std::string& failure() const { return failure_; }
 
  private:
-  void run_eager(Device device, uint64_t key, const std::function<void()>& work);
+  void run_eager(Device device, const Key& key, const std::function<void()>& work);
 
   bool enabled_ = false;
   cuda::Graph graph_;
-  uint64_t graph_key_ = 0;
+  Key graph_key_;
   int64_t graph_generation_ = -1;
   bool eager_seen_ = false;  // an eager run at eager_key_ left the workspace at eager_generation_
-  uint64_t eager_key_ = 0;
+  Key eager_key_;
   int64_t eager_generation_ = -1;
   int64_t captures_ = 0, replays_ = 0;
   std::string failure_;

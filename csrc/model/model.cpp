@@ -11,7 +11,6 @@
 #include <cstring>
 
 #include "core/rng.h"
-#include "core/step_workspace.h"
 #include "model/generation.h"
 #include "ops/accumulate_losses.h"
 #include "ops/attention.h"
@@ -574,10 +573,15 @@ LossInfo Model::forward_backward(const int32_t* tokens, const int32_t* targets, 
   stage_from_host(grad_per_token_, dtype_ == DType::F64 ? static_cast<const void*>(&gpt64) : &grad_per_token);
   stage_from_host(loss_divisor_, &divisor);
 
-  {
-    const StepWorkspace workspace(device_);  // the ops' scratch: no allocation after the first step
-    train_device_phase(B, T, weights != nullptr, grad_scale);
-  }
+  // The device phase, eager or replayed as a CUDA graph (train_graph_ opens the step workspace). Its launches
+  // depend on the shapes, the activations' addresses (the block and prepare()'s plan for B, T and the
+  // logits chunk), the precision, the weighting and grad_scale (a kernel argument of the router's backward).
+  uint32_t scale_bits;
+  std::memcpy(&scale_bits, &grad_scale, sizeof scale_bits);
+  const GraphedStep::Key key{uint64_t(B), uint64_t(T), uint64_t(acts_->logit_rows),
+                             reinterpret_cast<uint64_t>(acts_->block.data()), uint64_t(prec_),
+                             uint64_t(weights != nullptr), scale_bits};
+  train_graph_.run(device_, key, [&] { train_device_phase(B, T, weights != nullptr, grad_scale); });
   if (defer_loss) {
     loss_deferred_ = true;
     info.loss = info.balance_loss = std::nan("");

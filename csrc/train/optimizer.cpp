@@ -60,7 +60,7 @@ double Optimizer::step(const StepArgs& args) {
   if (graph_.enabled() != model_.cuda_graphs()) graph_.set_enabled(model_.cuda_graphs());
   // The update's launches depend on the matmul precision (Muon's Newton–Schulz operands) and on nothing
   // else that can change: the arenas, the control block and the workspace stay where they are.
-  graph_.run(model_.device(), uint64_t(model_.precision()), [this] { device_phase(); });
+  graph_.run(model_.device(), {uint64_t(model_.precision())}, [this] { device_phase(); });
   return finish();
 }
 

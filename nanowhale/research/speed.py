@@ -4,8 +4,8 @@ Runs in its own process, importing the nanowhale of the tree it measures (worker
 NANOWHALE_RESEARCH_MAIN=nanowhale.research.speed): `python -c BOOTSTRAP SPEC.json RESULT.json`. The spec is
 a training spec (worker.resolve_spec) plus `probe_steps`; the model, optimizer, micro-batch, accumulation and
 threads come from the config it resolves. A step is what the trainer does per optimizer step:
-`accumulation` forward_backward calls on seeded random tokens, Optimizer.step, zero_grad. No data, no
-evaluation: only the step's code is timed.
+`accumulation` forward_backward calls on seeded random tokens, Optimizer.step, the loss sums' read, zero_grad,
+in the config's precision and with its CUDA graphs. No data, no evaluation: only the step's code is timed.
 """
 
 from __future__ import annotations
@@ -24,14 +24,17 @@ def probe(cfg, steps: int, seed: int = 0) -> dict:
     import numpy as np
 
     import nanowhale._C as _C
-    from nanowhale.trainer import choose_device
+    from nanowhale.trainer import choose_cuda_graphs, choose_device, choose_precision
 
     if steps <= WARMUP_STEPS:
         raise ValueError(f"probe_steps must be > {WARMUP_STEPS} (the first {WARMUP_STEPS} are warm-up), got {steps}")
     if cfg.train.threads:
         _C.set_num_threads(cfg.train.threads)
     mcfg = cfg.model_config()
-    model = _C.Model(mcfg, seed=seed, device=choose_device(cfg.train.device))
+    device = choose_device(cfg.train.device)
+    model = _C.Model(mcfg, seed=seed, device=device)
+    model.precision = choose_precision(cfg.train.precision, device)
+    model.cuda_graphs = choose_cuda_graphs(cfg.train.cuda_graph, device)
     opt = _C.Optimizer(model, cfg.optimizer_config())
     T, B, accum = mcfg.seq_len, cfg.train.micro_batch, cfg.accumulation()
     rng = np.random.default_rng(seed)
@@ -40,8 +43,9 @@ def probe(cfg, steps: int, seed: int = 0) -> dict:
     for _ in range(steps):
         t0 = time.perf_counter()
         for batch in batches:
-            model.forward_backward(batch[:, :-1], batch[:, 1:], grad_scale=1.0 / accum)  # loss returned: synced
-        opt.step()
+            model.forward_backward(batch[:, :-1], batch[:, 1:], grad_scale=1.0 / accum, defer_loss=True)
+        opt.step()  # its read of the gradient norm is the step's one wait for the device
+        model.take_loss_sums()
         model.zero_grad()
         seconds.append(time.perf_counter() - t0)
     median = statistics.median(seconds[WARMUP_STEPS:])

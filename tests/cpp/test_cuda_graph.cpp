@@ -74,19 +74,19 @@ TEST(CudaGraph, GraphedStepRunsEagerThenCapturesThenReplays) {
     ++host_runs;
     nw::scale_inplace(x.t, 2.f);
   };
-  for (int i = 0; i < 5; ++i) step.run(nw::Device::CUDA, /*key=*/7, work);
+  for (int i = 0; i < 5; ++i) step.run(nw::Device::CUDA, {7}, work);
   // eager, capture + launch, then 3 launches: the host code ran twice, the device work 5 times
   EXPECT_EQ(host_runs, 2);
   EXPECT_EQ(step.captures(), 1);
   EXPECT_EQ(step.replays(), 4);
   EXPECT_EQ(x.read(), F(256, 32.f));
   EXPECT_TRUE(step.failure().empty()) << step.failure();
-  step.run(nw::Device::CUDA, /*key=*/8, work);  // another key: eager again
+  step.run(nw::Device::CUDA, {8}, work);  // another key: eager again
   EXPECT_EQ(host_runs, 3);
   EXPECT_EQ(step.replays(), 4);
   step.set_enabled(false);
-  step.run(nw::Device::CUDA, 8, work);
-  step.run(nw::Device::CUDA, 8, work);
+  step.run(nw::Device::CUDA, {8}, work);
+  step.run(nw::Device::CUDA, {8}, work);
   EXPECT_EQ(host_runs, 5);
   EXPECT_EQ(x.read(), F(256, 256.f));
 }
@@ -101,7 +101,7 @@ TEST(CudaGraph, GraphedStepFallsBackToEagerWhenTheWorkCannotBeCaptured) {
     nw::scale_inplace(x.t, 2.f);
     nw::copy_to_host(seen.data(), x.t);  // a host read: cannot be in a graph
   };
-  for (int i = 0; i < 4; ++i) step.run(nw::Device::CUDA, 1, work);
+  for (int i = 0; i < 4; ++i) step.run(nw::Device::CUDA, {1}, work);
   EXPECT_EQ(x.read(), F(32, 16.f)) << "each run applies the work exactly once";
   EXPECT_EQ(seen, F(32, 16.f));
   EXPECT_EQ(step.captures(), 0);
@@ -113,7 +113,7 @@ TEST(GraphedStep, RunsTheWorkEagerlyEveryTimeOnTheCpu) {
   nw::GraphedStep step;
   step.set_enabled(true);
   int runs = 0;
-  for (int i = 0; i < 4; ++i) step.run(nw::Device::CPU, 3, [&] { ++runs; });
+  for (int i = 0; i < 4; ++i) step.run(nw::Device::CPU, {3}, [&] { ++runs; });
   EXPECT_EQ(runs, 4);
   EXPECT_EQ(step.captures(), 0);
   EXPECT_EQ(step.replays(), 0);

@@ -243,9 +243,10 @@ def test_cuda_graph_replays_give_the_eager_steps_bits(precision):
     assert graphed[3] == eager[3] and graphed[6] == eager[6] == 6
     fb, up = graphed[4], graphed[5]
     assert fb["failure"] == "" and up["failure"] == "", (fb, up)
-    # 12 micro-batches: eager, captured, then replayed; 6 updates: the same, once the workspace settled
-    assert fb["captures"] == 1 and fb["replays"] >= 9, fb
-    assert up["captures"] == 1 and up["replays"] >= 3, up
+    # 12 micro-batches: eager, captured, then replayed (captured again if the first update's scratch moved
+    # the step workspace); 6 updates: eager, captured, then replayed
+    assert 1 <= fb["captures"] <= 2 and fb["replays"] >= 8, fb
+    assert up["captures"] == 1 and up["replays"] >= 4, up
     assert eager[4]["replays"] == eager[5]["replays"] == 0
 
 

@@ -67,7 +67,7 @@ void moe_combine(const Tensor& y, const Tensor& ye, const Tensor& gates, const T
 void moe_combine_backward(const Tensor& dye, const Tensor& dgates, const Tensor& dy, const Tensor& ye, const Tensor& gates, const Tensor& row_of_slot) { no_cuda("moe_combine_backward"); }
 double moe_router_forward(const Tensor& scores, const Tensor& topk, const Tensor& gates, const Tensor& logits, const Tensor& bias, int batch, float route_scale, float balance_alpha) { no_cuda("moe_router_forward"); }
 void moe_route(const Tensor& scores, const Tensor& topk, const Tensor& gates, const Tensor& counts, const Tensor& offsets, const Tensor& row_of_slot, const Tensor& token_of_row, const Tensor& balance, const Tensor& logits, const Tensor& bias, int batch, float route_scale, float balance_alpha) { no_cuda("moe_route"); }
-void moe_router_backward(const Tensor& dlogits, const Tensor& dgates, const Tensor& scores, const Tensor& topk, int batch, float route_scale, float balance_alpha, float grad_scale) { no_cuda("moe_router_backward"); }
+void moe_router_backward(const Tensor& dlogits, const Tensor& dgates, const Tensor& scores, const Tensor& topk, int batch, float route_scale, float balance_alpha, const Tensor& grad_scale) { no_cuda("moe_router_backward"); }
 void moe_accumulate_counts(const Tensor& total, const Tensor& counts) { no_cuda("moe_accumulate_counts"); }
 void moe_update_bias(const Tensor& bias, const Tensor& counts, float gamma) { no_cuda("moe_update_bias"); }
 void moe_balance_step(const Tensor&, const Tensor&, const Tensor&, const StepControl*) { no_cuda("moe_balance_step"); }

@@ -112,9 +112,12 @@ __global__ void router_fractions_kernel(float* f, const int32_t* topk, int64_t T
 
 __global__ void router_backward_kernel(float* dlogits, const float* dgates, const float* scores, const int32_t* topk,
                                        const float* fractions, int64_t N, int64_t Tn, int64_t E, int64_t K,
-                                       float route_scale, float c) {
+                                       float route_scale, float balance_alpha, const float* grad_scale,
+                                       int64_t batch) {
   const int64_t n = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (n >= N) return;
+  // d(balance)/d s_{t,i} = c * (f_i / S_t - sum_j f_j s_{t,j} / S_t^2), c = alpha / (B T) * grad_scale
+  const float c = balance_alpha * *grad_scale / float(batch * Tn);
   const float* s = scores + n * E;
   const float* f = fractions + (n / Tn) * E;
   const int32_t* idx = topk + n * K;
@@ -273,19 +276,17 @@ void moe_route(const Tensor& scores, const Tensor& topk, const Tensor& gates, co
 }
 
 void moe_router_backward(const Tensor& dlogits, const Tensor& dgates, const Tensor& scores, const Tensor& topk,
-                         int batch, float route_scale, float balance_alpha, float grad_scale) {
-  detail::require_f32("moe_router_backward", {&dlogits, &dgates, &scores});
+                         int batch, float route_scale, float balance_alpha, const Tensor& grad_scale) {
+  detail::require_f32("moe_router_backward", {&dlogits, &dgates, &scores, &grad_scale});
   const int64_t N = scores.size(0), E = scores.size(1), K = topk.size(1), Tn = N / batch;
   if (N == 0) return;
-  // d(balance)/d s_{t,i} = c * (f_i / S_t - sum_j f_j s_{t,j} / S_t^2), c = alpha / (B T) * grad_scale
-  const float c = balance_alpha * grad_scale / float(batch * Tn);
   detail::Scratch fractions(batch * E * sizeof(float));
   router_fractions_kernel<<<static_cast<unsigned>(batch), 128, 0, detail::stream()>>>(fractions.as<float>(), topk.ptr<int32_t>(), Tn, E, K);
   NW_CUDA_LAUNCH_CHECK();
   const int threads = 128;
   router_backward_kernel<<<static_cast<unsigned>((N + threads - 1) / threads), threads, 0, detail::stream()>>>(
       dlogits.ptr<float>(), dgates.ptr<float>(), scores.ptr<float>(), topk.ptr<int32_t>(), fractions.as<float>(), N,
-      Tn, E, K, route_scale, c);
+      Tn, E, K, route_scale, balance_alpha, grad_scale.ptr<float>(), batch);
   NW_CUDA_LAUNCH_CHECK();
 }
 

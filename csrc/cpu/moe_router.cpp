@@ -76,14 +76,14 @@ void moe_route(const Tensor& scores, const Tensor& topk, const Tensor& gates, co
 
 template <typename T>
 void moe_router_backward(const Tensor& dlogits, const Tensor& dgates, const Tensor& scores, const Tensor& topk,
-                         int batch, float route_scale, float balance_alpha, float grad_scale) {
+                         int batch, float route_scale, float balance_alpha, const Tensor& grad_scale) {
   const int64_t N = scores.size(0), E = scores.size(1), K = topk.size(1), Tn = N / batch;
   const T* sp = scores.ptr<T>();
   const T* dgp = dgates.ptr<T>();
   const int32_t* ip = topk.ptr<int32_t>();
   T* dp = dlogits.ptr<T>();
   // d(balance)/d s_{t,i} = c * (f_i / S_t - sum_j f_j s_{t,j} / S_t^2), c = alpha / (B T) * grad_scale
-  const T c = T(balance_alpha) * T(grad_scale) / T(batch * Tn);
+  const T c = T(balance_alpha) * grad_scale.ptr<T>()[0] / T(batch * Tn);
 #pragma omp parallel
   {
     std::vector<T> f(E);
@@ -140,7 +140,7 @@ void moe_accumulate_counts(const Tensor& total, const Tensor& counts) {
                              const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, int,    \
                              float, float);                                                                     \
   template void moe_router_backward<T>(const Tensor&, const Tensor&, const Tensor&, const Tensor&, int, float,  \
-                                       float, float);                                                           \
+                                       float, const Tensor&);                                                           \
   template void moe_update_bias<T>(const Tensor&, const Tensor&, float);
 INSTANTIATE(float)
 INSTANTIATE(double)

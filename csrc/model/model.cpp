@@ -160,10 +160,12 @@ Model::Model(const ModelConfig& cfg, uint64_t seed, Device device, DType dtype)
   pending_counts_ = Tensor(counts_.data(), DType::I64, device_, {moe_index, cfg_.n_experts});
   step_counts_ = Tensor(static_cast<int64_t*>(counts_.data()) + counts_numel, DType::I64, device_,
                         {moe_index, cfg_.n_experts});
-  loss_state_ = Buffer(4 * sizeof(double), device_);  // zeroed
-  loss_sums_ = Tensor(loss_state_.data(), DType::F64, device_, {2});
-  loss_divisor_ = Tensor(static_cast<double*>(loss_state_.data()) + 2, DType::F64, device_, {1});
-  grad_per_token_ = Tensor(static_cast<double*>(loss_state_.data()) + 3, dtype_, device_, {1});
+  loss_state_ = Buffer(5 * sizeof(double), device_);  // zeroed; each scalar in an 8-byte slot
+  double* slots = static_cast<double*>(loss_state_.data());
+  loss_sums_ = Tensor(slots, DType::F64, device_, {2});
+  loss_divisor_ = Tensor(slots + 2, DType::F64, device_, {1});
+  grad_per_token_ = Tensor(slots + 3, dtype_, device_, {1});
+  grad_scale_ = Tensor(slots + 4, dtype_, device_, {1});
   init_weights(seed);
 }
 
@@ -330,6 +332,14 @@ void Model::set_head_chunk_rows(int64_t rows) {
   head_chunk_rows_ = rows;
 }
 
+namespace {
+// A float scalar into a (1) tensor of the model's dtype.
+void stage_scalar(const Tensor& dst, float value) {
+  const double wide = value;
+  stage_from_host(dst, dst.dtype == DType::F64 ? static_cast<const void*>(&wide) : &value);
+}
+}  // namespace
+
 void Model::stage_batch(const int32_t* tokens, const int32_t* targets) {
   stage_from_host(acts_->tokens, tokens);
   if (targets) stage_from_host(acts_->targets, targets);
@@ -439,7 +449,7 @@ double Model::read_balance_loss() const {
   return balance;
 }
 
-void Model::run_backward(int B, int T, float grad_scale) {
+void Model::run_backward(int B, int T) {
   Acts& a = *acts_;
   const int64_t N = int64_t(B) * T, C = cfg_.d_model, D = cfg_.head_dim, H = cfg_.n_head, KVH = cfg_.n_kv_head;
   const int64_t K = cfg_.top_k;
@@ -481,7 +491,7 @@ void Model::run_backward(int B, int T, float grad_scale) {
       grouped_linear_backward(a.d_xe, G(p.expert_in), dpre, x.xe, P(p.expert_in), x.offsets, prec_);
       moe_gather_backward(a.d_ln, a.d_xe, x.row_of_slot);
       moe_router_backward(a.d_router, a.d_gates, x.scores, x.topk, B, cfg_.route_scale, cfg_.balance_alpha,
-                          grad_scale);
+                          grad_scale_);
       linear_backward(a.d_tmp, G(p.router), a.d_router, x.ln2, P(p.router));  // fp32, as its forward
       residual_add(a.d_ln, a.d_tmp);
     }
@@ -569,19 +579,17 @@ LossInfo Model::forward_backward(const int32_t* tokens, const int32_t* targets, 
     grad_per_token = grad_scale;
     divisor = 1;
   }
-  const double gpt64 = grad_per_token;  // grad_per_token_ has the model's dtype
-  stage_from_host(grad_per_token_, dtype_ == DType::F64 ? static_cast<const void*>(&gpt64) : &grad_per_token);
+  stage_scalar(grad_per_token_, grad_per_token);
+  stage_scalar(grad_scale_, grad_scale);
   stage_from_host(loss_divisor_, &divisor);
 
   // The device phase, eager or replayed as a CUDA graph (train_graph_ opens the step workspace). Its launches
   // depend on the shapes, the activations' addresses (the block and prepare()'s plan for B, T and the
-  // logits chunk), the precision, the weighting and grad_scale (a kernel argument of the router's backward).
-  uint32_t scale_bits;
-  std::memcpy(&scale_bits, &grad_scale, sizeof scale_bits);
+  // logits chunk), the precision and the weighting; every per-call value is staged above.
   const GraphedStep::Key key{uint64_t(B), uint64_t(T), uint64_t(acts_->logit_rows),
                              reinterpret_cast<uint64_t>(acts_->block.data()), uint64_t(prec_),
-                             uint64_t(weights != nullptr), scale_bits};
-  train_graph_.run(device_, key, [&] { train_device_phase(B, T, weights != nullptr, grad_scale); });
+                             uint64_t(weights != nullptr)};
+  train_graph_.run(device_, key, [&] { train_device_phase(B, T, weights != nullptr); });
   if (defer_loss) {
     loss_deferred_ = true;
     info.loss = info.balance_loss = std::nan("");
@@ -594,17 +602,16 @@ LossInfo Model::forward_backward(const int32_t* tokens, const int32_t* targets, 
 }
 
 // Reads no host value and makes no host read, and allocates nothing but the ops' step-workspace scratch:
-// a CUDA graph can capture it once per batch shape and replay it. Its per-call values come from the
-// staged device buffers, except grad_scale, which the MoE router's backward takes as an argument (it is
-// the same for every micro-batch of a run).
-void Model::train_device_phase(int B, int T, bool weighted, float grad_scale) {
+// a CUDA graph can capture it once per batch shape and replay it. Its per-call values (the batch, weights,
+// grad_per_token, grad_scale, the loss divisor) come from the staged device buffers.
+void Model::train_device_phase(int B, int T, bool weighted) {
   Acts& a = *acts_;
   const bool has_moe = cfg_.n_dense_layers < cfg_.n_layer;
   const Tensor w = weighted ? a.weights : Tensor();
   run_forward(B, T, /*train=*/true);
   head_loss(/*train=*/true, w);
   accumulate_losses(loss_sums_, a.losses, w, loss_divisor_, has_moe ? a.balance : Tensor());
-  run_backward(B, T, grad_scale);
+  run_backward(B, T);
 }
 
 LossSums Model::take_loss_sums() {

@@ -138,10 +138,10 @@ class Model {
   // The fused head loss into acts' losses; with train, d(lnf) into d_ln and dW into the head's gradient,
   // scaled by the staged grad_per_token_.
   void head_loss(bool train, const Tensor& weights);
-  void run_backward(int B, int T, float grad_scale);
+  void run_backward(int B, int T);  // gradients scaled by the staged grad_scale_
   // forward_backward's device phase: forward, head loss, loss accumulation and backward of the staged batch
   // (see model.cpp).
-  void train_device_phase(int B, int T, bool weighted, float grad_scale);
+  void train_device_phase(int B, int T, bool weighted);
   // Copies per-token losses out (when token_losses is given); returns their sum.
   double sum_losses(int64_t N, float* token_losses);
   int head_index() const;
@@ -168,9 +168,9 @@ class Model {
   Buffer counts_;
   Tensor pending_counts_, step_counts_;
   // On the device: the loss sums (2) f64 that take_loss_sums reads, and forward_backward's staged scalars,
-  // the loss divisor (1) f64 (accumulate_losses) and grad_per_token (1) in the model's dtype.
+  // the loss divisor (1) f64 (accumulate_losses), grad_per_token and grad_scale (1) in the model's dtype.
   Buffer loss_state_;
-  Tensor loss_sums_, loss_divisor_, grad_per_token_;
+  Tensor loss_sums_, loss_divisor_, grad_per_token_, grad_scale_;
   bool loss_deferred_ = false;  // sums of deferred calls wait in loss_sums_
   mutable std::mutex compute_mutex_;
 };

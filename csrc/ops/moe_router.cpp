@@ -57,11 +57,12 @@ void moe_route(const Tensor& scores, const Tensor& topk, const Tensor& gates, co
 }
 
 void moe_router_backward(const Tensor& dlogits, const Tensor& dgates, const Tensor& scores, const Tensor& topk,
-                         int batch, float route_scale, float balance_alpha, float grad_scale) {
+                         int batch, float route_scale, float balance_alpha, const Tensor& grad_scale) {
   const profiler::Scope scope("moe_router_backward", dlogits.device);
   const char* op = "moe_router_backward";
   check_router(scores, topk, dgates, batch, op);
   check_tensor(dlogits, op, "dlogits", scores.dtype, scores.device, {scores.size(0), scores.size(1)});
+  check_tensor(grad_scale, op, "grad_scale", scores.dtype, scores.device, {1});
   if (scores.device == Device::CUDA)
     return cuda::moe_router_backward(dlogits, dgates, scores, topk, batch, route_scale, balance_alpha, grad_scale);
   NW_DISPATCH_CPU(scores.dtype, T,

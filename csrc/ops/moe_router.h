@@ -18,9 +18,11 @@ double moe_router_forward(const Tensor& scores, const Tensor& topk, const Tensor
 void moe_route(const Tensor& scores, const Tensor& topk, const Tensor& gates, const Tensor& counts,
                const Tensor& offsets, const Tensor& row_of_slot, const Tensor& token_of_row, const Tensor& balance,
                const Tensor& logits, const Tensor& bias, int batch, float route_scale, float balance_alpha);
-// dlogits (overwritten) = d(gates)/d(logits)^T dgates + grad_scale * d(balance loss)/d(logits).
+// dlogits (overwritten) = d(gates)/d(logits)^T dgates + grad_scale * d(balance loss)/d(logits). grad_scale is
+// a one-element tensor in the scores' dtype on their device, read by the backend (not a kernel argument, so
+// a replayed CUDA graph uses each step's value).
 void moe_router_backward(const Tensor& dlogits, const Tensor& dgates, const Tensor& scores, const Tensor& topk,
-                         int batch, float route_scale, float balance_alpha, float grad_scale);
+                         int batch, float route_scale, float balance_alpha, const Tensor& grad_scale /*(1)*/);
 // Aux-loss-free balancing: bias_i += gamma * sign(mean(counts) - counts_i). All-zero counts change nothing.
 void moe_update_bias(const Tensor& bias /*(E)*/, const Tensor& counts /*(E) i64*/, float gamma);
 // The optimizer step's bias update of one MoE layer, decided by its control block (in the bias's memory):
@@ -42,7 +44,7 @@ void moe_route(const Tensor& scores, const Tensor& topk, const Tensor& gates, co
     const Tensor& logits, const Tensor& bias, int batch, float route_scale, float balance_alpha);
 template <typename T>
 void moe_router_backward(const Tensor& dlogits, const Tensor& dgates, const Tensor& scores, const Tensor& topk,
-    int batch, float route_scale, float balance_alpha, float grad_scale);
+    int batch, float route_scale, float balance_alpha, const Tensor& grad_scale);
 template <typename T>
 void moe_update_bias(const Tensor& bias, const Tensor& counts, float gamma);
 void moe_accumulate_counts(const Tensor& total, const Tensor& counts);
@@ -54,7 +56,7 @@ void moe_route(const Tensor& scores, const Tensor& topk, const Tensor& gates, co
     const Tensor& offsets, const Tensor& row_of_slot, const Tensor& token_of_row, const Tensor& balance,
     const Tensor& logits, const Tensor& bias, int batch, float route_scale, float balance_alpha);
 void moe_router_backward(const Tensor& dlogits, const Tensor& dgates, const Tensor& scores, const Tensor& topk,
-    int batch, float route_scale, float balance_alpha, float grad_scale);
+    int batch, float route_scale, float balance_alpha, const Tensor& grad_scale);
 void moe_update_bias(const Tensor& bias, const Tensor& counts, float gamma);
 void moe_balance_step(const Tensor& bias, const Tensor& pending, const Tensor& step_counts, const StepControl* control);
 void moe_accumulate_counts(const Tensor& total, const Tensor& counts);

@@ -458,9 +458,11 @@ TEST(CudaParity, MoeRouter) {
     // Backward from the CPU's scores and choices on both sides.
     F dgates = randn({N, K}, 29), dl(N * E);
     Dev dg_d = dev(dgates, {N, K}), sc_d = dev(scores, {N, E}), ic_d = dev(topk, {N, K}), dl_d = dev(dl, {N, E});
+    F gs{grad_scale};
+    Dev gs_d = dev(gs, {1});
     nw::moe_router_backward(cpu(dl, {N, E}), cpu(dgates, {N, K}), cpu(scores, {N, E}), cpu(topk, {N, K}), batch,
-                            route_scale, alpha, grad_scale);
-    nw::moe_router_backward(dl_d.t, dg_d.t, sc_d.t, ic_d.t, batch, route_scale, alpha, grad_scale);
+                            route_scale, alpha, cpu(gs, {1}));
+    nw::moe_router_backward(dl_d.t, dg_d.t, sc_d.t, ic_d.t, batch, route_scale, alpha, gs_d.t);
     expect_close(host<float>(dl_d), dl, kMat, kMatAbs, "router dlogits");
   }
   // Bias update from host int64 counts (mean 4: one expert exactly at the mean keeps its bias).
@@ -541,9 +543,11 @@ TEST(CudaParity, MoeRouteNaNLogits) {
   // The backward from those choices: dlogits of the finite tokens agree, and nothing outside is written.
   F dgates = randn({N, K}, 66), dl(N * E);
   Dev dg_d = dev(dgates, {N, K}), dl_d = dev(dl, {N, E});
+  F one{1.f};  // grad_scale
+  Dev one_d = dev(one, {1});
   nw::moe_router_backward(cpu(dl, {N, E}), cpu(dgates, {N, K}), cpu(scores, {N, E}), cpu(topk, {N, K}), batch, 2.5f,
-                          1e-2f, 1.f);
-  nw::moe_router_backward(dl_d.t, dg_d.t, s_d.t, i_d.t, batch, 2.5f, 1e-2f, 1.f);
+                          1e-2f, cpu(one, {1}));
+  nw::moe_router_backward(dl_d.t, dg_d.t, s_d.t, i_d.t, batch, 2.5f, 1e-2f, one_d.t);
   const F got = host<float>(dl_d);
   F got_finite, want_finite;
   for (int64_t i = 0; i < N * E; ++i)

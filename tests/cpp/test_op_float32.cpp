@@ -164,8 +164,10 @@ TEST(OpFloat32, RouterAndGroupedLinear) {
   EXPECT_EQ(topkf.data, topk.data);
   EXPECT_NEAR(l32, l64, 1e-6 * l64);
   expect_close(gf, g, 1e-6, "router gates");
-  nw::moe_router_backward(dz.t(), dg.t(), s.t(), topk.t(), B, 2.0f, 0.1f, 1.0f);
-  nw::moe_router_backward(dzf.t(), dgf.t(), sf.t(), topkf.t(), B, 2.0f, 0.1f, 1.0f);
+  HostTensor gs({1}, 1.0);  // grad_scale
+  HostF32 gsf(gs);
+  nw::moe_router_backward(dz.t(), dg.t(), s.t(), topk.t(), B, 2.0f, 0.1f, gs.t());
+  nw::moe_router_backward(dzf.t(), dgf.t(), sf.t(), topkf.t(), B, 2.0f, 0.1f, gsf.t());
   expect_close(dzf, dz, 1e-5, "router dlogits");
 
   const int64_t R = 40, IN = 24, OUT = 20, NE = 4;

@@ -358,6 +358,7 @@ void check_router(const RouterCase& rc) {
     for (int64_t e = 0; e + 1 < E; ++e) ASSERT_GT(key[e + 1] - key[e], 1e-4) << "near tie at token " << n;
   }
   double balance = 0;
+  HostTensor grad_scale({1}, 1.0);
   nwtest::gradcheck(
       {{"logits", &logits, &dlogits, rc.expect_nonzero}}, {{"gates", &gates, &dgates, rc.gate_weight}},
       [&] {
@@ -365,7 +366,7 @@ void check_router(const RouterCase& rc) {
                                                 rc.route_scale, rc.alpha);
       },
       [&] {
-        nw::moe_router_backward(dlogits.t(), dgates.t(), scores.t(), topk.t(), rc.B, rc.route_scale, rc.alpha, 1.0f);
+        nw::moe_router_backward(dlogits.t(), dgates.t(), scores.t(), topk.t(), rc.B, rc.route_scale, rc.alpha, grad_scale.t());
       });
   // Gates of each token sum to route_scale.
   for (int64_t n = 0; n < N; ++n) {
@@ -417,10 +418,11 @@ TEST(OpGradients, RouterGradScaleOnlyScalesBalanceTerm) {
   HostTensor dgates = randn({N, K}, 25, 2), d1({N, E}), d3({N, E}), d0({N, E}), dnob({N, E});
   HostI32 topk({N, K});
   nw::moe_router_forward(scores.t(), topk.t(), gates.t(), logits.t(), bias.t(), B, 1.0f, 0.5f);
-  nw::moe_router_backward(d1.t(), dgates.t(), scores.t(), topk.t(), B, 1.0f, 0.5f, 1.0f);
-  nw::moe_router_backward(d3.t(), dgates.t(), scores.t(), topk.t(), B, 1.0f, 0.5f, 3.0f);
-  nw::moe_router_backward(d0.t(), dgates.t(), scores.t(), topk.t(), B, 1.0f, 0.5f, 0.0f);
-  nw::moe_router_backward(dnob.t(), dgates.t(), scores.t(), topk.t(), B, 1.0f, 0.0f, 1.0f);
+  HostTensor one({1}, 1.0), three({1}, 3.0), zero({1}, 0.0);  // grad_scale
+  nw::moe_router_backward(d1.t(), dgates.t(), scores.t(), topk.t(), B, 1.0f, 0.5f, one.t());
+  nw::moe_router_backward(d3.t(), dgates.t(), scores.t(), topk.t(), B, 1.0f, 0.5f, three.t());
+  nw::moe_router_backward(d0.t(), dgates.t(), scores.t(), topk.t(), B, 1.0f, 0.5f, zero.t());
+  nw::moe_router_backward(dnob.t(), dgates.t(), scores.t(), topk.t(), B, 1.0f, 0.0f, one.t());
   double bal = 0;
   for (int64_t i = 0; i < N * E; ++i) {
     EXPECT_NEAR(d0[i], dnob[i], 1e-15) << "grad_scale 0 must drop the balance term";
@@ -428,6 +430,11 @@ TEST(OpGradients, RouterGradScaleOnlyScalesBalanceTerm) {
     bal = std::max(bal, std::fabs(d1[i] - d0[i]));
   }
   EXPECT_GT(bal, 1e-4);
+  HostTensor two_scales({2}, 1.0);
+  EXPECT_THROW(nw::moe_router_backward(d1.t(), dgates.t(), scores.t(), topk.t(), B, 1.0f, 0.5f, nw::Tensor()),
+               nw::ValueError) << "no grad_scale";
+  EXPECT_THROW(nw::moe_router_backward(d1.t(), dgates.t(), scores.t(), topk.t(), B, 1.0f, 0.5f, two_scales.t()),
+               nw::ValueError) << "grad_scale of two elements";
 }
 
 // ---------------------------------------------------------------------------------------------

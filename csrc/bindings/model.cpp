@@ -195,7 +195,10 @@ void register_model(py::module_& m) {
              return std::make_unique<Model>(c, seed_arg(seed, "seed"), parse_device(device), parse_dtype(dtype));
            }),
            py::arg("config"), py::arg("seed") = 0, py::arg("device") = "cpu", py::arg("dtype") = "float32")
-      .def_property_readonly("config", &Model::config)
+      // A copy: the model runs (and its CUDA graphs replay) with the configuration it was made with, and an
+      // attribute written through a reference would change it behind them (or its shapes behind its buffers).
+      .def_property_readonly("config", [](const Model& m) { return m.config(); },
+                             "The model's configuration (a copy: it is fixed at construction).")
       .def_property_readonly("device", [](const Model& m) { return device_name(m.device()); })
       .def_property_readonly("dtype", [](const Model& m) { return dtype_name(m.dtype()); })
       .def_property(

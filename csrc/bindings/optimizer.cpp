@@ -85,7 +85,10 @@ void register_optimizer(py::module_& m) {
              numpy_to_tensor(a.view(a.layout().index(name)), value, name);
            },
            py::arg("which"), py::arg("name"), py::arg("value"))
-      .def_property_readonly("config", &Optimizer::config)
+      // A copy, as Model.config: the update (and its CUDA graph, whose launches hold these rates) runs with
+      // the validated configuration it was made with.
+      .def_property_readonly("config", [](const Optimizer& o) { return o.config(); },
+                             "The optimizer's configuration (a copy: it is fixed at construction).")
       .def(
           "cuda_graph_stats", [](const Optimizer& o) { return graph_stats(o.graph()); },
           "The update's CUDA graph (on with the model's cuda_graphs): {'captures', 'replays' (graph launches), "

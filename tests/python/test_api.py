@@ -27,6 +27,20 @@ def test_config_round_trip():
     assert "d_model=16" in repr(cfg)
 
 
+def test_model_and_optimizer_configs_are_fixed_at_construction():
+    """config is a copy: writing one of its attributes changes neither the model nor the optimizer, whose
+    steps (and the CUDA graphs replaying them, which hold these values) keep what they were made with."""
+    cfg = micro_config()
+    model = nw.Model(cfg, seed=0)
+    opt = nw.Optimizer(model)
+    model.config.softcap = cfg.softcap + 1.0
+    model.config.n_layer = cfg.n_layer + 1
+    opt.config.muon_lr = 123.0
+    opt.config.grad_clip = -1.0
+    assert model.config == cfg
+    assert opt.config.muon_lr == nw.OptimizerConfig().muon_lr and opt.config.grad_clip == nw.OptimizerConfig().grad_clip
+
+
 def test_parameters_round_trip_and_seeded_init():
     cfg = micro_config()
     a, b, c = nw.Model(cfg, seed=0), nw.Model(cfg, seed=0), nw.Model(cfg, seed=1)

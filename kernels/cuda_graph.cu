@@ -11,7 +11,8 @@ void Graph::capture(const std::function<void()>& work) {
   reset();
   cudaStream_t s = detail::stream();
   // Thread-local mode: a call on this thread that cannot be captured (a synchronisation, cudaMalloc)
-  // fails instead of silently running outside the graph; other threads are unaffected.
+  // fails instead of silently running outside the graph; other threads' calls are not checked, but work
+  // they issue on the compute stream meanwhile would be recorded too (core/cuda_graph.h).
   NW_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
   std::string failure;
   try {

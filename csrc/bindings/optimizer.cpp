@@ -67,6 +67,9 @@ void register_optimizer(py::module_& m) {
                NW_CHECK(a.balance_gamma >= 0, "balance_gamma must be >= 0, got ", a.balance_gamma);
              }
              py::gil_scoped_release release;
+             // A compute call on the model (its parameters, gradients and routing counts), whose capture in a
+             // CUDA graph would also record work that another thread issued meanwhile.
+             std::lock_guard<std::mutex> lock(o.model().compute_mutex());
              return o.step(a);
            },
            py::arg("lr_mult") = 1.0f, py::arg("wd_mult") = 1.0f, py::arg("muon_momentum") = py::none(),

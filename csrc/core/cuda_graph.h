@@ -16,7 +16,9 @@ class Graph {
 
   // Records what work issues on the compute stream; the work itself does not run. Throws (holding no
   // graph, the stream usable again) when work does something a graph cannot hold, such as reading a
-  // result to the host or allocating with cudaMalloc.
+  // result to the host or allocating with cudaMalloc. The capture records the compute stream, not this
+  // thread: no other thread may issue work on the device while it runs (the training loop issues all
+  // its device work from one thread).
   void capture(const std::function<void()>& work);
   void replay() const;  // launches the recorded work on the compute stream; the host does not wait
   bool empty() const { return exec_ == nullptr; }

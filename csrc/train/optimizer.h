@@ -51,6 +51,7 @@ class Optimizer {
   int64_t steps() const { return step_; }
   void set_steps(int64_t s);  // for resuming: also the control block's count (AdamW's bias correction)
   const OptimizerConfig& config() const { return cfg_; }
+  Model& model() const { return model_; }  // the model whose parameters it updates
   const Arena& exp_avg() const { return m_; }     // Adam m / Muon momentum
   const Arena& exp_avg_sq() const { return v_; }  // Adam v (unused for Muon parameters)
   const GraphedStep& graph() const { return graph_; }  // the device phase's CUDA graph: captures, replays

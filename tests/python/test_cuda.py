@@ -250,6 +250,51 @@ def test_cuda_graph_replays_give_the_eager_steps_bits(precision):
     assert eager[4]["replays"] == eager[5]["replays"] == 0
 
 
+def run_with_moves(cfg, graphs, device="cuda"):
+    """Eight steps with calls between them that a graph must follow: an evaluation at a larger batch (the
+    activations' block is allocated again, elsewhere), a change of precision (other launches in both graphs),
+    a parameter written from the host, and a weighted micro-batch. Returns what each step read back, the
+    evaluation's loss, the final parameters and the model's and optimizer's graph counts."""
+    model = nw.Model(cfg, seed=0, device=device)
+    model.cuda_graphs = graphs
+    opt = nw.Optimizer(model)
+    big = random_batch(cfg, 6, cfg.seq_len, seed=99)
+    reads = []
+    for step in range(8):
+        tokens, targets = random_batch(cfg, 2, 12, seed=40 + step, ignore_fraction=0.1)
+        weights = np.linspace(0.5, 1.5, tokens.size, dtype=np.float32).reshape(tokens.shape) if step == 7 else None
+        model.forward_backward(tokens, targets, weights=weights, grad_scale=0.5, defer_loss=True)
+        reads.append((opt.step(lr_mult=1.0 - 0.05 * step), *model.take_loss_sums()))
+        model.zero_grad()
+        if step == 2:
+            reads.append(model.forward(*big))
+        elif step == 4:
+            model.precision = "bf16"
+        elif step == 5:
+            model.set_param("embed", model.get_param("embed") * 0.5)
+    params = {n: model.get_param(n) for n in model.parameter_names()}
+    return reads, params, model.cuda_graph_stats(), opt.cuda_graph_stats()
+
+
+@needs_cuda
+def test_cuda_graphs_follow_what_moves_between_steps():
+    """A graph holds addresses and launch shapes: after a call that moves a buffer or changes the launches,
+    the next step runs eagerly and is captured again, never replayed stale, and every step gives the eager
+    run's bits."""
+    cfg = micro_config()
+    eager = run_with_moves(cfg, graphs=False)
+    graphed = run_with_moves(cfg, graphs=True)
+    assert graphed[0] == eager[0]
+    for n, p in eager[1].items():
+        np.testing.assert_array_equal(graphed[1][n], p, err_msg=n)
+    fb, up = graphed[2], graphed[3]
+    assert fb["failure"] == "" and up["failure"] == "", (fb, up)
+    # forward_backward: captured at step 1, again after the evaluation's new block and after bf16 (at least)
+    assert fb["captures"] >= 3 and fb["replays"] >= 3, fb
+    # the update: captured at step 1 and again after bf16 (Muon's Newton-Schulz launches change)
+    assert up["captures"] >= 2 and up["replays"] >= 5, up
+
+
 @needs_cuda
 def test_cuda_training_with_graphs_matches_training_without(micro_data, tmp_path):
     from nanowhale.trainer import format_summary

@@ -1,5 +1,6 @@
 // CUDA graphs (core/cuda_graph.h) and the capture policy of training work (core/graphed_step.h). The
-// graph tests need a GPU (need_cuda.h); GraphedStep's CPU behaviour is checked everywhere.
+// graph tests need a GPU (need_cuda.h) and sit in the CudaParity suite, the one the GPU check runs;
+// GraphedStep's CPU behaviour is checked everywhere.
 #include <gtest/gtest.h>
 
 #include <string>
@@ -30,7 +31,7 @@ struct DeviceVector {
   }
 };
 
-TEST(CudaGraph, ReplaysTheCapturedWorkAndNotTheCapture) {
+TEST(CudaParity, GraphReplaysTheCapturedWorkAndNotTheCapture) {
   NW_NEED_CUDA();
   DeviceVector x(F(1000, 1.f));
   nw::cuda::Graph g;
@@ -45,7 +46,7 @@ TEST(CudaGraph, ReplaysTheCapturedWorkAndNotTheCapture) {
   EXPECT_THROW(g.replay(), nw::Error);
 }
 
-TEST(CudaGraph, AHostReadInsideTheCaptureFailsClearlyAndTheStreamStaysUsable) {
+TEST(CudaParity, GraphCaptureOfAHostReadFailsClearlyAndTheStreamStaysUsable) {
   NW_NEED_CUDA();
   DeviceVector x(F(64, 1.f));
   nw::cuda::Graph g;
@@ -64,7 +65,7 @@ TEST(CudaGraph, AHostReadInsideTheCaptureFailsClearlyAndTheStreamStaysUsable) {
   EXPECT_EQ(x.read(), F(64, 3.f));
 }
 
-TEST(CudaGraph, GraphedStepRunsEagerThenCapturesThenReplays) {
+TEST(CudaParity, GraphedStepRunsEagerThenCapturesThenReplays) {
   NW_NEED_CUDA();
   DeviceVector x(F(256, 1.f));
   nw::GraphedStep step;
@@ -91,7 +92,7 @@ TEST(CudaGraph, GraphedStepRunsEagerThenCapturesThenReplays) {
   EXPECT_EQ(x.read(), F(256, 256.f));
 }
 
-TEST(CudaGraph, GraphedStepFallsBackToEagerWhenTheWorkCannotBeCaptured) {
+TEST(CudaParity, GraphedStepFallsBackToEagerWhenTheWorkCannotBeCaptured) {
   NW_NEED_CUDA();
   DeviceVector x(F(32, 1.f));
   nw::GraphedStep step;

@@ -15,27 +15,9 @@
 #include "ops/moe_router.h"
 #include "ops/optimizer_ops.h"
 #include "train/optimizer.h"
+#include "tiny_model_config.h"
 
 namespace {
-nw::ModelConfig tiny_config() {
-  nw::ModelConfig c;
-  c.vocab_size = 50;
-  c.d_model = 16;
-  c.n_layer = 2;
-  c.n_head = 2;
-  c.n_kv_head = 1;
-  c.head_dim = 8;
-  c.n_dense_layers = 1;
-  c.dense_hidden = 16;
-  c.n_experts = 4;
-  c.top_k = 2;
-  c.expert_hidden = 8;
-  c.n_shared = 1;
-  c.shared_hidden = 8;
-  c.seq_len = 8;
-  return c;
-}
-
 struct Batch {
   int B, T;
   std::vector<int32_t> tokens, targets;
@@ -59,7 +41,7 @@ bool same_bits(double a, double b) { return std::memcmp(&a, &b, sizeof(double)) 
 }  // namespace
 
 TEST(Model, SameSeedGivesSameLossBits) {
-  const nw::ModelConfig cfg = tiny_config();
+  const nw::ModelConfig cfg = tiny_moe_config();
   const Batch batch(2, 8, cfg.vocab_size, 3, 3);
   for (nw::DType dt : {nw::DType::F64, nw::DType::F32}) {
     nw::Model a(cfg, 7, nw::Device::CPU, dt), b(cfg, 7, nw::Device::CPU, dt), c(cfg, 8, nw::Device::CPU, dt);
@@ -82,7 +64,7 @@ TEST(Model, SameSeedGivesSameLossBits) {
 }
 
 TEST(Model, InitialLossNearLnVocab) {
-  const nw::ModelConfig cfg = tiny_config();
+  const nw::ModelConfig cfg = tiny_moe_config();
   nw::Model m(cfg, 1);
   const Batch batch(4, 8, cfg.vocab_size, 11);
   const nw::LossInfo l = m.forward(batch.tokens.data(), batch.targets.data(), batch.B, batch.T);
@@ -95,7 +77,7 @@ TEST(Model, InitialLossNearLnVocab) {
 }
 
 TEST(Model, ForwardMatchesForwardBackwardLoss) {
-  const nw::ModelConfig cfg = tiny_config();
+  const nw::ModelConfig cfg = tiny_moe_config();
   nw::Model m(cfg, 2, nw::Device::CPU, nw::DType::F64);
   const Batch batch(2, 8, cfg.vocab_size, 12, 2);
   std::vector<float> per_token(16, -1.0f);
@@ -120,39 +102,39 @@ TEST(Model, InvalidConfigsThrowValueError) {
     EXPECT_THROW(c.validate(), nw::ValueError) << what;
     EXPECT_THROW(nw::Model(c, 0), nw::ValueError) << what;
   };
-  EXPECT_NO_THROW(tiny_config().validate());
-  nw::ModelConfig c = tiny_config();
+  EXPECT_NO_THROW(tiny_moe_config().validate());
+  nw::ModelConfig c = tiny_moe_config();
   c.top_k = 5;  // > n_experts
   expect_invalid(c, "top_k > n_experts");
-  c = tiny_config();
+  c = tiny_moe_config();
   c.n_head = 3;  // d_model 16 is not divisible by 3 (n_kv_head 1 divides 3)
   expect_invalid(c, "d_model % n_head");
-  c = tiny_config();
+  c = tiny_moe_config();
   c.activation = "gelu";
   expect_invalid(c, "activation");
-  c = tiny_config();
+  c = tiny_moe_config();
   c.window_pattern = "LX";
   expect_invalid(c, "window_pattern LX");
-  c = tiny_config();
+  c = tiny_moe_config();
   c.window_pattern = "";
   expect_invalid(c, "empty window_pattern");
-  c = tiny_config();
+  c = tiny_moe_config();
   c.n_kv_head = 3;  // 2 query heads do not split into 3 kv groups
   expect_invalid(c, "n_head % n_kv_head");
-  c = tiny_config();
+  c = tiny_moe_config();
   c.head_dim = 7;
   expect_invalid(c, "odd head_dim");
   // Valid variations still construct.
-  c = tiny_config();
+  c = tiny_moe_config();
   c.window_pattern = "SL";
   c.short_window = 3;
   c.activation = "swiglu";
   EXPECT_NO_THROW(nw::Model(c, 0));
-  EXPECT_THROW(nw::Model(tiny_config(), 0, nw::Device::CPU, nw::DType::BF16), nw::ValueError);
+  EXPECT_THROW(nw::Model(tiny_moe_config(), 0, nw::Device::CPU, nw::DType::BF16), nw::ValueError);
 }
 
 TEST(Model, InvalidBatchesThrowValueError) {
-  const nw::ModelConfig cfg = tiny_config();
+  const nw::ModelConfig cfg = tiny_moe_config();
   nw::Model m(cfg, 0);
   Batch ok(1, 8, cfg.vocab_size, 1);
   Batch too_long(1, 9, cfg.vocab_size, 1);
@@ -214,13 +196,13 @@ void check_model_gradients(const nw::ModelConfig& cfg, uint64_t seed, int64_t he
 }  // namespace
 
 TEST(ModelGradients, Float64MatchesFiniteDifferences) {
-  nw::ModelConfig cfg = tiny_config();
+  nw::ModelConfig cfg = tiny_moe_config();
   cfg.balance_alpha = 0.1f;  // large enough that a wrong balance gradient shows
   check_model_gradients(cfg, 5);
 }
 
 TEST(ModelGradients, Float64VariantSwiGLUTiedSlidingWindowTwoShared) {
-  nw::ModelConfig cfg = tiny_config();
+  nw::ModelConfig cfg = tiny_moe_config();
   cfg.activation = "swiglu";
   cfg.tie_embeddings = true;
   cfg.window_pattern = "SL";
@@ -235,7 +217,7 @@ TEST(ModelGradients, Float64VariantSwiGLUTiedSlidingWindowTwoShared) {
 // The head loss in chunks of 5 rows over the 16 tokens (5, 5, 5, 1), the head tied to the embedding (its
 // chunks accumulate onto the embedding's gradient): the same gradients.
 TEST(ModelGradients, Float64ChunkedHeadLossMatchesFiniteDifferences) {
-  nw::ModelConfig cfg = tiny_config();
+  nw::ModelConfig cfg = tiny_moe_config();
   cfg.balance_alpha = 0.1f;
   cfg.tie_embeddings = true;
   check_model_gradients(cfg, 7, 5);
@@ -281,7 +263,7 @@ TEST(Model, ChunkedHeadLossMatchesOneChunk) {
     double tol;
   };
   for (bool tied : {false, true}) {
-    nw::ModelConfig cfg = tiny_config();
+    nw::ModelConfig cfg = tiny_moe_config();
     cfg.tie_embeddings = tied;
     for (const Case& k : {Case{nw::DType::F64, nw::Precision::FP32, 1e-12},
                           Case{nw::DType::F32, nw::Precision::FP32, 1e-6},
@@ -306,7 +288,7 @@ TEST(Model, ChunkedHeadLossMatchesOneChunk) {
 // Training and loss evaluation hold one chunk of logits rows, the paths that return logits all of them: with
 // chunks of 4 rows, doubling the tokens adds less than V floats per added token to the activations.
 TEST(Model, ActivationsOfTheLossDoNotScaleWithTokensTimesVocab) {
-  nw::ModelConfig cfg = tiny_config();
+  nw::ModelConfig cfg = tiny_moe_config();
   cfg.vocab_size = 4096;  // the logits dominate every other activation per token (16-wide model)
   nw::Model m(cfg, 3);
   m.set_head_chunk_rows(4);
@@ -335,7 +317,7 @@ TEST(Model, ActivationsOfTheLossDoNotScaleWithTokensTimesVocab) {
 }
 
 TEST(Model, GradientsAccumulateAndScale) {
-  const nw::ModelConfig cfg = tiny_config();
+  const nw::ModelConfig cfg = tiny_moe_config();
   nw::Model m(cfg, 4, nw::Device::CPU, nw::DType::F64);
   const Batch batch(2, 8, cfg.vocab_size, 4);
   m.forward_backward(batch.tokens.data(), batch.targets.data(), 2, 8, 1.0f);
@@ -353,7 +335,7 @@ TEST(Model, GradientsAccumulateAndScale) {
 }
 
 TEST(Model, RoutingCountsAndBalanceBiasUpdate) {
-  const nw::ModelConfig cfg = tiny_config();
+  const nw::ModelConfig cfg = tiny_moe_config();
   nw::Model m(cfg, 9);
   const Batch batch(2, 8, cfg.vocab_size, 9);
   // Evaluation does not count.
@@ -413,7 +395,7 @@ int first_of_kind(const nw::Model& m, nw::ParamKind kind) {
 // and the routing counts keep their bits and the step is not counted, so the next step (bias correction
 // of step 2, the counts of both micro-batches) equals that of a run that never attempted it.
 TEST(OptimizerStep, NonFiniteStepChangesNothingAndIsNotCounted) {
-  const nw::ModelConfig cfg = tiny_config();
+  const nw::ModelConfig cfg = tiny_moe_config();
   nw::Model a(cfg, 9), b(cfg, 9);
   nw::Optimizer oa(a, {}), ob(b, {});
   for (nw::Model* m : {&a, &b}) train_micro_batch(*m, 1);
@@ -453,7 +435,7 @@ TEST(OptimizerStep, NonFiniteStepChangesNothingAndIsNotCounted) {
 // step set_steps + 1 with lr * lr_mult and weight_decay * wd_mult, Muon with the step's momentum, and the
 // balance bias with the step's gamma; then the count moves on by one.
 TEST(OptimizerStep, UsesTheStepsScalarsAndTheResumedStepCount) {
-  const nw::ModelConfig cfg = tiny_config();
+  const nw::ModelConfig cfg = tiny_moe_config();
   nw::Model m(cfg, 9);
   nw::OptimizerConfig oc;
   oc.grad_clip = 0;  // the gradients as they are
